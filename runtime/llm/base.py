@@ -1,0 +1,68 @@
+"""The small interface every LLM backend implements.
+
+A backend receives the chat-templated prompt as token ids holding exactly one video
+placeholder id, plus the video embeddings that replace it (the kept tokens in temporal order
+followed by the image_newline vector). How the embeddings reach the model is the backend's
+business: ``inputs_embeds`` (transformers), a prompt table (TensorRT-LLM engine path) or
+external multimodal embeddings (TensorRT-LLM LLM API).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VideoPrompt:
+    """A prompt ready for an LLM backend.
+
+    input_ids: token ids of the chat-templated prompt with exactly one ``video_token_id``.
+    video_embeds: (M, H) float, the M embeddings that replace the placeholder
+        (kept video tokens in temporal order, then the image_newline vector).
+    video_position_ids: (M,) int64 or None. When given, the original positions of the kept
+        tokens in the unpruned sequence, counted from the placeholder (0 .. N); the text after
+        the video continues from the last one. None: positions are contiguous (the default).
+    """
+
+    input_ids: list[int]
+    video_token_id: int
+    video_embeds: np.ndarray
+    video_position_ids: np.ndarray | None = None
+
+    def placeholder_index(self) -> int:
+        """Index of the single video placeholder in ``input_ids``."""
+        hits = [i for i, token in enumerate(self.input_ids) if token == self.video_token_id]
+        if len(hits) != 1:
+            raise ValueError(
+                f"input_ids: expected exactly one video placeholder id {self.video_token_id}, "
+                f"found {len(hits)}"
+            )
+        return hits[0]
+
+    @property
+    def sequence_length(self) -> int:
+        """Length of the prompt once the placeholder is expanded to the video embeddings."""
+        return len(self.input_ids) - 1 + len(self.video_embeds)
+
+
+@dataclass
+class Generation:
+    """What a backend returns: new token ids (prompt excluded) and its own timings in seconds."""
+
+    token_ids: list[int]
+    prefill_s: float
+    decode_s: float
+    extra: dict = field(default_factory=dict)
+
+
+class LLMBackend(Protocol):
+    """An LLM that generates from a :class:`VideoPrompt`."""
+
+    name: str
+    max_context: int
+
+    def generate(self, prompt: VideoPrompt, max_new_tokens: int) -> Generation:
+        """Greedy generation of at most ``max_new_tokens`` tokens."""
+        ...
