@@ -16,7 +16,7 @@ def static_video(gen: torch.Generator, frames: int, tokens: int, dim: int) -> to
 def scene_cuts(gen: torch.Generator, frames: int, tokens: int, dim: int, scenes: int = 3) -> torch.Tensor:
     """``scenes`` shots of near-identical frames (small motion noise), hard cuts between them."""
     shot = torch.randint(0, scenes, (frames,), generator=gen).sort().values
-    base = torch.randn(scenes, tokens, dim, generator=gen) + 2.0
+    base = torch.randn(scenes, tokens, dim, generator=gen)
     return base[shot] + 0.05 * torch.randn(frames, tokens, dim, generator=gen)
 
 

@@ -1,0 +1,161 @@
+"""The reference's decisions on hand-checked inputs, its contract, and its error messages."""
+import numpy as np
+import pytest
+import torch
+
+from mmg_export import MMGConfig, PruningGraph, select_tokens
+from mmg_export.prune.baselines import METHODS
+from mmg_export.prune.reference import allocate, best_tokens, segment_starts
+from synthetic_videos import make_video
+
+
+def test_allocate_is_proportional_with_largest_remainders():
+    # shares 10 * (1, 2, 2) / 5 = 2, 4, 4 exactly
+    assert allocate(10, [1, 2, 2], cap=6) == [2, 4, 4]
+    # shares 7/3 each: floors 2, 2, 2, one leftover goes to the lowest index
+    assert allocate(7, [1, 1, 1], cap=5) == [3, 2, 2]
+    # shares 5 * (1, 3) / 4 = 1.25, 3.75: the larger remainder gets the unit
+    assert allocate(5, [1, 3], cap=5) == [1, 4]
+
+
+def test_allocate_caps_and_redistributes():
+    # share of frame 0 would be 12 * 8/10 = 9.6 > cap 4; the rest 8 splits 1:1
+    assert allocate(12, [8, 1, 1], cap=4) == [4, 4, 4]
+    assert allocate(10, [8, 1, 1], cap=4) == [4, 3, 3]
+    assert allocate(9, [100, 1, 2], cap=4) == [4, 2, 3]
+    assert allocate(6, [1, 1], cap=3) == [3, 3]
+
+
+def test_segment_starts_cuts_at_low_similarity_and_respects_minimum_length():
+    config = MMGConfig(tau=0.9, min_segment_frames=2, max_segments=8)
+    # cuts wanted before frames 3 and 4 (sims 0.5, 0.6): too close, the stronger (0.5) wins
+    sims = [0.99, 0.99, 0.5, 0.6, 0.99, 0.99, 0.99]
+    assert segment_starts(sims, 8, config) == [0, 3]
+    # a cut before the last frame would leave a one-frame segment
+    assert segment_starts([0.99, 0.99, 0.99, 0.2], 5, config) == [0]
+    assert segment_starts([0.99, 0.99, 0.99, 0.2], 5, MMGConfig(tau=0.9, min_segment_frames=1)) == [0, 4]
+
+
+def test_segment_starts_keeps_the_strongest_cuts_up_to_max_segments():
+    sims = [0.5, 0.99, 0.3, 0.99, 0.4, 0.99, 0.99]
+    config = MMGConfig(tau=0.9, min_segment_frames=1, max_segments=3)
+    assert segment_starts(sims, 8, config) == [0, 3, 5]
+    assert segment_starts(sims, 8, MMGConfig(tau=0.9, min_segment_frames=1, max_segments=1)) == [0]
+
+
+def test_best_tokens_breaks_ties_by_index():
+    assert best_tokens([0.5, 0.9, 0.9, 0.1, 0.9], 2) == [1, 2]
+    assert best_tokens([0.0, -0.0, 0.0], 2) == [0, 1]
+
+
+def test_selection_contract():
+    video = make_video("cuts", 1, 16, 20, 8)
+    selection = select_tokens(video, 0.25)
+    keep = round(0.25 * 16 * 20)
+    assert selection.indices.shape == (keep,) and selection.indices.dtype == torch.int64
+    assert torch.all(selection.indices[1:] > selection.indices[:-1])
+    assert selection.features.shape == (keep, 8)
+    torch.testing.assert_close(selection.features, video.reshape(-1, 8)[selection.indices])
+    assert int(selection.budget_per_frame.sum()) == keep
+    assert int(selection.budget_per_segment.sum()) == keep
+    assert selection.budget_per_segment.numel() == int(selection.segment_of_frame.max()) + 1
+    per_frame = torch.bincount(selection.indices // 20, minlength=16)
+    assert per_frame.tolist() == selection.budget_per_frame.tolist()
+    assert selection.scores.shape == (16, 20)
+
+
+def test_scene_cuts_become_segments_and_get_budget():
+    """Three shots of near-identical frames: MMG-Vid cuts exactly at the shots and gives each
+    shot's first frame most of the shot's budget (later frames add nothing new)."""
+    video = make_video("cuts", 4, 12, 10, 16)
+    selection = select_tokens(video, 0.25)
+    segment = selection.segment_of_frame.tolist()
+    changes = [t for t in range(1, 12) if not torch.allclose(video[t], video[t - 1], atol=0.5)]
+    assert [t for t in range(1, 12) if segment[t] != segment[t - 1]] == changes
+    starts = [0] + changes
+    budget = selection.budget_per_frame.tolist()
+    for first, end in zip(starts, starts[1:] + [12]):
+        assert all(budget[first] > budget[t] for t in range(first + 1, end))
+
+
+def test_static_video_fills_the_first_frame_then_splits_evenly():
+    # K = 40; frame 0 (level 64) is capped at P = 10; frames 1-7 have equal novelty, so the
+    # other 30 split 30/7 = 4.29 each: floors of 4, the 2 leftover units to frames 1 and 2
+    selection = select_tokens(make_video("static", 0, 8, 10, 4), 0.5)
+    assert selection.budget_per_frame.tolist() == [10, 5, 5, 4, 4, 4, 4, 4]
+    assert selection.segment_of_frame.tolist() == [0] * 8
+
+
+def test_ratio_one_keeps_everything_and_tiny_ratio_keeps_one():
+    video = make_video("random", 0, 3, 5, 4)
+    assert select_tokens(video, 1.0).indices.tolist() == list(range(15))
+    assert select_tokens(video, 0.01).indices.numel() == 1
+
+
+def test_numpy_input_is_accepted_and_never_modified():
+    video = make_video("random", 0, 4, 6, 4).numpy()
+    before = video.copy()
+    selection = select_tokens(video, 0.5)
+    assert np.array_equal(video, before)
+    assert selection.indices.numel() == 12
+
+
+@pytest.mark.parametrize("features,ratio,message", [
+    (torch.zeros(4, 5), 0.25, "features=.*shape \\(4, 5\\).*expected rank 3"),
+    (torch.zeros(2, 3, 4, dtype=torch.int64), 0.25, "features=.*int64.*floating"),
+    (torch.zeros(0, 3, 4), 0.25, "features=.*at least one token"),
+    (torch.tensor([[[1.0, float("nan")]]]), 0.25, "features=.*NaN or inf.*finite"),
+    (torch.zeros(2, 3, 4), 0.0, "ratio=0.0: expected a number in \\(0, 1\\]"),
+    (torch.zeros(2, 3, 4), 1.5, "ratio=1.5: expected a number in \\(0, 1\\]"),
+    ([1, 2, 3], 0.25, "features='list'.*torch.Tensor or numpy array"),
+])
+def test_bad_input_names_the_argument(features, ratio, message):
+    with pytest.raises(ValueError, match=message):
+        select_tokens(features, ratio)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(frames=0, tokens_per_frame=196, dim=8), "frames=0: expected an int >= 1"),
+    (dict(frames=2, tokens_per_frame=196, dim=8, ratio=2.0), "ratio=2.0"),
+    (dict(frames=2, tokens_per_frame=196, dim=8, config=None), None),
+])
+def test_graph_constructor_validates(kwargs, message):
+    if message is None:
+        assert PruningGraph(**kwargs).keep == 98
+        return
+    with pytest.raises(ValueError, match=message):
+        PruningGraph(**kwargs)
+
+
+def test_graph_rejects_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"features: shape \(2, 5, 8\), expected \(2, 196, 8\)"):
+        PruningGraph(2, 196, 8)(torch.zeros(2, 5, 8))
+
+
+@pytest.mark.parametrize("field,value", [("tau", 0.0), ("budget", "fancy"), ("knn", 0), ("max_segments", 0)])
+def test_config_validates(field, value):
+    with pytest.raises(ValueError, match=f"{field}={value!r}"):
+        MMGConfig(**{field: value})
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_keeps_k_sorted_unique_tokens(method):
+    video = make_video("drifting", 2, 8, 12, 6)
+    selection = METHODS[method](video, 0.15)
+    keep = round(0.15 * 96)
+    assert selection.indices.tolist() == sorted(set(selection.indices.tolist()))
+    assert selection.indices.numel() == keep
+    assert int(selection.budget_per_frame.sum()) == keep
+
+
+def test_temporal_difference_keeps_frame_zero_then_the_biggest_changes():
+    video = torch.zeros(3, 2, 2)
+    video[:, :, 0] = 1.0
+    video[1, 1] = torch.tensor([0.0, 1.0])  # token (1, 1) changes completely
+    selection = METHODS["temporal-difference"](video, 0.5)  # K = 3
+    assert selection.indices.tolist() == [0, 1, 3]
+
+
+def test_random_is_seeded():
+    video = make_video("random", 0, 4, 8, 4)
+    assert METHODS["random"](video, 0.25).indices.tolist() == METHODS["random"](video, 0.25).indices.tolist()
