@@ -1,0 +1,82 @@
+"""``mmg-export build``: the main job (see :mod:`.pipeline`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_OUT = Path("engines") / "out"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "build", help="export the encoder and the pruning graph, lint, and build engines",
+        description="Export the LLaVA-OneVision vision encoder and a fixed-budget MMG-Vid pruning graph to "
+                    "typed ONNX, lint them for TensorRT, and build TensorRT engines or ONNX Runtime models "
+                    "into one artifact directory with a manifest.")
+    parser.add_argument("--ratio", type=float, default=0.25, help="fraction of video tokens kept (default 0.25)")
+    parser.add_argument("--model", type=Path, default=None, metavar="DIR",
+                        help="local LLaVA-OneVision checkpoint directory (default: the built-in tiny model)")
+    parser.add_argument("--frames", type=int, default=None, help="frames per video (default: the target's, 32)")
+    parser.add_argument("--target", default=None,
+                        help="build profile name from engines/ or a .toml path (default: this machine: "
+                             "its GPU's profile, or cpu)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None,
+                        help="export precision (default: the target's)")
+    parser.add_argument("--backend", choices=["tensorrt", "onnxruntime"], default=None,
+                        help="default: tensorrt where it is installed, else onnxruntime")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"artifact directory (default: {DEFAULT_OUT}/TARGET-PRECISION-rRATIO)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact directory")
+    parser.add_argument("--merge", action="store_true", help="merge dropped tokens into their nearest kept token")
+    parser.add_argument("--list-targets", action="store_true", help="list the build profiles and exit")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..prune import MMGConfig
+    from .pipeline import BuildOptions, build
+    from .targets import list_targets, load_target
+
+    if args.list_targets:
+        for name in list_targets():
+            print(f"{name:12s} {load_target(name).description}")
+        return 0
+    target = load_target(args.target or detect_target())
+    backend = args.backend or default_backend()
+    precision = args.precision or target.precision
+    frames = args.frames if args.frames is not None else target.frames
+    out = args.out or DEFAULT_OUT / f"{target.name}-{precision}-r{args.ratio:g}"
+    options = BuildOptions(out=out, target=target, ratio=args.ratio, frames=frames, precision=precision,
+                           backend=backend, model_dir=args.model, overwrite=args.overwrite,
+                           pruning=MMGConfig(merge=args.merge))
+    print(f"target {target.name}, backend {backend}, precision {precision}, {frames} frames, ratio {args.ratio:g}",
+          file=sys.stderr)
+    manifest = build(options)
+    print(f"wrote {out}: K = {manifest.keep} of {manifest.frames * manifest.tokens_per_frame} video tokens, "
+          f"components {', '.join(manifest.components)}")
+    return 0
+
+
+def default_backend() -> str:
+    """tensorrt where it imports; otherwise onnxruntime, saying so."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        print("TensorRT is not installed: using the onnxruntime backend (pass --backend to choose)",
+              file=sys.stderr)
+        return "onnxruntime"
+    return "tensorrt"
+
+
+def detect_target() -> str:
+    """The profile for this machine's GPU by compute capability, or ``cpu`` without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("no CUDA GPU found: target cpu (pass --target NAME to build for a GPU)", file=sys.stderr)
+        return "cpu"
+    major, minor = torch.cuda.get_device_capability(0)
+    name = {(9, 0): "h100", (8, 7): "orin-agx", (11, 0): "thor", (10, 1): "thor"}.get((major, minor), "datacenter")
+    print(f"GPU sm_{major}{minor}: target {name} (pass --target NAME to choose)", file=sys.stderr)
+    return name

@@ -1,0 +1,43 @@
+"""ONNX Runtime backend: provider-independent optimised models plus the provider settings.
+
+The saved models carry only ONNX Runtime's *basic* graph optimisations (constant folding,
+redundant-node removal), which are valid under every execution provider; fusions specific to
+one provider are left to session creation on the deploy machine.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .targets import TargetProfile
+
+TRT_EP_CACHE = "ort_trt_cache"
+
+
+def optimize_model(source: Path, destination: Path) -> Path:
+    """Write ``source`` with ONNX Runtime's basic optimisations applied to ``destination``."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(destination)
+    onnxruntime.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    return destination
+
+
+def provider_settings(profile: TargetProfile) -> list[list]:
+    """Execution providers in preference order, as ``[name, options]`` pairs for the manifest.
+
+    GPU targets try TensorRT (engine and timing caches kept beside the artifacts), then CUDA,
+    then the CPU; the CPU target uses the CPU alone. The runtime drops providers that its
+    onnxruntime build lacks.
+    """
+    if profile.name == "cpu":
+        return [["CPUExecutionProvider", {}]]
+    tensorrt = {
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": TRT_EP_CACHE,
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": TRT_EP_CACHE,
+        "trt_max_workspace_size": str(profile.workspace_bytes),
+    }
+    return [["TensorrtExecutionProvider", tensorrt], ["CUDAExecutionProvider", {}], ["CPUExecutionProvider", {}]]

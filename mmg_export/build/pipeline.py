@@ -1,0 +1,211 @@
+"""``mmg-export build``: export, lint, build and describe one artifact directory.
+
+Stages, each timed on the progress display:
+
+    load model -> export encoder.onnx -> export pruner.onnx -> lint both
+      -> TensorRT engines | ONNX Runtime models -> tokenizer, newline, (tiny) LLM -> manifest
+
+Everything is written into a temporary directory beside ``--out`` and renamed into place at
+the end, so a failed build leaves nothing that looks like artifacts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmg_runtime.errors import UserError
+from mmg_runtime.manifest import Component, Manifest, TensorSpec, atomic_output_dir, sha256_file, write_manifest
+
+from .. import __version__
+from ..models.encoder import VideoEncoder
+from ..models.llava import TINY_NAME, load_llava
+from ..prune import MMGConfig
+from ..prune.config import check_ratio, keep_count
+from . import export
+from .targets import TargetProfile
+
+MAX_FRAMES = 256
+LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "polygraphy", "tensorrt", "numpy")
+
+
+@dataclass
+class BuildOptions:
+    """What ``mmg-export build`` was asked for."""
+
+    out: Path
+    target: TargetProfile
+    ratio: float = 0.25
+    frames: int = 32
+    precision: str = "fp32"
+    backend: str = "onnxruntime"
+    model_dir: Path | None = None
+    overwrite: bool = False
+    pruning: MMGConfig = field(default_factory=MMGConfig)
+
+    def __post_init__(self) -> None:
+        check_ratio(self.ratio)
+        if not isinstance(self.frames, int) or not 1 <= self.frames <= MAX_FRAMES:
+            raise UserError(f"--frames {self.frames}: expected an integer from 1 to {MAX_FRAMES}")
+        export.torch_dtype(self.precision)
+        if self.backend not in ("tensorrt", "onnxruntime"):
+            raise UserError(f"--backend {self.backend}: expected tensorrt or onnxruntime")
+        if self.backend == "tensorrt" and self.target.name == "cpu":
+            raise UserError("--backend tensorrt needs a GPU target (--target NAME); target cpu builds "
+                            "ONNX Runtime models only")
+
+
+class Progress:
+    """Prints each stage as it starts and its duration when it ends."""
+
+    def __init__(self, total: int, stream=sys.stderr) -> None:
+        self.total, self.done, self.stream = total, 0, stream
+
+    @contextmanager
+    def stage(self, title: str) -> Iterator[None]:
+        self.done += 1
+        print(f"[{self.done}/{self.total}] {title} ...", end="", flush=True, file=self.stream)
+        start = time.perf_counter()
+        try:
+            yield
+        except BaseException:
+            print(" failed", file=self.stream)
+            raise
+        print(f" {time.perf_counter() - start:.1f} s", file=self.stream)
+
+    def note(self, text: str) -> None:
+        print(f"      {text}", file=self.stream)
+
+
+def build(options: BuildOptions, log: Callable[[str], None] | None = None) -> Manifest:
+    """Run every stage and return the manifest written to ``options.out``."""
+    progress = Progress(total=6)
+    with atomic_output_dir(options.out, overwrite=options.overwrite) as work:
+        with progress.stage(f"load model ({options.model_dir or TINY_NAME})"):
+            loaded = load_llava(options.model_dir, export.torch_dtype(options.precision))
+            encoder = VideoEncoder(loaded.model)
+        with progress.stage(f"export encoder.onnx ({options.frames} frames, {options.precision})"):
+            export.export_encoder(encoder, options.frames, options.precision, work / "encoder.onnx")
+        keep = keep_count(options.frames * encoder.tokens_per_frame, options.ratio)
+        with progress.stage(f"export pruner.onnx (ratio {options.ratio}, K = {keep})"):
+            export.export_pruner(options.frames, encoder.tokens_per_frame, encoder.hidden_size, options.ratio,
+                                 options.precision, work / "pruner.onnx", options.pruning)
+        with progress.stage(f"lint against TensorRT {_lint_version(options.target)}"):
+            _lint(work, ["encoder.onnx", "pruner.onnx"], options.target)
+        with progress.stage(f"{options.backend} backend for target {options.target.name}"):
+            files, device, versions = _backend(options, work, progress)
+        with progress.stage("tokenizer, image_newline, manifest"):
+            files["newline"] = _save_newline(encoder, work)
+            extra = _save_language_model(loaded, options, work)
+            manifest = _manifest(options, encoder, keep, work, files, device, versions, extra)
+            write_manifest(work, manifest)
+    return manifest
+
+
+def _lint_version(target: TargetProfile) -> str:
+    from ..lint.rules import supported_versions
+
+    versions = supported_versions()
+    wanted = target.tensorrt_min
+    return wanted if wanted in versions else versions[0]
+
+
+def _lint(work: Path, names: list[str], target: TargetProfile) -> None:
+    from ..lint.rules import lint_model
+
+    for name in names:
+        report = lint_model(work / name, _lint_version(target))
+        if not report.ok:
+            raise UserError(f"{name} fails the TensorRT-compatibility lint:\n{report.format_table()}")
+
+
+def _backend(options: BuildOptions, work: Path, progress: Progress) -> tuple[dict, dict | None, dict]:
+    """Build the runnable components; returns (component files, build device, extra versions)."""
+    if options.backend == "tensorrt":
+        return _tensorrt(options, work, progress)
+    from .onnxruntime import optimize_model, provider_settings
+
+    files = {}
+    for name in ("encoder", "pruner"):
+        files[name] = optimize_model(work / f"{name}.onnx", work / f"{name}.ort.onnx").name
+    return files, None, {"providers": provider_settings(options.target)}
+
+
+def _tensorrt(options: BuildOptions, work: Path, progress: Progress) -> tuple[dict, dict | None, dict]:
+    from .tensorrt import build_engine, require_tensorrt
+
+    trt = require_tensorrt()
+    options.target.check_tensorrt_version(trt.__version__)
+    cache = options.out.parent / f"{options.target.name}.timing.cache"
+    files, device = {}, None
+    for name in ("encoder", "pruner"):
+        info = build_engine(work / f"{name}.onnx", work / f"{name}.engine", options.target, cache, progress.note)
+        files[name], device = f"{name}.engine", info.device or {}
+        device["hardware_compatibility"] = info.hardware_compatibility or ""
+        device.setdefault("compute_capability", options.target.compute_capability)
+    return files, device, {}
+
+
+def _save_newline(encoder: VideoEncoder, work: Path) -> str:
+    """image_newline (H,) as float32 .npy (numpy has no bf16)."""
+    np.save(work / "newline.npy", encoder.newline.detach().float().numpy())
+    return "newline.npy"
+
+
+def _save_language_model(loaded, options: BuildOptions, work: Path) -> dict:
+    """The built-in model travels with the artifacts; a real checkpoint is referenced by path.
+
+    The tokenizer is always saved (``tokenizer/``): the runtime needs it even where the LLM is
+    served elsewhere (TensorRT-LLM).
+    """
+    loaded.tokenizer.save_pretrained(work / "tokenizer")
+    common = {"video_token_id": int(loaded.config.video_token_index), "model_source": loaded.source}
+    if options.model_dir is None:
+        loaded.model.to(torch.float32).save_pretrained(work / "model")
+        return {**common, "model": "model"}
+    return {**common, "model": str(Path(options.model_dir).resolve())}
+
+
+def _manifest(options: BuildOptions, encoder: VideoEncoder, keep: int, work: Path, files: dict,
+              device: dict | None, extra_versions: dict, extra: dict) -> Manifest:
+    dtype = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[options.precision]
+    frames, tokens, hidden, size = options.frames, encoder.tokens_per_frame, encoder.hidden_size, encoder.image_size
+    specs = {
+        "encoder": ({"pixel_values": TensorSpec((frames, 3, size, size), dtype)},
+                    {"video_tokens": TensorSpec((frames, tokens, hidden), dtype)}),
+        "pruner": ({"video_tokens": TensorSpec((frames, tokens, hidden), dtype)},
+                   {"kept_tokens": TensorSpec((keep, hidden), dtype), "kept_indices": TensorSpec((keep,), "int64")}),
+        "newline": ({}, {"newline": TensorSpec((hidden,), "float32")}),
+    }
+    components = {
+        name: Component(file=file, sha256=sha256_file(work / file), inputs=specs[name][0], outputs=specs[name][1])
+        for name, file in files.items()
+    }
+    for name in ("encoder", "pruner"):
+        components[f"{name}_onnx"] = Component(file=f"{name}.onnx", sha256=sha256_file(work / f"{name}.onnx"),
+                                               inputs=specs[name][0], outputs=specs[name][1])
+    return Manifest(
+        tool_version=__version__, backend=options.backend, target=options.target.name, precision=options.precision,
+        frames=frames, tokens_per_frame=tokens, hidden_size=hidden, ratio=options.ratio, keep=keep,
+        components=components, versions=_versions(), device=device,
+        extra={**extra, **extra_versions, "image_size": size, "pruning": dataclasses.asdict(options.pruning)},
+    )
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "mmg-export": __version__}
+    for library in LIBRARIES:
+        try:
+            versions[library] = metadata.version(library)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

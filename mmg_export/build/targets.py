@@ -1,0 +1,183 @@
+"""Build target profiles: ``engines/<name>.toml`` (schema documented at the top of ``h100.toml``)."""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmg_engines import PROFILES_DIR
+from mmg_export.build.tensorrt import parse_version
+from mmg_runtime.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+HARDWARE_COMPATIBILITY = ("none", "ampere_plus")
+OPTIMIZATION_LEVELS = range(0, 6)
+
+_FIELDS: dict[str, tuple[type, str]] = {
+    "name": (str, "a string"),
+    "description": (str, "a string"),
+    "jetson": (bool, "true or false"),
+    "compute_capability": (str, 'a string "MAJOR.MINOR", e.g. "8.7"'),
+    "tensorrt_min": (str, 'a string "MAJOR" or "MAJOR.MINOR", e.g. "10.3"'),
+    "tensorrt_max": (str, 'a string "MAJOR" or "MAJOR.MINOR", e.g. "11"'),
+    "workspace_bytes": (int, "a positive integer (bytes)"),
+    "builder_optimization_level": (int, "an integer from 0 to 5"),
+    "precision": (str, f"one of {', '.join(PRECISIONS)}"),
+    "hardware_compatibility": (str, f"one of {', '.join(HARDWARE_COMPATIBILITY)}"),
+    "frames": (int, "a positive integer"),
+    "dla_cores": (int, "a non-negative integer"),
+    "use_dla": (bool, "true or false"),
+    "dla_core": (int, "a non-negative integer"),
+    "gpu_fallback": (bool, "true or false"),
+}
+"""Profile key -> (TOML type, what the error message says was expected)."""
+
+
+def _version_bound(text: str) -> tuple[int, ...]:
+    """``"11"`` -> ``(11,)``, ``"10.3"`` -> ``(10, 3)``; ValueError otherwise."""
+    if not re.fullmatch(r"\d+(\.\d+)?", text):
+        raise ValueError(text)
+    return tuple(int(part) for part in text.split("."))
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    """One build target, loaded and validated from a ``.toml`` profile (fields: see ``h100.toml``)."""
+
+    name: str
+    description: str
+    jetson: bool
+    compute_capability: str
+    tensorrt_min: str
+    tensorrt_max: str
+    workspace_bytes: int
+    """Builder scratch-memory limit, bytes."""
+    builder_optimization_level: int
+    precision: str
+    hardware_compatibility: str | None
+    """``"ampere_plus"``, or None for an engine tied to one GPU (``"none"`` in the file)."""
+    frames: int
+    dla_cores: int
+    use_dla: bool
+    dla_core: int
+    gpu_fallback: bool
+    path: Path
+    """The profile file, for error messages."""
+
+    def check_tensorrt_version(self, version: str) -> None:
+        """Raise UserError unless TensorRT ``version`` is within ``tensorrt_min``..``tensorrt_max``."""
+        current = parse_version(version)
+        low = _version_bound(self.tensorrt_min)
+        high = _version_bound(self.tensorrt_max)
+        if current < low or current[: len(high)] > high:
+            raise UserError(
+                f"target '{self.name}' supports TensorRT {self.tensorrt_min} to {self.tensorrt_max}.x, "
+                f"but TensorRT {version} is installed ({self.path})"
+            )
+
+
+def list_targets() -> list[str]:
+    """Names of the shipped profiles, sorted."""
+    return sorted(path.stem for path in PROFILES_DIR.glob("*.toml"))
+
+
+def load_target(name_or_path: str | os.PathLike[str]) -> TargetProfile:
+    """Load a shipped profile by name (``"orin-agx"``) or any profile file by path."""
+    text = os.fspath(name_or_path)
+    if text.endswith(".toml") or os.sep in text or (os.altsep and os.altsep in text):
+        path = Path(text)
+        if not path.is_file():
+            raise UserError(f"{path}: no such target profile")
+        return _load_file(path)
+    path = PROFILES_DIR / f"{text}.toml"
+    if not path.is_file():
+        raise UserError(
+            f"unknown target '{text}': available targets are {', '.join(list_targets())} "
+            "(or pass the path of a .toml profile)"
+        )
+    return _load_file(path)
+
+
+def _load_file(path: Path) -> TargetProfile:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: not valid TOML: {error}") from error
+    _check_types(path, data)
+    _check_values(path, data)
+    hardware = data["hardware_compatibility"]
+    return TargetProfile(
+        **{**data, "hardware_compatibility": None if hardware == "none" else hardware}, path=path
+    )
+
+
+def _fail(path: Path, field: str, expected: str, value: Any) -> UserError:
+    return UserError(f"{path}: field '{field}': expected {expected}, got {value!r}")
+
+
+def _check_types(path: Path, data: dict[str, Any]) -> None:
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise UserError(f"{path}: unknown field '{unknown[0]}': expected only {', '.join(_FIELDS)}")
+    for field, (kind, expected) in _FIELDS.items():
+        if field not in data:
+            raise UserError(f"{path}: missing field '{field}': expected {expected}")
+        value = data[field]
+        # bool is a subclass of int: `frames = true` must not pass as 1.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise _fail(path, field, expected, value)
+
+
+def _is_version_bound(text: str) -> bool:
+    try:
+        _version_bound(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_values(path: Path, data: dict[str, Any]) -> None:
+    """Check each value, then the combinations; UserError names the file and the field."""
+    rules = {
+        "name": data["name"].strip() != "",
+        "compute_capability": re.fullmatch(r"\d+\.\d", data["compute_capability"]) is not None,
+        "tensorrt_min": _is_version_bound(data["tensorrt_min"]),
+        "tensorrt_max": _is_version_bound(data["tensorrt_max"]),
+        "workspace_bytes": data["workspace_bytes"] > 0,
+        "builder_optimization_level": data["builder_optimization_level"] in OPTIMIZATION_LEVELS,
+        "precision": data["precision"] in PRECISIONS,
+        "hardware_compatibility": data["hardware_compatibility"] in HARDWARE_COMPATIBILITY,
+        "frames": data["frames"] > 0,
+        "dla_cores": data["dla_cores"] >= 0,
+        "dla_core": data["dla_core"] >= 0,
+    }
+    for field, ok in rules.items():
+        if not ok:
+            expected = "a non-empty string" if field == "name" else _FIELDS[field][1]
+            raise _fail(path, field, expected, data[field])
+
+    if _version_bound(data["tensorrt_min"]) > _version_bound(data["tensorrt_max"]):
+        expected = f"at most tensorrt_max ({data['tensorrt_max']})"
+        raise _fail(path, "tensorrt_min", expected, data["tensorrt_min"])
+    if data["hardware_compatibility"] != "none":
+        if data["jetson"]:
+            raise _fail(path, "hardware_compatibility", '"none" on Jetson (TensorRT has none there)',
+                        data["hardware_compatibility"])
+        if int(data["compute_capability"].split(".")[0]) < 8:
+            raise _fail(path, "hardware_compatibility", '"none" below compute capability 8.0 (Ampere)',
+                        data["hardware_compatibility"])
+    if data["use_dla"]:
+        if data["dla_cores"] == 0:
+            raise _fail(path, "use_dla", "false: this target has no DLA (dla_cores = 0)", True)
+        if data["dla_core"] >= data["dla_cores"]:
+            raise _fail(path, "dla_core", f"a core index below dla_cores ({data['dla_cores']})",
+                        data["dla_core"])

@@ -1,0 +1,205 @@
+"""LLM backend over a TensorRT-LLM engine (legacy engine path: 0.12-jetson, 0.15 to 0.21).
+
+The Qwen2 LLM of LLaVA-OneVision is built as ``examples/multimodal`` does it
+(``convert_checkpoint.py`` then ``trtllm-build --max_multimodal_len N``); the video embeddings
+reach it as a prompt table (layout in ``prompt_table``). The runner is the one the multimodal
+example uses by default (``--session cpp_llm_only``: ``ModelRunnerCpp``), or the Python
+``ModelRunner`` (``session="python"``, the example's ``--session python``).
+
+tensorrt_llm and torch are imported only when a backend is constructed.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .base import Generation, VideoPrompt
+from .prompt_table import TABLE_NUMPY_DTYPE, EngineLimits, build_engine_prompt
+
+Session = Literal["cpp", "python"]
+
+
+def _config_field(config: dict, section: str, key: str) -> Any:
+    try:
+        return config[section][key]
+    except KeyError:
+        raise ValueError(
+            f"engine config.json: missing {section}.{key} "
+            "(expected an LLM engine config written by trtllm-build 0.12 or later)"
+        ) from None
+
+
+def parse_engine_config(config: dict) -> EngineLimits:
+    """EngineLimits from the config.json that trtllm-build writes next to the engine.
+
+    Keys: pretrained_config.{vocab_size, hidden_size, dtype, mapping.world_size} and
+    build_config.{max_prompt_embedding_table_size (set by --max_multimodal_len), max_input_len,
+    max_seq_len, max_num_tokens}.
+    """
+    dtype = _config_field(config, "pretrained_config", "dtype")
+    if dtype not in TABLE_NUMPY_DTYPE:
+        raise ValueError(
+            f"engine config.json: dtype {dtype!r} is not one of {sorted(TABLE_NUMPY_DTYPE)}"
+        )
+    world_size = config["pretrained_config"].get("mapping", {}).get("world_size", 1)
+    if world_size != 1:
+        raise ValueError(
+            f"engine config.json: the engine is split over {world_size} GPUs; "
+            "this backend runs single-GPU engines only"
+        )
+    return EngineLimits(
+        vocab_size=_config_field(config, "pretrained_config", "vocab_size"),
+        hidden_size=_config_field(config, "pretrained_config", "hidden_size"),
+        dtype=dtype,
+        max_multimodal_len=config["build_config"].get("max_prompt_embedding_table_size", 0),
+        max_input_len=_config_field(config, "build_config", "max_input_len"),
+        max_seq_len=_config_field(config, "build_config", "max_seq_len"),
+        max_num_tokens=_config_field(config, "build_config", "max_num_tokens"),
+    )
+
+
+def load_engine_limits(engine_dir: Path) -> EngineLimits:
+    """Read ``engine_dir/config.json`` and parse it with :func:`parse_engine_config`."""
+    path = Path(engine_dir) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: not found; expected a trtllm-build LLM engine directory")
+    return parse_engine_config(json.loads(path.read_text()))
+
+
+def check_generation_fits(
+    input_length: int, max_new_tokens: int, limits: EngineLimits, chunked_context: bool
+) -> None:
+    """Raise ValueError if a prompt of ``input_length`` tokens cannot run on the engine."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens: expected at least 1, got {max_new_tokens}")
+    if input_length + max_new_tokens > limits.max_seq_len:
+        raise ValueError(
+            f"prompt of {input_length} tokens + {max_new_tokens} new tokens exceed the engine's "
+            f"max_seq_len {limits.max_seq_len}"
+        )
+    if not chunked_context and input_length > limits.max_num_tokens:
+        raise ValueError(
+            f"prompt of {input_length} tokens exceeds the engine's max_num_tokens "
+            f"{limits.max_num_tokens}; rebuild with a larger --max_num_tokens or enable "
+            "chunked context (paged context FMHA engines)"
+        )
+
+
+def new_tokens(output_ids: list[int], input_length: int, sequence_length: int) -> list[int]:
+    """The generated ids of one beam: ``output_ids`` holds prompt + new tokens + padding."""
+    return [int(token) for token in output_ids[input_length:sequence_length]]
+
+
+def table_to_torch(table: np.ndarray, dtype: str):
+    """The (1, M, H) prompt table as a torch tensor of the engine dtype (bf16 included)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(table)).to(getattr(torch, dtype))
+
+
+def resolve_special_ids(
+    end_id: int | None, pad_id: int | None, tokenizer_dir: str | Path | None
+) -> tuple[int, int]:
+    """(end_id, pad_id): as given, else the tokenizer's eos/pad ids (pad falls back to end)."""
+    if end_id is None:
+        if tokenizer_dir is None:
+            raise ValueError("TrtLlmEngineBackend: give end_id or tokenizer_dir")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        end_id = tokenizer.eos_token_id
+        pad_id = tokenizer.pad_token_id if pad_id is None else pad_id
+    return end_id, end_id if pad_id is None else pad_id
+
+
+def _load_runner(engine_dir: Path, session: Session, kv_cache_fraction: float, chunked: bool):
+    if session == "cpp":
+        from tensorrt_llm.runtime import ModelRunnerCpp
+
+        return ModelRunnerCpp.from_dir(
+            engine_dir=str(engine_dir),
+            rank=0,
+            kv_cache_free_gpu_memory_fraction=kv_cache_fraction,
+            enable_chunked_context=chunked,
+        )
+    if session == "python":
+        if chunked:
+            raise ValueError("chunked context needs session='cpp'")
+        from tensorrt_llm.runtime import ModelRunner
+
+        return ModelRunner.from_dir(engine_dir=str(engine_dir), rank=0)
+    raise ValueError(f"session: expected 'cpp' or 'python', got {session!r}")
+
+
+class TrtLlmEngineBackend:
+    """LLMBackend over a trtllm-build Qwen2 engine, video embeddings passed as a prompt table.
+
+    engine_dir: the LLM engine directory (``rank0.engine`` + ``config.json``).
+    end_id / pad_id: stop and padding ids; or tokenizer_dir to read them from the tokenizer.
+    session: "cpp" (ModelRunnerCpp, needs the C++ bindings) or "python" (ModelRunner).
+    enable_chunked_context: prompts longer than max_num_tokens (engine built with
+        paged context FMHA; cpp session only).
+    """
+
+    name = "tensorrt-llm-engine"
+
+    def __init__(
+        self,
+        engine_dir: str | Path,
+        *,
+        tokenizer_dir: str | Path | None = None,
+        end_id: int | None = None,
+        pad_id: int | None = None,
+        session: Session = "cpp",
+        kv_cache_free_gpu_memory_fraction: float = 0.9,
+        enable_chunked_context: bool = False,
+    ) -> None:
+        self.limits = load_engine_limits(Path(engine_dir))
+        self.max_context = self.limits.max_seq_len
+        self.session = session
+        self._chunked = enable_chunked_context
+        self._end_id, self._pad_id = resolve_special_ids(end_id, pad_id, tokenizer_dir)
+        self._runner = _load_runner(
+            Path(engine_dir), session, kv_cache_free_gpu_memory_fraction, enable_chunked_context
+        )
+
+    def generate(self, prompt: VideoPrompt, max_new_tokens: int) -> Generation:
+        """Greedy generation; prefill_s is the time to the first streamed token."""
+        import torch
+
+        engine_prompt = build_engine_prompt(prompt, self.limits)
+        length = int(engine_prompt.input_lengths[0])
+        check_generation_fits(length, max_new_tokens, self.limits, self._chunked)
+        input_ids = torch.from_numpy(engine_prompt.input_ids)
+        table = table_to_torch(engine_prompt.prompt_table, self.limits.dtype)
+        start = time.perf_counter()
+        stream = self._runner.generate(
+            batch_input_ids=[input_ids],
+            prompt_table=table,
+            prompt_tasks=engine_prompt.prompt_tasks,
+            max_new_tokens=max_new_tokens,
+            end_id=self._end_id,
+            pad_id=self._pad_id,
+            top_k=1,
+            streaming=True,
+            return_dict=True,
+            output_sequence_lengths=True,
+        )
+        first_token_at = None
+        for outputs in stream:
+            first_token_at = first_token_at or time.perf_counter()
+        end = time.perf_counter()
+        tokens = new_tokens(
+            outputs["output_ids"][0][0].tolist(), length, int(outputs["sequence_lengths"][0][0])
+        )
+        return Generation(
+            token_ids=tokens,
+            prefill_s=first_token_at - start,
+            decode_s=end - first_token_at,
+            extra={"session": self.session, "input_length": length,
+                   "video_tokens": len(prompt.video_embeds)},
+        )

@@ -1,0 +1,274 @@
+"""Pure logic of the TensorRT-LLM backends: prompt-table layout, engine config, LLM API request."""
+import inspect
+import json
+
+import numpy as np
+import pytest
+
+from mmg_runtime.llm.base import VideoPrompt
+from mmg_runtime.llm.prompt_table import (
+    EngineLimits,
+    build_engine_prompt,
+    expand_placeholder,
+    fake_prompt_ids,
+)
+from mmg_runtime.llm.trtllm_engine import (
+    check_generation_fits,
+    load_engine_limits,
+    new_tokens,
+    parse_engine_config,
+    resolve_special_ids,
+    table_to_torch,
+)
+from mmg_runtime.llm.trtllm_llmapi import (
+    ADAPTER_ARCHITECTURE,
+    ADAPTER_MODEL_TYPE,
+    adapter_config,
+    build_llmapi_request,
+    check_llmapi_prompt,
+    expand_video_placeholder,
+    read_adapter_config,
+)
+
+TRTLLM_REASON = "TensorRT-LLM is not installable in this workplace (NVIDIA index only)"
+VIDEO = 99
+HIDDEN = 8
+
+
+def limits(**overrides) -> EngineLimits:
+    values = dict(vocab_size=10, hidden_size=HIDDEN, dtype="float16", max_multimodal_len=16,
+                  max_input_len=32, max_seq_len=64, max_num_tokens=48)
+    return EngineLimits(**{**values, **overrides})
+
+
+def video_prompt(ids=(1, 2, VIDEO, 3), m=4, hidden=HIDDEN, positions=None) -> VideoPrompt:
+    embeds = np.arange(m * hidden, dtype=np.float32).reshape(m, hidden) / 7
+    return VideoPrompt(list(ids), VIDEO, embeds, positions)
+
+
+# A trimmed config.json as trtllm-build 0.17 writes it for a Qwen2 LLM engine.
+ENGINE_CONFIG = {
+    "version": "0.17.0.post1",
+    "pretrained_config": {
+        "architecture": "Qwen2ForCausalLM",
+        "dtype": "bfloat16",
+        "vocab_size": 152128,
+        "hidden_size": 3584,
+        "num_hidden_layers": 28,
+        "mapping": {"world_size": 1, "tp_size": 1, "pp_size": 1},
+        "qwen_type": "qwen2",
+    },
+    "build_config": {
+        "max_input_len": 13000,
+        "max_seq_len": 14000,
+        "max_batch_size": 1,
+        "max_beam_width": 1,
+        "max_num_tokens": 16384,
+        "max_prompt_embedding_table_size": 12800,
+        "plugin_config": {"remove_input_padding": True, "paged_kv_cache": True},
+    },
+}
+
+
+# --- prompt table (legacy engine path) ---------------------------------------------------------
+
+def test_fake_ids_replace_the_placeholder():
+    ids = expand_placeholder(video_prompt(), vocab_size=10)
+    assert ids.tolist() == [1, 2, 10, 11, 12, 13, 3]
+    assert ids.dtype == np.int32
+    assert fake_prompt_ids(152128, 3).tolist() == [152128, 152129, 152130]
+
+
+@pytest.mark.parametrize("ids,expected", [((VIDEO, 5), [10, 11, 12, 13, 5]),
+                                          ((5, VIDEO), [5, 10, 11, 12, 13])])
+def test_placeholder_at_either_end(ids, expected):
+    assert expand_placeholder(video_prompt(ids), 10).tolist() == expected
+
+
+@pytest.mark.parametrize("dtype,np_dtype", [("float16", np.float16), ("bfloat16", np.float32),
+                                            ("float32", np.float32)])
+def test_engine_prompt_layout(dtype, np_dtype):
+    prompt = video_prompt()
+    engine_prompt = build_engine_prompt(prompt, limits(dtype=dtype))
+    assert engine_prompt.input_ids.tolist() == [1, 2, 10, 11, 12, 13, 3]
+    assert engine_prompt.prompt_table.shape == (1, 4, HIDDEN)
+    assert engine_prompt.prompt_table.dtype == np_dtype
+    np.testing.assert_allclose(engine_prompt.prompt_table[0], prompt.video_embeds, rtol=1e-3)
+    assert engine_prompt.prompt_tasks == "0"
+    assert engine_prompt.input_lengths.tolist() == [7]
+    assert engine_prompt.input_lengths.dtype == np.int32
+
+
+def test_too_many_video_tokens_names_both_numbers():
+    message = r"20 video tokens exceed the engine's max_multimodal_len 16"
+    with pytest.raises(ValueError, match=message):
+        build_engine_prompt(video_prompt(m=20), limits())
+
+
+def test_engine_without_prompt_table():
+    with pytest.raises(ValueError, match="--max_multimodal_len"):
+        build_engine_prompt(video_prompt(), limits(max_multimodal_len=0))
+
+
+def test_wrong_hidden_size_names_both_numbers():
+    with pytest.raises(ValueError, match=r"hidden size 6 does not match the engine hidden size 8"):
+        build_engine_prompt(video_prompt(hidden=6), limits())
+
+
+def test_prompt_longer_than_max_input_len():
+    message = r"17 tokens \(14 video \+ 3 text\) exceed the engine's max_input_len 16"
+    with pytest.raises(ValueError, match=message):
+        build_engine_prompt(video_prompt(m=14), limits(max_input_len=16))
+
+
+@pytest.mark.parametrize("ids,found", [((1, 2, 3), 0), ((1, VIDEO, VIDEO), 2)])
+def test_placeholder_count_must_be_one(ids, found):
+    message = f"exactly one video placeholder id {VIDEO}, found {found}"
+    with pytest.raises(ValueError, match=message):
+        build_engine_prompt(video_prompt(ids), limits())
+
+
+def test_empty_video_is_rejected():
+    with pytest.raises(ValueError, match="non-empty"):
+        build_engine_prompt(video_prompt(m=0), limits())
+
+
+def test_kept_token_positions_are_unsupported():
+    prompt = video_prompt(positions=np.array([0, 5, 9, 12]))
+    with pytest.raises(ValueError, match="unsupported on the TensorRT-LLM engine backend"):
+        build_engine_prompt(prompt, limits())
+
+
+def test_contiguous_positions_are_the_default_layout():
+    prompt = video_prompt(positions=np.arange(4))
+    assert build_engine_prompt(prompt, limits()).input_ids.tolist() == [1, 2, 10, 11, 12, 13, 3]
+
+
+# --- engine config and runner glue -------------------------------------------------------------
+
+def test_parse_engine_config():
+    assert parse_engine_config(ENGINE_CONFIG) == EngineLimits(
+        vocab_size=152128, hidden_size=3584, dtype="bfloat16", max_multimodal_len=12800,
+        max_input_len=13000, max_seq_len=14000, max_num_tokens=16384)
+
+
+def test_engine_config_without_prompt_table_reads_zero():
+    config = json.loads(json.dumps(ENGINE_CONFIG))
+    del config["build_config"]["max_prompt_embedding_table_size"]
+    assert parse_engine_config(config).max_multimodal_len == 0
+
+
+def test_engine_config_missing_key_is_named():
+    config = json.loads(json.dumps(ENGINE_CONFIG))
+    del config["build_config"]["max_seq_len"]
+    with pytest.raises(ValueError, match=r"missing build_config\.max_seq_len"):
+        parse_engine_config(config)
+
+
+def test_engine_config_rejects_unknown_dtype_and_multi_gpu():
+    config = json.loads(json.dumps(ENGINE_CONFIG))
+    config["pretrained_config"]["dtype"] = "int8"
+    with pytest.raises(ValueError, match="dtype 'int8'"):
+        parse_engine_config(config)
+    config = json.loads(json.dumps(ENGINE_CONFIG))
+    config["pretrained_config"]["mapping"]["world_size"] = 2
+    with pytest.raises(ValueError, match="split over 2 GPUs"):
+        parse_engine_config(config)
+
+
+def test_load_engine_limits(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(ENGINE_CONFIG))
+    assert load_engine_limits(tmp_path).max_multimodal_len == 12800
+    with pytest.raises(ValueError, match="not found"):
+        load_engine_limits(tmp_path / "missing")
+
+
+def test_generation_must_fit_the_engine():
+    check_generation_fits(40, 24, limits(), chunked_context=False)
+    with pytest.raises(ValueError, match=r"40 tokens \+ 25 new tokens exceed .* max_seq_len 64"):
+        check_generation_fits(40, 25, limits(), chunked_context=False)
+    with pytest.raises(ValueError, match="max_num_tokens 48"):
+        check_generation_fits(50, 4, limits(max_seq_len=100), chunked_context=False)
+    check_generation_fits(50, 4, limits(max_seq_len=100), chunked_context=True)
+    with pytest.raises(ValueError, match="at least 1"):
+        check_generation_fits(4, 0, limits(), chunked_context=False)
+
+
+def test_new_tokens_drop_prompt_and_padding():
+    assert new_tokens([1, 2, 10, 11, 7, 8, 0, 0], input_length=4, sequence_length=6) == [7, 8]
+
+
+def test_special_ids():
+    assert resolve_special_ids(151645, None, None) == (151645, 151645)
+    assert resolve_special_ids(151645, 151643, None) == (151645, 151643)
+    with pytest.raises(ValueError, match="end_id or tokenizer_dir"):
+        resolve_special_ids(None, None, None)
+
+
+def test_table_to_torch_uses_the_engine_dtype():
+    torch = pytest.importorskip("torch", reason="torch is needed only at call time")
+    table = build_engine_prompt(video_prompt(), limits(dtype="bfloat16")).prompt_table
+    tensor = table_to_torch(table, "bfloat16")
+    assert tensor.dtype == torch.bfloat16 and tuple(tensor.shape) == (1, 4, HIDDEN)
+
+
+# --- LLM API (TensorRT-LLM 1.x) ----------------------------------------------------------------
+
+def test_llmapi_request_dict():
+    prompt = video_prompt()
+    request = build_llmapi_request(prompt, "text", prompt.video_embeds)
+    assert set(request) == {"prompt", "multi_modal_embeddings", "mm_processor_kwargs"}
+    assert request["prompt"] == "text"
+    (embedding,) = request["multi_modal_embeddings"]["video"]
+    assert embedding.shape == (4, HIDDEN)
+    assert request["mm_processor_kwargs"] == {"prompt_token_ids": [1, 2, VIDEO, 3],
+                                              "video_token_id": VIDEO}
+
+
+def test_video_placeholder_expands_in_vocab():
+    expanded = expand_video_placeholder([1, 2, VIDEO, 3], VIDEO, 4)
+    assert expanded == [1, 2, VIDEO, VIDEO, VIDEO, VIDEO, 3]
+    with pytest.raises(ValueError, match="found 2"):
+        expand_video_placeholder([VIDEO, VIDEO], VIDEO, 4)
+
+
+def test_adapter_config_round_trip():
+    qwen2 = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 3584}
+    config = adapter_config(qwen2, 151647)
+    assert config["architectures"] == [ADAPTER_ARCHITECTURE] and config["model_type"] == "qwen2"
+    assert qwen2["architectures"] == ["Qwen2ForCausalLM"]
+    assert read_adapter_config(config) == (3584, 151647)
+    with pytest.raises(ValueError, match="adapter_config"):
+        read_adapter_config(qwen2)
+
+
+def test_llmapi_prompt_checks():
+    check_llmapi_prompt(video_prompt(), HIDDEN)
+    with pytest.raises(ValueError, match="hidden size 6 does not match the model hidden size 8"):
+        check_llmapi_prompt(video_prompt(hidden=6), HIDDEN)
+    with pytest.raises(ValueError, match="unsupported on the TensorRT-LLM LLM API backend"):
+        check_llmapi_prompt(video_prompt(positions=np.array([0, 2, 4, 6])), HIDDEN)
+    with pytest.raises(ValueError, match="found 0"):
+        check_llmapi_prompt(video_prompt((1, 2)), HIDDEN)
+
+
+# --- API facts, checked where TensorRT-LLM is installed ----------------------------------------
+
+def test_runner_signatures_take_a_prompt_table():
+    runtime = pytest.importorskip("tensorrt_llm.runtime", reason=TRTLLM_REASON)
+    generate = inspect.signature(runtime.ModelRunnerCpp.generate).parameters
+    assert {"prompt_table", "prompt_tasks", "streaming", "return_dict"} <= set(generate)
+    from_dir = inspect.signature(runtime.ModelRunnerCpp.from_dir).parameters
+    assert {"kv_cache_free_gpu_memory_fraction", "enable_chunked_context"} <= set(from_dir)
+    python_generate = inspect.signature(runtime.ModelRunner.generate).parameters
+    assert {"prompt_table", "prompt_tasks", "streaming"} <= set(python_generate)
+
+
+def test_adapter_registers_with_tensorrt_llm():
+    pytest.importorskip("tensorrt_llm", reason=TRTLLM_REASON)
+    from tensorrt_llm.inputs.registry import MULTIMODAL_PLACEHOLDER_REGISTRY
+
+    from mmg_runtime.llm.trtllm_llmapi import register_adapter
+
+    register_adapter()
+    assert MULTIMODAL_PLACEHOLDER_REGISTRY.get_placeholder(ADAPTER_MODEL_TYPE, "video") == "<video>"
