@@ -98,8 +98,8 @@ def evaluate_clip(path: Path, model: torch.nn.Module) -> ClipResult:
 
 def cut_table(results: list[ClipResult]) -> list[str]:
     """The hand-checked cuts, in sampled and source frames."""
-    lines = ["| clip | sampled source frames | cuts (sampled frame starting a new shot) | cuts (first source frame of the new shot) |",
-             "|---|---|---|---|"]
+    lines = ["| clip | sampled source frames | cuts (sampled frame starting a new shot) "
+             "| cuts (first source frame of the new shot) |", "|---|---|---|---|"]
     for r in results:
         cuts = CUTS[r.name]
         source = ", ".join(map(str, SOURCE_CUTS[r.name])) or "none"
@@ -128,8 +128,8 @@ def segmentation_table(results: list[ClipResult]) -> list[str]:
 
 def metric_table(result: ClipResult) -> list[str]:
     """Coverage and redundancy of every method and ratio on one clip; the best per ratio in bold."""
-    lines = ["| ratio | method | kept | coverage (higher better) | redundancy (lower better) | kept per frame min-max |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| ratio | method | kept | coverage (higher better) | redundancy (lower better) "
+             "| kept per frame min-max |", "|---|---|---|---|---|---|"]
     for ratio in RATIOS:
         rows = [row for row in result.rows if row.ratio == ratio]
         best_cov = max(row.coverage for row in rows)

