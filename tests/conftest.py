@@ -45,3 +45,31 @@ def bigbuckbunny(clip_path: Callable[[str], Path]) -> Path:
 def bikes(clip_path: Callable[[str], Path]) -> Path:
     """H.264 640x272, 25 fps, 250 frames."""
     return clip_path("bikes.mp4")
+
+
+@pytest.fixture(scope="session")
+def clip_features(bikes: Path):
+    """(32, 196, 1280) EfficientNet-Lite0 features of 32 frames of bikes.mp4 (real video content)."""
+    pytest.importorskip("efficientnet_lite_pytorch", reason="needs the dev extra: pip install -e '.[dev]'")
+    from mmg_export.eval.features import clip_tokens
+
+    return clip_tokens(bikes, num_frames=32)
+
+
+def _build(out: Path, *extra: str) -> Path:
+    from mmg_export.cli import main
+
+    assert main(["build", "--target", "cpu", "--out", str(out), *extra]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    """Artifacts of the built-in tiny model, 32 frames, ratio 0.25, ONNX Runtime on the CPU."""
+    return _build(tmp_path_factory.mktemp("build") / "r0.25", "--ratio", "0.25")
+
+
+@pytest.fixture(scope="session")
+def full_artifacts(tmp_path_factory) -> Path:
+    """Same model with every token kept (ratio 1.0): the unpruned pipeline."""
+    return _build(tmp_path_factory.mktemp("build") / "r1", "--ratio", "1.0")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
-from typing import Callable, Iterator
 
 import numpy as np
 import onnx
@@ -39,10 +39,8 @@ CONSTANT_INPUTS = {
 # ops whose table types describe their output (they have no data input)
 OUTPUT_TYPED_OPS = ("Constant", "ConstantOfShape", "RandomNormal", "RandomUniform")
 LAYERNORM_OUTPUTS = ("Y", "Mean", "InvStdDev")
-TYPE_NAMES = {
-    TensorProto.FLOAT: "FP32", TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16",
-    TensorProto.FLOAT8E4M3FN: "FP8", TensorProto.FLOAT4E2M1: "FP4",
-}
+# ONNX type names as the operator table spells them (others, e.g. INT64, are spelled alike)
+TYPE_NAMES = {"FLOAT": "FP32", "FLOAT16": "FP16", "BFLOAT16": "BF16", "FLOAT8E4M3FN": "FP8", "FLOAT4E2M1": "FP4"}
 
 
 @dataclass(frozen=True)
@@ -130,7 +128,7 @@ class LintReport:
         header = ("SEVERITY", "RULE", "OP", "NODE", "MESSAGE")
         rows = [header] + [(f.severity, f.rule, f.op_type or "-", f.node or "-", f.message) for f in self.findings]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-        lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) for row in rows]
+        lines = ["  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows]
         return "\n".join([*lines, "", self.summary()])
 
     def to_dict(self) -> dict:
@@ -146,12 +144,13 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_table(trt_version: str) -> OpTable:
     """Packaged operator table of ``trt_version``; ValueError for a version without one."""
     versions = supported_versions()
     if trt_version not in versions:
-        raise ValueError(f"trt_version={trt_version!r} is not supported; supported versions: {', '.join(versions)}")
+        raise ValueError(f"trt_version={trt_version!r} is not supported; "
+                         f"supported versions: {', '.join(versions)}")
     text = resources.files(__package__).joinpath(f"trt_ops_{trt_version}.json").read_text(encoding="utf-8")
     data = json.loads(text)
     ops = {name: OpSpec(row["supported"], tuple(row["types"]), row["notes"]) for name, row in data["ops"].items()}
@@ -162,7 +161,8 @@ def load_table(trt_version: str) -> OpTable:
 
 
 def _type_name(elem_type: int) -> str:
-    return TYPE_NAMES.get(elem_type) or TensorProto.DataType.Name(elem_type)
+    name = TensorProto.DataType.Name(elem_type)
+    return TYPE_NAMES.get(name, name)
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):
@@ -302,7 +302,8 @@ def check_data_dependent_shape(node: onnx.NodeProto, scope: Scope) -> Iterator[F
 def _topk_k(node: onnx.NodeProto, scope: Scope) -> tuple[bool, str, int | None]:
     """(is constant, description, value or None) of TopK's K: attribute before opset 10, input after."""
     if scope.opset < 10:
-        return True, "attribute k", int(_attr(node, "k"))
+        k = _attr(node, "k")
+        return True, "attribute k", None if k is None else int(k)
     name = _input(node, 1)
     if name not in scope.constants:
         return False, f"input '{name}'", None

@@ -1,0 +1,205 @@
+"""``mmg-export profile``: per-component latency of an artifact directory through Polygraphy.
+
+TensorRT engines run in Polygraphy's ``TrtRunner``; ONNX models in its ``OnnxrtRunner`` with the
+CUDA provider where this onnxruntime has it, else the CPU. With several ``--ratios``, a pruner
+is exported (and built, for TensorRT) per extra ratio in a scratch directory, so the table and
+the plot show how pruning cost moves with the budget. Times are Polygraphy's per-inference
+host wall clock (host<->device copies included), median and p90 over ``--iterations`` runs
+after ``--warm-up`` runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mmg_runtime.errors import UserError
+from mmg_runtime.manifest import Manifest, verify_artifacts
+
+NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.float32, "int64": np.int64}
+
+
+@dataclass
+class Measurement:
+    component: str
+    ratio: float | None
+    keep: int | None
+    median_ms: float
+    p90_ms: float
+    iterations: int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("profile", help="measure per-component latency with Polygraphy",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("artifacts", type=Path, help="artifact directory from mmg-export build")
+    parser.add_argument("--ratios", default=None, help="comma-separated pruning ratios (default: the artifacts')")
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--warm-up", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="write the measurements here (default: print)")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="PNG of latency against ratio (default with several ratios: ./profile.png)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.iterations < 1 or args.warm_up < 0:
+        raise UserError(f"--iterations {args.iterations} / --warm-up {args.warm_up}: expected >= 1 and >= 0")
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.severity = G_LOGGER.WARNING
+    manifest = verify_artifacts(args.artifacts)
+    ratios = parse_ratios(args.ratios, manifest.ratio)
+    backend, device = describe_backend(manifest)
+    print(f"profiling {args.artifacts} with {backend} on {device}", file=sys.stderr)
+    results = profile(args.artifacts, manifest, ratios, args.iterations, args.warm_up)
+    print(format_table(results))
+    report = {"artifacts": str(args.artifacts), "backend": backend, "device": device,
+              "timing": "Polygraphy host wall clock per inference, copies included",
+              "measurements": [asdict(m) for m in results]}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    else:
+        print(json.dumps(report, indent=2))
+    if len(ratios) > 1:
+        plot = args.plot or Path("profile.png")
+        plot_latency(results, plot, f"{backend} on {device}")
+        print(f"plot: {plot}", file=sys.stderr)
+    return 0
+
+
+def parse_ratios(text: str | None, default: float) -> list[float]:
+    """``"0.1,0.25"`` -> [0.1, 0.25]; UserError for anything outside (0, 1]."""
+    if text is None:
+        return [default]
+    try:
+        ratios = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--ratios {text}: expected comma-separated numbers such as 0.1,0.25,0.5") from None
+    if not ratios or any(not 0 < r <= 1 for r in ratios):
+        raise UserError(f"--ratios {text}: every ratio must be in (0, 1]")
+    return sorted(set(ratios))
+
+
+def describe_backend(manifest: Manifest) -> tuple[str, str]:
+    """(backend, device) in words, for the report."""
+    if manifest.backend == "tensorrt":
+        import tensorrt
+
+        return f"TensorRT {tensorrt.__version__} (Polygraphy TrtRunner)", (manifest.device or {}).get("name", "GPU")
+    import onnxruntime
+
+    provider = "CUDA" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "CPU"
+    device = platform.processor() or platform.machine()
+    if provider == "CUDA":
+        device = _gpu_name() or "CUDA GPU"
+    return f"ONNX Runtime {onnxruntime.__version__} {provider} provider (Polygraphy OnnxrtRunner)", device
+
+
+def _gpu_name() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def profile(directory: Path, manifest: Manifest, ratios: list[float], iterations: int,
+            warm_up: int) -> list[Measurement]:
+    """Measure the encoder, the frame encoder and a pruner per ratio."""
+    results = [_measure(name, directory / manifest.components[name].file, manifest, name, iterations, warm_up)
+               for name in ("encoder", "frame_encoder")]
+    with tempfile.TemporaryDirectory() as scratch:
+        for ratio in ratios:
+            path = directory / manifest.components["pruner"].file if ratio == manifest.ratio else \
+                _extra_pruner(manifest, ratio, Path(scratch))
+            results.append(_measure("pruner", path, manifest, "pruner", iterations, warm_up, ratio))
+    return results
+
+
+def _extra_pruner(manifest: Manifest, ratio: float, scratch: Path) -> Path:
+    from ..prune import MMGConfig
+    from .export import export_pruner
+
+    onnx_path = export_pruner(manifest.frames, manifest.tokens_per_frame, manifest.hidden_size, ratio,
+                              manifest.precision, scratch / f"pruner-{ratio:g}.onnx",
+                              MMGConfig(**manifest.extra.get("pruning", {})))
+    if manifest.backend != "tensorrt":
+        return onnx_path
+    from .targets import load_target
+    from .tensorrt import build_engine
+
+    engine = scratch / f"pruner-{ratio:g}.engine"
+    build_engine(onnx_path, engine, load_target(manifest.target), scratch / "timing.cache", log=lambda _: None)
+    return engine
+
+
+def _runner(path: Path, backend: str):
+    if backend == "tensorrt":
+        from polygraphy.backend.common import BytesFromPath
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+        return TrtRunner(EngineFromBytes(BytesFromPath(str(path))))
+    import onnxruntime
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+    providers = ["cuda", "cpu"] if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else ["cpu"]
+    return OnnxrtRunner(SessionFromOnnx(str(path), providers=providers))
+
+
+def _measure(name: str, path: Path, manifest: Manifest, spec_name: str, iterations: int, warm_up: int,
+             ratio: float | None = None) -> Measurement:
+    feeds = _random_feeds(manifest, spec_name)
+    times = []
+    with _runner(path, manifest.backend) as runner:
+        for index in range(warm_up + iterations):
+            outputs = runner.infer(feeds)
+            if index >= warm_up:
+                times.append(runner.last_inference_time() * 1e3)
+    keep = int(outputs["kept_indices"].shape[0]) if "kept_indices" in outputs else None
+    return Measurement(name, ratio, keep, float(np.median(times)), float(np.percentile(times, 90)), iterations)
+
+
+def _random_feeds(manifest: Manifest, name: str) -> dict[str, np.ndarray]:
+    generator = np.random.default_rng(0)
+    feeds = {}
+    for tensor, spec in manifest.components[name].inputs.items():
+        feeds[tensor] = generator.standard_normal(spec.shape).astype(NUMPY_DTYPES[spec.dtype])
+    return feeds
+
+
+def format_table(results: list[Measurement]) -> str:
+    lines = ["| component | ratio | K | median ms | p90 ms |", "|---|---|---|---|---|"]
+    for m in results:
+        ratio = "" if m.ratio is None else f"{m.ratio:g}"
+        keep = "" if m.keep is None else str(m.keep)
+        lines.append(f"| {m.component} | {ratio} | {keep} | {m.median_ms:.2f} | {m.p90_ms:.2f} |")
+    return "\n".join(lines)
+
+
+def plot_latency(results: list[Measurement], path: Path, title: str) -> Path:
+    """PNG: pruner median latency against ratio, with the 32-frame encoder for scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pruners = [m for m in results if m.component == "pruner"]
+    encoder = next(m for m in results if m.component == "encoder")
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot([m.ratio for m in pruners], [m.median_ms for m in pruners], "o-", label="pruner (median)")
+    axis.axhline(encoder.median_ms, color="gray", linestyle="--", label="encoder, all frames (median)")
+    axis.set_xlabel("kept ratio")
+    axis.set_ylabel("latency (ms)")
+    axis.set_title(title, fontsize=9)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,175 @@
+"""``mmg-export build`` end to end on the tiny model with ONNX Runtime (CPU), and its failures."""
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from mmg_export import PruningGraph
+from mmg_export.cli import main
+from mmg_export.lint import supported_versions
+from mmg_export.lint.rules import lint_model
+from mmg_export.models.encoder import VideoEncoder
+from mmg_export.models.llava import tiny_llava
+from mmg_runtime.manifest import load_manifest, sha256_file, verify_artifacts
+
+
+def session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_manifest_describes_the_artifacts(artifacts):
+    manifest = verify_artifacts(artifacts)
+    assert (manifest.backend, manifest.target, manifest.precision) == ("onnxruntime", "cpu", "fp32")
+    assert (manifest.frames, manifest.tokens_per_frame, manifest.hidden_size) == (32, 196, 64)
+    assert manifest.ratio == 0.25 and manifest.keep == 1568
+    assert set(manifest.components) == {"encoder", "frame_encoder", "pruner", "newline", "encoder_onnx",
+                                        "frame_encoder_onnx", "pruner_onnx"}
+    for component in manifest.components.values():
+        assert component.sha256 == sha256_file(artifacts / component.file)
+    assert manifest.components["pruner"].outputs["kept_tokens"].shape == (1568, 64)
+    assert manifest.components["encoder"].inputs["pixel_values"].shape == (32, 3, 384, 384)
+    for library in ("torch", "transformers", "onnx", "onnxruntime", "python"):
+        assert library in manifest.versions
+    assert manifest.extra["providers"] == [["CPUExecutionProvider", {}]]
+    assert not [p for p in artifacts.parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_encoder_matches_transformers_within_1e5(artifacts):
+    model = tiny_llava().model
+    pixels = torch.randn(32, 3, 384, 384, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.model.get_video_features(pixels[None]).pooler_output[0]
+    tokens = session(artifacts / "encoder.ort.onnx").run(None, {"pixel_values": pixels.numpy()})[0]
+    expected_tokens = expected[:-1].reshape(32, 196, 64).numpy()
+    relative = np.abs(tokens - expected_tokens).max() / np.abs(expected_tokens).max()
+    assert relative < 1e-5
+    np.testing.assert_allclose(np.load(artifacts / "newline.npy"), expected[-1].numpy(), rtol=0, atol=0)
+
+
+def test_fp16_encoder_error_is_bounded(tmp_path):
+    """The fp16 export against the fp32 torch encoder: measured max relative error ~1e-3 (bound 1e-2)."""
+    from mmg_export.build.export import export_encoder
+
+    fp32, half = VideoEncoder(tiny_llava().model), VideoEncoder(tiny_llava(torch.float16).model)
+    pixels = torch.randn(2, 3, 384, 384, generator=torch.Generator().manual_seed(1))
+    path = export_encoder(half, 2, "fp16", tmp_path / "encoder16.onnx")
+    tokens = session(path).run(None, {"pixel_values": pixels.half().numpy()})[0]
+    assert tokens.dtype == np.float16
+    with torch.no_grad():
+        expected = fp32(pixels).numpy()
+    assert np.abs(tokens.astype(np.float32) - expected).max() / np.abs(expected).max() < 1e-2
+
+
+def test_pruner_onnx_selects_the_torch_graph_tokens(artifacts, clip_features):
+    pruner = session(artifacts / "pruner.ort.onnx")
+    graph = PruningGraph(32, 196, 64, 0.25)
+    for seed in range(3):
+        tokens = torch.randn(32, 196, 64, generator=torch.Generator().manual_seed(seed))
+        kept, indices = pruner.run(None, {"video_tokens": tokens.numpy()})
+        with torch.no_grad():
+            expected_kept, expected_indices = graph(tokens)
+        assert indices.tolist() == expected_indices.tolist()
+        np.testing.assert_array_equal(kept, expected_kept.numpy())
+
+
+def test_pruner_onnx_matches_on_real_clip_features(tmp_path, clip_features):
+    from mmg_export.build.export import export_pruner
+
+    path = export_pruner(32, 196, 1280, 0.15, "fp32", tmp_path / "pruner.onnx")
+    _, indices = session(path).run(None, {"video_tokens": clip_features.numpy()})
+    with torch.no_grad():
+        _, expected = PruningGraph(32, 196, 1280, 0.15)(clip_features)
+    assert indices.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("name", ["encoder.onnx", "frame_encoder.onnx", "pruner.onnx"])
+def test_every_exported_graph_passes_the_lint(artifacts, name):
+    for version in supported_versions():
+        report = lint_model(artifacts / name, version)
+        assert report.ok, report.format_table()
+
+
+def test_lint_command_on_an_exported_graph(artifacts, capsys):
+    assert main(["lint", str(artifacts / "pruner.onnx"), "--trt", "11"]) == 0
+    assert "0 errors" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--target", "nope"], "unknown target 'nope': available targets are cpu, datacenter, h100"),
+    (["--ratio", "0"], "ratio=0.0: expected a number in (0, 1]"),
+    (["--ratio", "1.5"], "ratio=1.5: expected a number in (0, 1]"),
+    (["--frames", "0"], "--frames 0: expected an integer from 1 to 256"),
+    (["--target", "cpu", "--backend", "tensorrt"], "--backend tensorrt needs a GPU target"),
+])
+def test_bad_build_arguments_fail_with_one_line(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    assert main(["build", "--out", str(out), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_or_malformed_checkpoint(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["build", "--target", "cpu", "--out", str(out), "--model", str(tmp_path / "nothing")]) == 2
+    assert "nothing: no config.json there; expected a LLaVA-OneVision checkpoint" in capsys.readouterr().err
+    bad = tmp_path / "ckpt"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert main(["build", "--target", "cpu", "--out", str(out), "--model", str(bad)]) == 2
+    assert "model_type is 'llama', expected 'llava_onevision'" in capsys.readouterr().err
+    (bad / "config.json").write_text("{not json")
+    assert main(["build", "--target", "cpu", "--out", str(out), "--model", str(bad)]) == 2
+    assert "config.json: not valid JSON" in capsys.readouterr().err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_tensorrt_requested_without_tensorrt(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    assert main(["build", "--target", "h100", "--backend", "tensorrt", "--out", str(tmp_path / "o")]) == 2
+    assert "TensorRT is not installed: pip install 'mmg-export[tensorrt]'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """A failure in a late stage (here: the lint) removes the half-built directory."""
+    from mmg_export.build import pipeline
+    from mmg_runtime.errors import UserError
+
+    def failing_lint(work, names):
+        assert (work / "encoder.onnx").is_file()  # the earlier stages did write
+        raise UserError("pruner.onnx fails the TensorRT 10.3 compatibility lint")
+
+    monkeypatch.setattr(pipeline, "_lint", failing_lint)
+    assert main(["build", "--target", "cpu", "--out", str(tmp_path / "out")]) == 2
+    assert "fails the TensorRT 10.3 compatibility lint" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(artifacts, capsys):
+    assert main(["build", "--target", "cpu", "--out", str(artifacts)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert load_manifest(artifacts).keep == 1568
+
+
+def test_tampered_artifacts_are_refused(artifacts, tmp_path):
+    import shutil
+
+    from mmg_runtime.errors import UserError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(artifacts, copy)
+    with open(copy / "pruner.ort.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(UserError, match=r"pruner.ort.onnx: sha256 mismatch"):
+        verify_artifacts(copy)
+    os.remove(copy / "encoder.ort.onnx")
+    with pytest.raises(UserError, match=r"encoder.ort.onnx: missing"):
+        verify_artifacts(copy)

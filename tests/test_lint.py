@@ -1,0 +1,382 @@
+"""TensorRT-compatibility linter: each rule on a small hand-built ONNX model, the CLI, and a torch export."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import mmg_export.cli
+from mmg_export.lint import supported_versions
+from mmg_export.lint.rules import LintReport, lint_model, load_table
+from mmg_runtime.errors import UserError
+
+FLOAT, INT64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+
+
+def value(name: str, elem_type: int, shape: list) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem_type, shape)
+
+
+def const(name: str, array) -> TensorProto:
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def model(nodes, inputs, outputs, initializers=(), opset: int = 18, domains=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    opsets = [helper.make_opsetid("", opset), *(helper.make_opsetid(domain, 1) for domain in domains)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def rules(report: LintReport) -> list[tuple[str, str]]:
+    return [(f.severity, f.rule) for f in report.findings]
+
+
+def topk_model(k: int, *, sorted_: int = 1, axis: int = -1, shape=(1, 6272)) -> onnx.ModelProto:
+    out_shape = [*shape[:-1], k] if axis == -1 else None
+    node = helper.make_node("TopK", ["x", "k"], ["values", "indices"], name="topk", axis=axis, sorted=sorted_)
+    return model([node], [value("x", FLOAT, list(shape))],
+                 [value("values", FLOAT, out_shape), value("indices", INT64, out_shape)], [const("k", [k])])
+
+
+def clean_model() -> onnx.ModelProto:
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("CumSum", ["r", "axis"], ["y"], name="cumsum")]
+    return model(nodes, [value("x", FLOAT, [2, 8])], [value("y", FLOAT, [2, 8])], [const("axis", np.int64(1))])
+
+
+# --------------------------------------------------------------------------- TopK
+
+
+def test_topk_k_above_limit_is_an_error_naming_3840():
+    report = lint_model(topk_model(5000))
+    assert rules(report) == [("error", "topk-k-limit")]
+    assert report.errors[0].node == "topk" and report.errors[0].op_type == "TopK"
+    assert report.errors[0].message.startswith("TopK K=5000 exceeds the TensorRT limit of 3840")
+    assert not report.ok
+
+
+@pytest.mark.parametrize("version", ["10.3", "11"])
+def test_topk_small_constant_k_passes(version):
+    report = lint_model(topk_model(5), version)
+    assert report.findings == [] and report.ok and report.trt_version == version
+
+
+def test_topk_k_attribute_before_opset_10():
+    node = helper.make_node("TopK", ["x"], ["values", "indices"], name="topk", k=4000)
+    old = model([node], [value("x", FLOAT, [1, 6272])],
+                [value("values", FLOAT, [1, 4000]), value("indices", INT64, [1, 4000])], opset=9)
+    assert rules(lint_model(old)) == [("error", "topk-k-limit")]
+
+
+def test_topk_runtime_k_is_a_warning():
+    node = helper.make_node("TopK", ["x", "k"], ["values", "indices"], name="topk")
+    runtime_k = model([node], [value("x", FLOAT, [1, 64]), value("k", INT64, [1])],
+                      [value("values", FLOAT, [1, 8]), value("indices", INT64, [1, 8])])
+    report = lint_model(runtime_k)
+    assert rules(report) == [("warning", "topk-k-not-constant")] and report.ok
+    assert "input 'k'" in report.warnings[0].message
+
+
+def test_topk_unsorted_and_leading_axis_are_errors():
+    assert rules(lint_model(topk_model(5, sorted_=0))) == [("error", "topk-sorted")]
+    report = lint_model(topk_model(1, axis=0, shape=(2, 2, 2, 2, 2)))
+    assert rules(report) == [("error", "topk-axis")]
+    assert report.errors[0].message == "TopK axis=0 of a rank-5 input is not among the last four dimensions"
+
+
+# --------------------------------------------------------------------------- types, unsupported ops
+
+
+def cumsum_model(elem_type: int) -> onnx.ModelProto:
+    node = helper.make_node("CumSum", ["x", "axis"], ["y"], name="count")
+    return model([node], [value("x", elem_type, [4, 196])], [value("y", elem_type, [4, 196])],
+                 [const("axis", np.int64(1))])
+
+
+def test_cumsum_on_int64_is_an_error():
+    report = lint_model(cumsum_model(INT64))
+    assert rules(report) == [("error", "unsupported-type")]
+    assert report.errors[0].message == ("CumSum does not support INT64 input 'x' in TensorRT 10.3 "
+                                        "(supported: FP32, FP16, BF16)")
+
+
+@pytest.mark.parametrize("elem_type", [FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16])
+def test_cumsum_on_float_passes(elem_type):
+    assert lint_model(cumsum_model(elem_type)).findings == []
+
+
+def test_cumsum_axis_computed_at_runtime_is_an_error():
+    node = helper.make_node("CumSum", ["x", "axis"], ["y"], name="count")
+    runtime_axis = model([node], [value("x", FLOAT, [4, 196]), value("axis", INT64, [])],
+                         [value("y", FLOAT, [4, 196])])
+    assert rules(lint_model(runtime_axis)) == [("error", "cumsum-axis-not-constant")]
+
+
+def test_double_input_is_a_warning():
+    node = helper.make_node("Relu", ["x"], ["y"], name="relu")
+    double = model([node], [value("x", TensorProto.DOUBLE, [2])], [value("y", TensorProto.DOUBLE, [2])])
+    assert rules(lint_model(double)) == [("warning", "double-type")]
+
+
+def test_nonzero_is_a_data_dependent_shape_error():
+    node = helper.make_node("NonZero", ["x"], ["y"], name="nz")
+    report = lint_model(model([node], [value("x", FLOAT, [4, 4])], [value("y", INT64, [2, "n"])]))
+    assert [f.rule for f in report.errors] == ["data-dependent-shape"]
+    assert report.errors[0].message.startswith("NonZero has a data-dependent output shape")
+
+
+@pytest.mark.parametrize("op, inputs", [("Unique", ["x"]), ("Compress", ["x", "mask"])])
+def test_unique_and_compress_are_unsupported(op, inputs):
+    node = helper.make_node(op, inputs, ["y"], name="n")
+    inputs = [value("x", FLOAT, [4]), value("mask", BOOL, [4])]
+    report = lint_model(model([node], inputs, [value("y", FLOAT, [4])]))
+    assert rules(report) == [("error", "unsupported-op")]
+    assert report.errors[0].message == f"{op} is listed as unsupported in the TensorRT 10.3 operator table"
+
+
+def test_unknown_op_is_an_error():
+    node = helper.make_node("FancyGather", ["x"], ["y"], name="fancy")
+    report = lint_model(model([node], [value("x", FLOAT, [4])], [value("y", FLOAT, [4])]), "11")
+    assert rules(report) == [("error", "unsupported-op")]
+    assert report.errors[0].message == "FancyGather is not in the TensorRT 11 operator table"
+
+
+def test_custom_domain_is_an_error():
+    node = helper.make_node("BiasGelu", ["x"], ["y"], name="gelu", domain="com.microsoft")
+    report = lint_model(model([node], [value("x", FLOAT, [4])], [value("y", FLOAT, [4])],
+                              domains=["com.microsoft"]))
+    assert rules(report) == [("error", "custom-domain")]
+    assert report.errors[0].message.startswith("com.microsoft::BiasGelu is a custom operator")
+
+
+def test_tables_differ_where_the_changelog_says():
+    """Swish arrived in TensorRT 11.0; BlackmanWindow in 10.4 (so not in the 10.3 table)."""
+    node = helper.make_node("Swish", ["x"], ["y"], name="swish")
+    swish = model([node], [value("x", FLOAT, [4])], [value("y", FLOAT, [4])], opset=24)
+    assert rules(lint_model(swish, "10.3")) == [("error", "unsupported-op")]
+    assert lint_model(swish, "11").findings == []
+    assert not load_table("10.3").ops["BlackmanWindow"].supported
+    assert load_table("11").ops["BlackmanWindow"].supported
+
+
+# --------------------------------------------------------------------------- scatter, reduce, layer norm
+
+
+def scatternd_model(elem_type: int, **attrs) -> onnx.ModelProto:
+    node = helper.make_node("ScatterND", ["data", "idx", "upd"], ["y"], name="scatter", **attrs)
+    return model([node], [value("data", elem_type, [8]), value("upd", elem_type, [2])],
+                 [value("y", elem_type, [8])], [const("idx", np.array([[1], [3]], dtype=np.int64))])
+
+
+def test_scatternd_reduction_is_an_error():
+    report = lint_model(scatternd_model(FLOAT, reduction="add"))
+    assert rules(report) == [("error", "scatternd-reduction")]
+    assert report.errors[0].message == "ScatterND reduction='add' is not supported; only 'none'"
+    assert lint_model(scatternd_model(FLOAT, reduction="none")).findings == []
+
+
+def test_scatternd_on_bool_is_an_error():
+    report = lint_model(scatternd_model(BOOL))
+    assert rules(report) == [("error", "unsupported-type")]
+    assert "ScatterND does not support BOOL input 'data'" in report.errors[0].message
+
+
+def test_scatter_elements_reduction_is_a_warning():
+    node = helper.make_node("ScatterElements", ["data", "idx", "upd"], ["y"], name="s", reduction="max")
+    report = lint_model(model([node], [value("data", FLOAT, [8]), value("upd", FLOAT, [2])],
+                              [value("y", FLOAT, [8])], [const("idx", np.array([1, 3], dtype=np.int64))]))
+    assert rules(report) == [("warning", "scatter-elements-reduction")] and report.ok
+
+
+def reducemax_model(axes_constant: bool) -> onnx.ModelProto:
+    node = helper.make_node("ReduceMax", ["x", "axes"], ["y"], name="rmax", keepdims=0)
+    inputs = [value("x", FLOAT, [4, 196])] + ([] if axes_constant else [value("axes", INT64, [1])])
+    initializers = [const("axes", [1])] if axes_constant else []
+    return model([node], inputs, [value("y", FLOAT, [4])], initializers)
+
+
+def test_reducemax_runtime_axes_is_an_error():
+    report = lint_model(reducemax_model(axes_constant=False))
+    assert rules(report) == [("error", "reduce-axes-not-constant")]
+    assert report.errors[0].message == ("ReduceMax axes 'axes' is computed at runtime; "
+                                        "TensorRT needs it as an initializer or Constant")
+    assert lint_model(reducemax_model(axes_constant=True)).findings == []
+
+
+def test_reducemax_axes_attribute_before_opset_18_passes():
+    node = helper.make_node("ReduceMax", ["x"], ["y"], name="rmax", axes=[1], keepdims=0)
+    assert lint_model(model([node], [value("x", FLOAT, [4, 196])], [value("y", FLOAT, [4])], opset=13)).ok
+
+
+def test_layernorm_extra_outputs_are_errors():
+    node = helper.make_node("LayerNormalization", ["x", "scale"], ["y", "mean"], name="ln", axis=-1)
+    report = lint_model(model([node], [value("x", FLOAT, [2, 8])],
+                              [value("y", FLOAT, [2, 8]), value("mean", FLOAT, [2, 1])],
+                              [const("scale", np.ones(8, dtype=np.float32))]))
+    assert rules(report) == [("error", "layernorm-outputs")]
+    assert report.errors[0].message == "LayerNormalization output Mean ('mean') is not supported; only Y"
+
+
+# --------------------------------------------------------------------------- shapes and sizes
+
+
+def test_dynamic_input_dim_is_a_warning():
+    node = helper.make_node("Relu", ["x"], ["y"], name="relu")
+    report = lint_model(model([node], [value("x", FLOAT, ["batch", 8])], [value("y", FLOAT, ["batch", 8])]))
+    assert rules(report) == [("warning", "dynamic-shape"), ("warning", "dynamic-shape")] and report.ok
+    assert report.warnings[0].message == ("graph input 'x' has dynamic shape [batch, 8]; "
+                                          "it needs an optimisation profile (static shapes expected)")
+
+
+def test_huge_tensor_shape_is_an_error():
+    node = helper.make_node("Relu", ["x"], ["y"], name="relu")
+    report = lint_model(model([node], [value("x", FLOAT, [65536, 32768])], [value("y", FLOAT, [65536, 32768])]))
+    assert rules(report) == [("error", "tensor-too-large")] * 2
+    assert {f.node for f in report.errors} == {"x", "y"}
+    assert report.errors[0].message == ("tensor 'x' [65536, 32768] has 2,147,483,648 elements; "
+                                        "TensorRT limits every tensor to 2^31-1")
+
+
+def test_huge_external_initializer_is_an_error_without_its_data(tmp_path):
+    """External data is never read: the initializer's dims are enough."""
+    weight = TensorProto(name="w", data_type=FLOAT, dims=[2**31])
+    weight.data_location = TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="missing.bin")
+    node = helper.make_node("Add", ["x", "w"], ["y"], name="add")
+    path = tmp_path / "big.onnx"
+    onnx.save(model([node], [value("x", FLOAT, [1])], [value("y", FLOAT, [2**31])], [weight]), path)
+    report = lint_model(path)
+    assert ("error", "tensor-too-large") in rules(report)
+    assert "w" in {f.node for f in report.errors}
+
+
+def test_subgraphs_are_linted():
+    branch = helper.make_graph([helper.make_node("NonZero", ["x"], ["nz"], name="nz")], "then",
+                               [], [value("nz", INT64, [1, "n"])])
+    other = helper.make_graph([helper.make_node("Shape", ["x"], ["shape"], name="shape")], "else",
+                              [], [value("shape", INT64, [1])])
+    node = helper.make_node("If", ["cond"], ["y"], name="if", then_branch=branch, else_branch=other)
+    report = lint_model(model([node], [value("cond", BOOL, []), value("x", FLOAT, [4])],
+                              [value("y", INT64, None)], opset=18))
+    assert [(f.rule, f.node) for f in report.errors] == [("data-dependent-shape", "if/then_branch/nz")]
+
+
+# --------------------------------------------------------------------------- report, errors, CLI
+
+
+def test_report_table_and_summary():
+    report = lint_model(topk_model(5000), "11")
+    table = report.format_table().splitlines()
+    assert table[0].split() == ["SEVERITY", "RULE", "OP", "NODE", "MESSAGE"]
+    assert table[1].split()[:4] == ["error", "topk-k-limit", "TopK", "topk"]
+    assert table[-1] == ("<in-memory model>: 1 error, 0 warnings against TensorRT 11 operator table "
+                         "(source: onnx/onnx-tensorrt docs/operators.md@2f3fa34 (TensorRT 11.0))")
+
+
+@pytest.mark.parametrize("version", ["10.3", "11"])
+def test_tables_record_their_source(version):
+    source = load_table(version).source
+    assert source["repo"] == "onnx/onnx-tensorrt" and source["path"] == "docs/operators.md"
+    assert len(source["commit"]) == 40 and source["commit"][:7] in source["summary"]
+
+
+def test_unknown_trt_version_is_a_value_error():
+    with pytest.raises(ValueError, match=r"trt_version='9\.0' is not supported; supported versions: 10\.3, 11"):
+        lint_model(clean_model(), "9.0")
+    assert supported_versions() == ("10.3", "11")
+
+
+@pytest.mark.parametrize("content, reason", [(b"not an onnx model at all", "not"), (None, "no such ONNX file")])
+def test_unreadable_file_is_a_user_error_naming_it(tmp_path, content, reason):
+    path = tmp_path / "model.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=rf"^{path}: {reason}"):
+        lint_model(path)
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run ``mmg-export`` with only the lint command registered; returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(mmg_export.cli, "COMMANDS", {"lint": "mmg_export.lint.cli"})
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = mmg_export.cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_cli_clean_model_exits_0(cli, tmp_path):
+    path = tmp_path / "clean.onnx"
+    onnx.save(clean_model(), path)
+    code, out, _ = cli("lint", str(path), "--trt", "11")
+    assert code == 0
+    assert out.splitlines() == ["No findings.",
+                                f"{path}: 0 errors, 0 warnings against TensorRT 11 operator table "
+                                f"(source: onnx/onnx-tensorrt docs/operators.md@2f3fa34 (TensorRT 11.0))"]
+
+
+def test_cli_errors_exit_1(cli, tmp_path):
+    path = tmp_path / "topk.onnx"
+    onnx.save(topk_model(5000), path)
+    code, out, _ = cli("lint", str(path))
+    assert code == 1
+    assert "topk-k-limit" in out and "1 error, 0 warnings against TensorRT 10.3" in out
+
+
+def test_cli_json(cli, tmp_path):
+    path = tmp_path / "cumsum.onnx"
+    onnx.save(cumsum_model(INT64), path)
+    code, out, _ = cli("lint", str(path), "--json")
+    data = json.loads(out)
+    assert code == 1 and data["errors"] == 1 and data["trt_version"] == "10.3"
+    assert data["findings"][0] | {"message": ""} == {"severity": "error", "rule": "unsupported-type",
+                                                    "node": "count", "op_type": "CumSum", "message": ""}
+
+
+def test_cli_unknown_trt_version(cli, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        cli("lint", str(tmp_path / "m.onnx"), "--trt", "9.0")
+    assert exit_info.value.code == 2
+
+
+def test_cli_non_onnx_file_names_it(cli, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    code, out, err = cli("lint", str(path))
+    assert code == 2 and out == ""
+    assert err.startswith(f"mmg-export lint: error: {path}: not ")
+
+
+# --------------------------------------------------------------------------- real torch export
+
+
+@pytest.fixture(scope="module")
+def torch_model_path(tmp_path_factory) -> Path:
+    """Linear + ReLU + TopK(k=3) over the last dim, exported by torch.onnx (dynamo exporter)."""
+    torch = pytest.importorskip("torch")
+
+    class Scorer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 16)
+
+        def forward(self, x):
+            return torch.topk(torch.relu(self.fc(x)), k=3, dim=-1).values
+
+    path = tmp_path_factory.mktemp("torch") / "scorer.onnx"
+    torch.onnx.export(Scorer().eval(), (torch.randn(2, 8),), str(path))
+    return path
+
+
+@pytest.mark.parametrize("version", ["10.3", "11"])
+def test_torch_export_passes(torch_model_path, version):
+    report = lint_model(torch_model_path, version)
+    assert {node.op_type for node in onnx.load(torch_model_path).graph.node} >= {"TopK", "Relu"}
+    assert report.findings == [] and report.ok, report.format_table()
