@@ -1,0 +1,178 @@
+"""Shared helpers of the GPU benchmarks (bench_pruner.py, bench_prefill.py, bench_encoder.py).
+
+* ``setup_path()``: makes ``mmg_export`` (repo root) and ``mmg_runtime`` (folder ``runtime/``)
+  importable when the package is not pip-installed (as on the GPU machine).
+* ``time_cuda_events``: per-iteration CUDA events on the current stream, after warm-up.
+* ``time_wall``: host ``perf_counter`` around the call followed by ``torch.cuda.synchronize()``
+  (for ONNX Runtime, which runs on its own stream, and for CPU work).
+* ``environment()``: card, driver (nvidia-smi), library versions.
+* ``markdown_table``: the tables the scripts print and BENCHMARKS.md copies.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def setup_path() -> None:
+    """Put the repo root on sys.path and alias ``mmg_runtime`` to ``runtime/`` if not installed."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    if importlib.util.find_spec("mmg_runtime") is None and (ROOT / "runtime" / "__init__.py").exists():
+        spec = importlib.util.spec_from_file_location(
+            "mmg_runtime", ROOT / "runtime" / "__init__.py",
+            submodule_search_locations=[str(ROOT / "runtime")])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["mmg_runtime"] = module
+        spec.loader.exec_module(module)
+
+
+def summarize(times_ms: Sequence[float]) -> dict:
+    """Median, p90, min and count of a list of milliseconds."""
+    ordered = sorted(times_ms)
+    p90 = ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+    return {"median_ms": statistics.median(ordered), "p90_ms": p90, "min_ms": ordered[0], "runs": len(ordered)}
+
+
+def time_cuda_events(fn: Callable[[], object], iterations: int, warmup: int) -> dict:
+    """Time ``fn`` with a pair of CUDA events per call on the current stream (warm-up excluded)."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    pairs = []
+    for _ in range(iterations):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        pairs.append((start, end))
+    torch.cuda.synchronize()
+    return summarize([s.elapsed_time(e) for s, e in pairs])
+
+
+def time_wall(fn: Callable[[], object], iterations: int, warmup: int, cuda: bool) -> dict:
+    """Time ``fn`` with the host clock; with ``cuda`` each call ends with torch.cuda.synchronize()."""
+    import torch
+
+    def call() -> None:
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return summarize(times)
+
+
+def time_any(fn: Callable[[], object], iterations: int, warmup: int, cuda: bool) -> dict:
+    """CUDA events on a GPU, the host clock on the CPU."""
+    return time_cuda_events(fn, iterations, warmup) if cuda else time_wall(fn, iterations, warmup, cuda=False)
+
+
+def nvidia_smi() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+        return out.stdout.strip() or out.stderr.strip()
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"nvidia-smi unavailable ({error.__class__.__name__})"
+
+
+def environment() -> dict:
+    """Card, driver and library versions."""
+    import torch
+
+    env = {"python": platform.python_version(), "torch": torch.__version__,
+           "torch_cuda": torch.version.cuda, "host": platform.node()}
+    if torch.cuda.is_available():
+        env["device"] = torch.cuda.get_device_name(0)
+        env["nvidia_smi"] = nvidia_smi()
+        props = torch.cuda.get_device_properties(0)
+        env["sms"] = props.multi_processor_count
+    else:
+        env["device"] = f"CPU only ({platform.processor() or platform.machine()}, {os.cpu_count()} threads)"
+    for name in ("transformers", "onnxruntime", "onnx", "onnxscript", "triton"):
+        try:
+            module = __import__(name)
+            env[name] = getattr(module, "__version__", "?")
+        except Exception as error:  # noqa: BLE001 - report whatever stops the import
+            env[name] = f"not importable ({error.__class__.__name__})"
+    try:
+        import onnxruntime
+
+        env["ort_providers"] = ",".join(onnxruntime.get_available_providers())
+    except Exception:  # noqa: BLE001
+        pass
+    return env
+
+
+def print_environment(env: dict) -> None:
+    print("## Environment")
+    for key, value in env.items():
+        print(f"- {key}: {value}")
+    print()
+
+
+def fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(cell) for cell in row) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path: str | None, payload: dict) -> None:
+    if not path:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2, default=str))
+
+
+def kernel_table(prof, calls: int = 1, limit: int = 15) -> tuple[str, float, float]:
+    """Markdown table of the GPU kernels (and memcpy/memset) in a torch.profiler run of ``calls``
+    forward passes: (table, launches per call, kernel ms per call)."""
+    from torch.autograd import DeviceType
+
+    rows = []
+    for avg in prof.key_averages():
+        if avg.device_type != DeviceType.CUDA:
+            continue
+        total = getattr(avg, "device_time_total", None)
+        if total is None:
+            total = getattr(avg, "cuda_time_total", 0.0)
+        rows.append((avg.key, avg.count / calls, total / 1e3 / calls))
+    rows.sort(key=lambda row: -row[2])
+    launches = sum(row[1] for row in rows)
+    total_ms = sum(row[2] for row in rows)
+    table = markdown_table(
+        ["kernel", "launches/call", "ms/call", "share"],
+        [(name[:100].replace("|", "/"), f"{count:g}", total, f"{100 * total / max(total_ms, 1e-9):.1f} %")
+         for name, count, total in rows[:limit]])
+    return table, launches, total_ms
