@@ -87,6 +87,40 @@ def time_any(fn: Callable[[], object], iterations: int, warmup: int, cuda: bool)
     return time_cuda_events(fn, iterations, warmup) if cuda else time_wall(fn, iterations, warmup, cuda=False)
 
 
+def make_video(frames: int, tokens: int, dim: int, seed: int):
+    """Video-like fp32 features (T, P, D): a few scenes (one every 8 frames) of per-token prototypes
+    sharing a scene component, with per-frame drift, so that segments, budgets and ranks all vary."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    scenes = max(1, frames // 8)
+    scene_of = (torch.arange(frames) * scenes) // frames
+    common = torch.randn(scenes, 1, dim, generator=g)
+    proto = torch.randn(scenes, tokens, dim, generator=g)
+    x = (0.6 * common + proto)[scene_of]
+    x += 0.35 * torch.randn(frames, tokens, dim, generator=g)
+    x *= torch.linspace(0.5, 1.5, frames).view(frames, 1, 1) ** 0.5
+    return x
+
+
+def capture_graph(fn, static_input):
+    """Warm up on a side stream, capture one call of ``fn(static_input)``; return (graph, outputs)."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn(static_input)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn(static_input)
+    torch.cuda.synchronize()
+    return graph, outputs
+
+
 def nvidia_smi() -> str:
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",

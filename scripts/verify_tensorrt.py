@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Check a TensorRT build against ONNX Runtime on this machine (x86 GPU or Jetson).
+
+    python scripts/verify_tensorrt.py --target orin-agx [--model DIR] [--ratio 0.25]
+
+1. builds the artifacts with the TensorRT backend (``mmg-export build --backend tensorrt``);
+2. runs every engine and its ONNX model under ONNX Runtime (CUDA provider where present) on the
+   same seeded inputs through Polygraphy's Comparator: encoder features within the tolerance of
+   the precision, pruner indices identical (an extra fp32 pruner is built so that this check
+   does not depend on fp16/bf16 rounding; at the artifacts' precision the index agreement is
+   reported);
+3. profiles the artifacts (``mmg-export profile``);
+and prints one PASS/FAIL line per check. Exit status 1 if any check fails.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", required=True, help="build profile (engines/*.toml), e.g. h100, orin-agx")
+    parser.add_argument("--model", default=None, help="LLaVA-OneVision checkpoint (default: the tiny model)")
+    parser.add_argument("--ratio", type=float, default=0.25)
+    parser.add_argument("--frames", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="artifact directory (default: a temporary one)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.out or Path(scratch) / "artifacts"
+        checks = [check_build(args, out)]
+        if checks[0]:
+            from mmg_runtime.manifest import load_manifest
+
+            manifest = load_manifest(out)
+            checks += [compare(out, manifest, name) for name in ("encoder", "frame_encoder")]
+            checks.append(compare_pruner_indices(out, manifest, Path(scratch)))
+            checks.append(check_profile(out))
+    print(f"{sum(checks)} passed, {len(checks) - sum(checks)} failed")
+    return 0 if all(checks) else 1
+
+
+def report(name: str, ok: bool, detail: str) -> bool:
+    print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}", flush=True)
+    return ok
+
+
+def check_build(args: argparse.Namespace, out: Path) -> bool:
+    command = [sys.executable, "-m", "mmg_export.cli", "build", "--backend", "tensorrt", "--target", args.target,
+               "--ratio", str(args.ratio), "--out", str(out), "--overwrite"]
+    command += ["--model", args.model] if args.model else []
+    command += ["--frames", str(args.frames)] if args.frames else []
+    result = subprocess.run(command, capture_output=True, text=True)
+    detail = f"{out}" if result.returncode == 0 else result.stderr.strip().splitlines()[-1]
+    return report("build (TensorRT backend)", result.returncode == 0, detail)
+
+
+def ort_runner(onnx_path: Path):
+    import onnxruntime
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+    providers = ["cuda", "cpu"] if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else ["cpu"]
+    return OnnxrtRunner(SessionFromOnnx(str(onnx_path), providers=providers), name="onnxruntime")
+
+
+def trt_runner(engine_path: Path):
+    from polygraphy.backend.common import BytesFromPath
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    return TrtRunner(EngineFromBytes(BytesFromPath(str(engine_path))), name="tensorrt")
+
+
+def feeds(manifest, name: str, count: int = 2) -> list[dict[str, np.ndarray]]:
+    from mmg_export.build.profile import NUMPY_DTYPES
+
+    generator = np.random.default_rng(0)
+    inputs = manifest.components[name].inputs
+    return [{tensor: generator.standard_normal(spec.shape).astype(NUMPY_DTYPES[spec.dtype])
+             for tensor, spec in inputs.items()} for _ in range(count)]
+
+
+def compare(out: Path, manifest, name: str) -> bool:
+    """TensorRT engine vs ONNX Runtime on the same ONNX, with Polygraphy's Comparator."""
+    from polygraphy.comparator import Comparator, CompareFunc
+
+    runners = [trt_runner(out / manifest.components[name].file), ort_runner(out / f"{name}.onnx")]
+    results = Comparator.run(runners, data_loader=feeds(manifest, name))
+    tolerance = TOLERANCE[manifest.precision]
+    accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(
+        rtol=tolerance, atol=tolerance, check_error_stat="median"))
+    return report(f"{name}: TensorRT vs ONNX Runtime", bool(accuracy),
+                  f"median error within rtol = atol = {tolerance} ({manifest.precision})")
+
+
+def compare_pruner_indices(out: Path, manifest, scratch: Path) -> bool:
+    """fp32 pruner: TensorRT and ONNX Runtime keep exactly the same tokens; artifacts' precision: agreement."""
+    from polygraphy.comparator import Comparator, CompareFunc
+
+    from mmg_export.build.export import export_pruner
+    from mmg_export.build.targets import load_target
+    from mmg_export.build.tensorrt import build_engine
+
+    onnx_path = export_pruner(manifest.frames, manifest.tokens_per_frame, manifest.hidden_size, manifest.ratio,
+                              "fp32", scratch / "pruner32.onnx")
+    engine = scratch / "pruner32.engine"
+    build_engine(onnx_path, engine, load_target(manifest.target), scratch / "timing.cache", log=lambda _: None)
+    data = [{"video_tokens": f["video_tokens"].astype(np.float32)} for f in feeds(manifest, "pruner")]
+    results = Comparator.run([trt_runner(engine), ort_runner(onnx_path)], data_loader=data)
+    exact = bool(Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(
+        rtol={"kept_indices": 0.0, "": 1e-3}, atol={"kept_indices": 0.0, "": 1e-3}, check_error_stat="max")))
+    ok = report("pruner fp32: kept indices identical", exact, "TensorRT vs ONNX Runtime, 2 seeded inputs")
+    if manifest.precision != "fp32":
+        native = Comparator.run([trt_runner(out / manifest.components["pruner"].file),
+                                 ort_runner(out / "pruner.onnx")], data_loader=feeds(manifest, "pruner"))
+        first, second = (iterations[0]["kept_indices"] for _, iterations in native)
+        agreement = len(np.intersect1d(first, second)) / len(first)
+        report(f"pruner {manifest.precision}: kept-index agreement", True, f"{agreement:.4f} (informational)")
+    return ok
+
+
+def check_profile(out: Path) -> bool:
+    command = [sys.executable, "-m", "mmg_export.cli", "profile", str(out), "--ratios", "0.1,0.25,0.5",
+               "--iterations", "20", "--json", str(out / ".." / "verify_profile.json"), "--plot",
+               str(out / ".." / "verify_profile.png")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    print(result.stdout)
+    return report("profile", result.returncode == 0, result.stderr.strip().splitlines()[0] if result.stderr else "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
