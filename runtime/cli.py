@@ -17,8 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt", required=True, help="the question")
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS,
                         help=f"artifact directory from mmg-export build (default: {DEFAULT_ARTIFACTS})")
+    parser.add_argument("--llm", choices=["transformers", "trtllm-engine", "trtllm-api"], default="transformers",
+                        help="LLM backend (default transformers)")
     parser.add_argument("--model", type=Path, default=None,
-                        help="LLaVA-OneVision checkpoint for the LLM (default: the one the artifacts name)")
+                        help="transformers: LLaVA-OneVision checkpoint (default: the one the artifacts name); "
+                             "trtllm-engine: TensorRT-LLM engine directory; trtllm-api: model directory")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--keep-positions", action="store_true",
                         help="give the kept video tokens their original position ids")
@@ -34,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
         from .errors import UserError
 
         raise UserError(f"--max-new-tokens {args.max_new_tokens}: expected an integer >= 1")
-    pipeline = Pipeline.from_artifacts(args.artifacts, model_dir=args.model, keep_positions=args.keep_positions)
+    pipeline = Pipeline.from_artifacts(args.artifacts, llm=args.llm, model_dir=args.model,
+                                       keep_positions=args.keep_positions)
     if args.stream:
         answer, header = _stream(pipeline, args)
     else:

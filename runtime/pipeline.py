@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,13 +70,15 @@ class Pipeline:
                        keep_positions: bool = False, providers: list[list] | None = None) -> Pipeline:
         """Verify the manifest and hashes, open every component, and attach the LLM.
 
-        llm: an :class:`LLMBackend`, or "transformers" to load LLaVA-OneVision from ``model_dir``
-        (default: the model the artifacts were built from).
+        llm: an :class:`LLMBackend`, or a name from :data:`LLM_BACKENDS`: "transformers" loads
+        LLaVA-OneVision from ``model_dir`` (default: the model the artifacts were built from);
+        "trtllm-engine" takes a TensorRT-LLM engine directory and "trtllm-api" a model directory
+        for the TensorRT-LLM LLM API, both as ``model_dir``.
         """
         directory = Path(directory)
         manifest = verify_artifacts(directory, **_this_machine(directory))
         if isinstance(llm, str):
-            llm = _transformers_backend(directory, manifest, model_dir, llm)
+            llm = make_llm(llm, directory, manifest, model_dir)
         return cls(directory, manifest, llm, keep_positions, providers)
 
     # -- stages ---------------------------------------------------------------------------
@@ -165,13 +168,30 @@ def _compute_capability() -> str | None:
     return f"{major}.{minor}"
 
 
-def _transformers_backend(directory: Path, manifest: Manifest, model_dir, name: str) -> LLMBackend:
-    if name != "transformers":
-        raise UserError(f"llm={name!r}: expected 'transformers' or an LLMBackend instance")
-    from .llm.hf import TransformersBackend
+LLM_BACKENDS = ("transformers", "trtllm-engine", "trtllm-api")
 
-    source = model_dir or manifest.extra.get("model")
-    if source is None:
-        raise UserError(f"{directory}: the manifest names no model; pass --model DIR")
-    path = Path(source)
-    return TransformersBackend(path if path.is_absolute() else directory / path)
+
+def make_llm(name: str, directory: Path, manifest: Manifest, model_dir: str | Path | None) -> LLMBackend:
+    """The LLM backend ``name`` (see :data:`LLM_BACKENDS`) over ``model_dir``."""
+    if name not in LLM_BACKENDS:
+        raise UserError(f"llm={name!r}: expected one of {', '.join(LLM_BACKENDS)} or an LLMBackend instance")
+    if name == "transformers":
+        from .llm.hf import TransformersBackend
+
+        source = model_dir or manifest.extra.get("model")
+        if source is None:
+            raise UserError(f"{directory}: the manifest names no model; pass --model DIR")
+        path = Path(source)
+        return TransformersBackend(path if path.is_absolute() else directory / path)
+    if model_dir is None:
+        raise UserError(f"--llm {name} needs --model DIR (the TensorRT-LLM engine or model directory)")
+    if importlib.util.find_spec("tensorrt_llm") is None:
+        raise UserError(f"--llm {name}: TensorRT-LLM is not installed (pip install 'mmg-export[trtllm]' on x86, "
+                        "the 0.12-jetson branch on JetPack 6); or use --llm transformers")
+    if name == "trtllm-engine":
+        from .llm.trtllm_engine import TrtLlmEngineBackend
+
+        return TrtLlmEngineBackend(model_dir, tokenizer_dir=directory / "tokenizer")
+    from .llm.trtllm_llmapi import TrtLlmApiBackend
+
+    return TrtLlmApiBackend(model_dir)

@@ -82,6 +82,15 @@ def time_wall(fn: Callable[[], object], iterations: int, warmup: int, cuda: bool
     return summarize(times)
 
 
+def time_wall_adaptive(fn: Callable[[], object], iterations: int, warmup: int, cuda: bool,
+                       slow_ms: float = 1000.0) -> dict:
+    """time_wall, but after one probe call taking over ``slow_ms`` only 3 runs (a CPU fallback)."""
+    probe = time_wall(fn, 1, 0, cuda)
+    if probe["median_ms"] > slow_ms:
+        return time_wall(fn, 3, 0, cuda)
+    return time_wall(fn, iterations, warmup, cuda)
+
+
 def time_any(fn: Callable[[], object], iterations: int, warmup: int, cuda: bool) -> dict:
     """CUDA events on a GPU, the host clock on the CPU."""
     return time_cuda_events(fn, iterations, warmup) if cuda else time_wall(fn, iterations, warmup, cuda=False)
@@ -119,6 +128,24 @@ def capture_graph(fn, static_input):
         outputs = fn(static_input)
     torch.cuda.synchronize()
     return graph, outputs
+
+
+def ort_profile_summary(profile_file: str, runs: int) -> dict:
+    """Nodes per execution provider and the op types that take most kernel time, from ORT's profile."""
+    events = json.loads(Path(profile_file).read_text())
+    providers: dict[str, set] = {}
+    per_op: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        args = event.get("args", {})
+        providers.setdefault(args.get("provider", "?"), set()).add(event["name"])
+        op = f"{args.get('op_name', '?')}@{args.get('provider', '?').replace('ExecutionProvider', '')}"
+        per_op[op] = per_op.get(op, 0.0) + event.get("dur", 0) / 1e3 / runs
+    top = sorted(per_op.items(), key=lambda kv: -kv[1])[:12]
+    return {"nodes_per_provider": {k: len(v) for k, v in providers.items()},
+            "cpu_nodes": sorted({n.replace("_kernel_time", "") for n in providers.get("CPUExecutionProvider", set())})[:40],
+            "top_ops_ms_per_run": top}
 
 
 def nvidia_smi() -> str:

@@ -19,13 +19,15 @@ Smoke: python scripts/bench_encoder.py --smoke    (tiny SigLIP on the CPU, ORT C
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
 import traceback
 from pathlib import Path
 
-from _bench_common import environment, markdown_table, print_environment, setup_path, time_any, time_wall, write_json
+from _bench_common import (environment, kernel_table, markdown_table, ort_profile_summary, print_environment, setup_path, time_any,
+                           time_wall_adaptive, write_json)
 
 setup_path()
 
@@ -69,6 +71,11 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=14)
     parser.add_argument("--hidden", type=int, default=3584, help="projector output = LLM hidden size")
     parser.add_argument("--ort-fusion", action="store_true", help="also try onnxruntime.transformers.optimizer")
+    parser.add_argument("--opset23", action="store_true",
+                        help="also export at opset 23 (ONNX Attention + Gelu ops; export_encoder itself uses "
+                             "opset 18) and time that under ORT: a diagnostic, not the package's export")
+    parser.add_argument("--ort-profile", action="store_true", help="ORT profile: nodes per EP, slowest op types")
+    parser.add_argument("--torch-profile", action="store_true", help="torch.profiler kernel table of the eager run")
     parser.add_argument("--onnx-dir", default=None, help="where to write the ONNX files (default: a temp dir)")
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny SigLIP on the CPU")
@@ -83,7 +90,7 @@ def main() -> None:
     dtype = torch_dtype(args.precision)
     env = environment()
     print_environment(env)
-    rows, notes = [], []
+    rows, notes, profiles = [], [], []
     onnx_dir = Path(args.onnx_dir or tempfile.mkdtemp(prefix="encoder_onnx_"))
     onnx_dir.mkdir(parents=True, exist_ok=True)
 
@@ -99,6 +106,16 @@ def main() -> None:
         reference = encoder(pixels).float()
         eager = time_any(lambda: encoder(pixels), args.iterations, args.warmup, cuda)
     print(f"eager: {eager['median_ms']:.2f} ms, output {tuple(reference.shape)}", flush=True)
+    torch_table = None
+    if args.torch_profile and cuda:
+        from torch.profiler import ProfilerActivity, profile
+
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                encoder(pixels)
+            torch.cuda.synchronize()
+        torch_table = kernel_table(prof, 3, limit=12)
+        print(f"eager profile: {torch_table[1]:.0f} launches, {torch_table[2]:.2f} ms kernels per call", flush=True)
     rows.append(("PyTorch eager", args.precision, eager["median_ms"], eager["p90_ms"], eager["runs"], "-",
                  "CUDA events" if cuda else "CPU wall clock"))
 
@@ -119,7 +136,7 @@ def main() -> None:
                      f"{str(error).splitlines()[0][:200] if str(error) else ''}"))
         path = None
 
-    def run_ort(label: str, model_path: Path) -> None:
+    def run_ort(label: str, model_path: Path, profile: bool = False) -> None:
         import onnxruntime as ort
 
         use_cuda = cuda and "CUDAExecutionProvider" in ort.get_available_providers()
@@ -142,17 +159,30 @@ def main() -> None:
         etype = NUMPY_TYPES[args.precision]
         binding.bind_input("pixel_values", where, 0, etype, tuple(x.shape), x.data_ptr())
         binding.bind_output("video_tokens", where, 0, etype, tuple(out.shape), out.data_ptr())
-        stats = time_wall(lambda: session.run_with_iobinding(binding), args.iterations, args.warmup, cuda=use_cuda)
+        stats = time_wall_adaptive(lambda: session.run_with_iobinding(binding), args.iterations, args.warmup, cuda=use_cuda)
         diff = (out.float().to(reference.device) - reference)
         rel = (diff.norm() / reference.norm()).item()
         print(f"{label}: {stats['median_ms']:.2f} ms (session {session_s:.1f} s), rel. error vs eager {rel:.2e}", flush=True)
         rows.append((label, args.precision, stats["median_ms"], stats["p90_ms"], stats["runs"], f"{rel:.1e}",
                      f"{'CUDA' if use_cuda else 'CPU'} EP, io_binding on device tensors, wall clock + sync; "
                      f"session {session_s:.1f} s"))
+        del session
+        if profile:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(onnx_dir / f"ortprof_{model_path.stem}")
+            psession = ort.InferenceSession(str(model_path), options, providers=providers)
+            pbinding = psession.io_binding()
+            pbinding.bind_input("pixel_values", where, 0, etype, tuple(x.shape), x.data_ptr())
+            pbinding.bind_output("video_tokens", where, 0, etype, tuple(out.shape), out.data_ptr())
+            for _ in range(3):
+                psession.run_with_iobinding(pbinding)
+            summary = ort_profile_summary(psession.end_profiling(), 3)
+            profiles.append((label, summary))
+            print(f"{label} profile: {summary['nodes_per_provider']}, top ops {summary['top_ops_ms_per_run'][:6]}", flush=True)
 
     if path is not None:
         try:
-            run_ort("ORT", path)
+            run_ort("ORT", path, profile=args.ort_profile)
         except Exception as error:  # noqa: BLE001
             traceback.print_exc()
             rows.append(("ORT", args.precision, None, None, None, "-", f"FAILED: {error.__class__.__name__}: "
@@ -175,14 +205,44 @@ def main() -> None:
                 rows.append(("ORT + transformers optimizer", args.precision, None, None, None, "-",
                              f"FAILED: {error.__class__.__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"))
 
+    if path is not None and args.opset23:
+        from mmg_export.build import export as export_module
+
+        saved = export_module.OPSET
+        try:
+            export_module.OPSET = 23
+            path23 = onnx_dir / f"encoder_T{args.frames}_{args.precision}_opset23.onnx"
+            t0 = time.perf_counter()
+            export_encoder(encoder, args.frames, args.precision, path23)
+            import collections
+
+            import onnx
+
+            ops = collections.Counter(n.op_type for n in onnx.load(str(path23), load_external_data=False).graph.node)
+            notes.append(f"opset-23 export: {time.perf_counter() - t0:.1f} s, Attention nodes {ops.get('Attention', 0)}, "
+                         f"Gelu nodes {ops.get('Gelu', 0)}")
+            run_ort("ORT, opset 23 export (Attention op)", path23, profile=args.ort_profile)
+        except Exception as error:  # noqa: BLE001
+            traceback.print_exc()
+            rows.append(("ORT, opset 23 export (Attention op)", args.precision, None, None, None, "-",
+                         f"FAILED: {error.__class__.__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"))
+        finally:
+            export_module.OPSET = saved
+
     headers = ["runtime", "precision", "median ms", "p90 ms", "runs", "rel. error vs eager", "note"]
     title = (f"# Vision encoder: SigLIP ({args.vision_layers} layers, hidden {args.vision_hidden}, {args.image} px) + "
              f"projector -> {args.hidden}, {args.frames} frames, device {env['device']}")
     table = markdown_table(headers, rows)
     if args.out_dir:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(args.out_dir) / "encoder.md").write_text(title + "\n\n" + table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-        write_json(str(Path(args.out_dir) / "encoder.json"), {"env": env, "args": vars(args), "rows": rows, "notes": notes})
+        extra = ""
+        for label, summary in profiles:
+            extra += f"\n## ORT profile: {label}\n\n```\n{json.dumps(summary, indent=1)}\n```\n"
+        if torch_table:
+            extra += f"\n## torch.profiler, eager: {torch_table[1]:.0f} launches, {torch_table[2]:.2f} ms of kernels per call\n\n{torch_table[0]}\n"
+        (Path(args.out_dir) / "encoder.md").write_text(title + "\n\n" + table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n" + extra)
+        write_json(str(Path(args.out_dir) / "encoder.json"), {"env": env, "args": vars(args), "rows": rows, "notes": notes,
+                                                              "ort_profiles": profiles})
     if not args.onnx_dir:
         shutil.rmtree(onnx_dir, ignore_errors=True)
     print()

@@ -29,7 +29,7 @@ import traceback
 from pathlib import Path
 
 from _bench_common import (capture_graph, environment, kernel_table, make_video, markdown_table,
-                           print_environment, setup_path, time_any, time_wall, write_json)
+                           ort_profile_summary, print_environment, setup_path, time_any, time_wall, time_wall_adaptive, write_json)
 
 setup_path()
 
@@ -59,24 +59,6 @@ def ort_session(path: Path, cuda: bool, profile_prefix: str | None = None):
     return session
 
 
-def ort_profile_summary(profile_file: str, runs: int) -> dict:
-    """Nodes per execution provider and the op types that take most kernel time, from ORT's profile."""
-    events = json.loads(Path(profile_file).read_text())
-    providers: dict[str, set] = {}
-    per_op: dict[str, float] = {}
-    for event in events:
-        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
-            continue
-        args = event.get("args", {})
-        providers.setdefault(args.get("provider", "?"), set()).add(event["name"])
-        op = f"{args.get('op_name', '?')}@{args.get('provider', '?').replace('ExecutionProvider', '')}"
-        per_op[op] = per_op.get(op, 0.0) + event.get("dur", 0) / 1e3 / runs
-    top = sorted(per_op.items(), key=lambda kv: -kv[1])[:12]
-    return {"nodes_per_provider": {k: len(v) for k, v in providers.items()},
-            "cpu_nodes": sorted({n.replace("_kernel_time", "") for n in providers.get("CPUExecutionProvider", set())})[:40],
-            "top_ops_ms_per_run": top}
-
-
 def bench_ort(args, frames: int, dtype_name: str, x: torch.Tensor, keep: int, workdir: Path, cuda: bool,
               add, profile_notes: list) -> None:
     """ONNX Runtime forms: export, session, timings; rows go through ``add``."""
@@ -103,7 +85,7 @@ def bench_ort(args, frames: int, dtype_name: str, x: torch.Tensor, keep: int, wo
         session.run_with_iobinding(binding)
 
     if "ort-iobinding" in args.forms:
-        stats = time_wall(run_bound, args.iterations, args.warmup, cuda=cuda)
+        stats = time_wall_adaptive(run_bound, args.iterations, args.warmup, cuda=cuda)
         add("ort-iobinding", stats, f"{'CUDA' if cuda else 'CPU'} EP, io_binding on {device} tensors, wall clock + sync; "
             f"export {export_s:.1f} s, session {session_s:.1f} s", index.clone())
     if "ort-host" in args.forms:
@@ -121,7 +103,7 @@ def bench_ort(args, frames: int, dtype_name: str, x: torch.Tensor, keep: int, wo
             session.run_with_iobinding(host_binding)
             return host_binding.get_outputs()
 
-        stats = time_wall(run_host, max(10, args.iterations // 2), max(2, args.warmup // 2), cuda=cuda)
+        stats = time_wall_adaptive(run_host, max(10, args.iterations // 2), max(2, args.warmup // 2), cuda=cuda)
         idx = torch.from_numpy(host_binding.get_outputs()[1].numpy().copy()).to(x.device)
         add("ort-host", stats, "host numpy in, outputs bound to host: H2D + D2H copies included, wall clock", idx)
     if args.profile:

@@ -171,3 +171,18 @@ def test_runtime_imports_without_torch():
             "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_tensorrt_llm_backends_need_a_directory(artifacts, capsys):
+    assert main(["run", "--video", "x.mp4", "--prompt", QUESTION, "--artifacts", str(artifacts),
+                 "--llm", "trtllm-engine"]) == 2
+    assert "--llm trtllm-engine needs --model DIR" in capsys.readouterr().err
+
+
+def test_tensorrt_llm_missing_is_one_line(artifacts, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    if __import__("importlib").util.find_spec("tensorrt_llm") is not None:
+        pytest.skip("TensorRT-LLM is installed here")
+    assert main(["run", "--video", "x.mp4", "--prompt", QUESTION, "--artifacts", str(artifacts),
+                 "--llm", "trtllm-api", "--model", str(tmp_path)]) == 2
+    assert "TensorRT-LLM is not installed" in capsys.readouterr().err
