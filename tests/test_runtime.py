@@ -180,7 +180,6 @@ def test_tensorrt_llm_backends_need_a_directory(artifacts, capsys):
 
 
 def test_tensorrt_llm_missing_is_one_line(artifacts, tmp_path, capsys):
-    pytest.importorskip("onnx")
     if __import__("importlib").util.find_spec("tensorrt_llm") is not None:
         pytest.skip("TensorRT-LLM is installed here")
     assert main(["run", "--video", "x.mp4", "--prompt", QUESTION, "--artifacts", str(artifacts),
