@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .device import device_info
 from .errors import UserError
 from .llm.base import Generation, LLMBackend, VideoPrompt
 from .manifest import Manifest, verify_artifacts
@@ -151,21 +152,10 @@ def _this_machine(directory: Path) -> dict:
         return {}
     try:
         import tensorrt
-        from polygraphy import cuda  # noqa: F401
     except ImportError:
         return {}
-    return {"trt_version": tensorrt.__version__, "compute_capability": _compute_capability()}
-
-
-def _compute_capability() -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    if not torch.cuda.is_available():
-        return None
-    major, minor = torch.cuda.get_device_capability(0)
-    return f"{major}.{minor}"
+    device = device_info() or {}
+    return {"trt_version": tensorrt.__version__, "compute_capability": device.get("compute_capability")}
 
 
 LLM_BACKENDS = ("transformers", "trtllm-engine", "trtllm-api")

@@ -35,7 +35,11 @@ def setup_path() -> None:
             submodule_search_locations=[str(ROOT / "runtime")])
         module = importlib.util.module_from_spec(spec)
         sys.modules["mmg_runtime"] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:  # noqa: BLE001 - the benchmarks do not need mmg_runtime themselves
+            del sys.modules["mmg_runtime"]
+            print(f"note: mmg_runtime alias not loaded ({error.__class__.__name__}: {error})", file=sys.stderr)
 
 
 def summarize(times_ms: Sequence[float]) -> dict:
@@ -130,22 +134,31 @@ def capture_graph(fn, static_input):
     return graph, outputs
 
 
-def ort_profile_summary(profile_file: str, runs: int) -> dict:
-    """Nodes per execution provider and the op types that take most kernel time, from ORT's profile."""
+def ort_profile_summary(profile_file: str, skip_runs: int = 1) -> dict:
+    """Nodes per execution provider and the op types that take most kernel time, from an ONNX
+    Runtime profile; the first ``skip_runs`` runs (warm-up) are left out of the times."""
     events = json.loads(Path(profile_file).read_text())
+    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
+    cutoff = runs[skip_runs - 1]["ts"] + runs[skip_runs - 1]["dur"] if 0 < skip_runs <= len(runs) else -1
+    timed_runs = max(1, len(runs) - max(0, skip_runs))
     providers: dict[str, set] = {}
     per_op: dict[str, float] = {}
     for event in events:
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
             continue
         args = event.get("args", {})
-        providers.setdefault(args.get("provider", "?"), set()).add(event["name"])
-        op = f"{args.get('op_name', '?')}@{args.get('provider', '?').replace('ExecutionProvider', '')}"
-        per_op[op] = per_op.get(op, 0.0) + event.get("dur", 0) / 1e3 / runs
+        provider = args.get("provider", "?")
+        providers.setdefault(provider, set()).add(event["name"])
+        if event["ts"] <= cutoff:
+            continue
+        op = f"{args.get('op_name', '?')}@{provider.replace('ExecutionProvider', '')}"
+        per_op[op] = per_op.get(op, 0.0) + event.get("dur", 0) / 1e3 / timed_runs
     top = sorted(per_op.items(), key=lambda kv: -kv[1])[:12]
-    return {"nodes_per_provider": {k: len(v) for k, v in providers.items()},
+    return {"timed_runs": timed_runs,
+            "model_run_ms": [round(r["dur"] / 1e3, 3) for r in runs],
+            "nodes_per_provider": {k: len(v) for k, v in providers.items()},
             "cpu_nodes": sorted({n.replace("_kernel_time", "") for n in providers.get("CPUExecutionProvider", set())})[:40],
-            "top_ops_ms_per_run": top}
+            "top_ops_ms_per_run": [(name, round(ms, 4)) for name, ms in top]}
 
 
 def nvidia_smi() -> str:

@@ -114,13 +114,9 @@ def bench_ort(args, frames: int, dtype_name: str, x: torch.Tensor, keep: int, wo
             pb.bind_input("video_tokens", device, 0, etype, tuple(x_dev.shape), x_dev.data_ptr())
             pb.bind_output("kept_tokens", device, 0, etype, (keep, args.dim), kept.data_ptr())
             pb.bind_output("kept_indices", device, 0, np.int64, (keep,), index.data_ptr())
-            for _ in range(3):
+            for _ in range(8):
                 prof_session.run_with_iobinding(pb)
-            runs = 5
-            # the profile holds every run; the first 3 are warm-up, kept out by dividing by all runs
-            for _ in range(runs):
-                prof_session.run_with_iobinding(pb)
-            summary = ort_profile_summary(prof_session.end_profiling(), runs + 3)
+            summary = ort_profile_summary(prof_session.end_profiling(), skip_runs=3)
             profile_notes.append((f"ORT {'CUDA' if cuda else 'CPU'} EP, T={frames}, {dtype_name}", summary))
         except Exception as error:  # noqa: BLE001
             profile_notes.append((f"ORT profile T={frames} {dtype_name}", {"error": repr(error)}))
@@ -303,13 +299,29 @@ def main() -> None:
                 del graph
                 if cuda:
                     torch.cuda.empty_cache()
+                report(args, env, results, profiles, profile_notes, workdir)
 
-    headers = ["frames", "dtype", "form", "K", "median ms", "p90 ms", "runs", "same idx", "overlap fp32", "note"]
+    report(args, env, results, profiles, profile_notes, workdir)
+    print()
+    print(f"# Pruner latency (P={args.tokens}, D={args.dim}, ratio={args.ratio}, device {env['device']})")
+    print(results_table(results))
+    print(f"\nfull report: {workdir / 'pruner.md'}")
+
+
+HEADERS = ["frames", "dtype", "form", "K", "median ms", "p90 ms", "runs", "same idx", "overlap fp32", "note"]
+
+
+def results_table(results: list) -> str:
     rows = [(r["frames"], r["dtype"], r["form"], r["K"], r.get("median_ms"), r.get("p90_ms"), r.get("runs"),
              {True: "yes", False: "NO"}.get(r.get("same_idx"), "-"),
              r.get("overlap_fp32"), r["note"]) for r in results]
+    return markdown_table(HEADERS, rows)
+
+
+def report(args, env, results, profiles, profile_notes, workdir: Path) -> None:
+    """Write pruner.md and pruner.json (called after every block, so a timeout keeps what was done)."""
     text = [f"# Pruner latency (P={args.tokens}, D={args.dim}, ratio={args.ratio}, device {env['device']})", "",
-            markdown_table(headers, rows)]
+            results_table(results)]
     if profiles:
         text += ["", "## torch.profiler kernel tables (per forward call)"]
         for p in profiles:
@@ -319,14 +331,9 @@ def main() -> None:
         text += ["", "## ONNX Runtime profiles"]
         for title, summary in profile_notes:
             text += ["", f"### {title}", "", "```", json.dumps(summary, indent=1), "```"]
-    report = "\n".join(text)
-    (workdir / "pruner.md").write_text(report + "\n")
+    (workdir / "pruner.md").write_text("\n".join(text) + "\n")
     write_json(str(workdir / "pruner.json"), {"env": env, "args": vars(args), "results": results,
                                               "profiles": profiles, "ort_profiles": profile_notes})
-    print()
-    print(f"# Pruner latency (P={args.tokens}, D={args.dim}, ratio={args.ratio}, device {env['device']})")
-    print(markdown_table(headers, rows))
-    print(f"\nfull report: {workdir / 'pruner.md'}")
 
 
 if __name__ == "__main__":

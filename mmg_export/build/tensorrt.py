@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
+from mmg_runtime.device import device_info
 from mmg_runtime.errors import UserError
 
 if TYPE_CHECKING:
@@ -171,22 +172,6 @@ def require_tensorrt() -> Any:
     except ImportError as error:
         raise UserError(INSTALL_HINT) from error
     return tensorrt
-
-
-def device_info() -> dict[str, str] | None:
-    """Name and compute capability of CUDA device 0 (the one TensorRT builds on), via PyTorch.
-
-    None when PyTorch is missing or has no CUDA; the target profile still records the intended
-    compute capability.
-    """
-    try:
-        import torch
-    except ImportError:
-        return None
-    if not torch.cuda.is_available():
-        return None
-    major, minor = torch.cuda.get_device_capability(0)
-    return {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
 
 
 def _parse_onnx(trt: Any, network: Any, logger: Any, onnx_path: Path, trt_version: str) -> None:
