@@ -21,7 +21,9 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmg-export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mmg-export",
+        description="MMG-Vid video-token pruning: build, lint, profile and run LLaVA-OneVision artifacts.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMANDS.values():
