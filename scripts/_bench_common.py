@@ -67,6 +67,39 @@ def time_cuda_events(fn: Callable[[], object], iterations: int, warmup: int) -> 
     return summarize([s.elapsed_time(e) for s, e in pairs])
 
 
+def time_interleaved(fns: dict, iterations: int, warmup: int, cuda: bool) -> dict:
+    """Time several callables in turn within each iteration (CUDA events on a GPU, host clock on the
+    CPU), so that clock and thermal drift hit them alike; returns {name: summary}."""
+    import torch
+
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    if cuda:
+        torch.cuda.synchronize()
+    times: dict = {name: [] for name in fns}
+    pending = []
+    for i in range(iterations):
+        names = list(fns)
+        names = names[i % len(names):] + names[:i % len(names)]
+        for name in names:
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fns[name]()
+                end.record()
+                pending.append((name, start, end))
+            else:
+                t0 = time.perf_counter()
+                fns[name]()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    if cuda:
+        torch.cuda.synchronize()
+        for name, start, end in pending:
+            times[name].append(start.elapsed_time(end))
+    return {name: summarize(values) for name, values in times.items()}
+
+
 def time_wall(fn: Callable[[], object], iterations: int, warmup: int, cuda: bool) -> dict:
     """Time ``fn`` with the host clock; with ``cuda`` each call ends with torch.cuda.synchronize()."""
     import torch

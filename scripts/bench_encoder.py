@@ -90,7 +90,7 @@ def main() -> None:
     dtype = torch_dtype(args.precision)
     env = environment()
     print_environment(env)
-    rows, notes, profiles = [], [], []
+    rows, notes, profiles, kernel_tables = [], [], [], []
     onnx_dir = Path(args.onnx_dir or tempfile.mkdtemp(prefix="encoder_onnx_"))
     onnx_dir.mkdir(parents=True, exist_ok=True)
 
@@ -115,6 +115,7 @@ def main() -> None:
                 encoder(pixels)
             torch.cuda.synchronize()
         torch_table = kernel_table(prof, 3, limit=12)
+        kernel_tables.append(("PyTorch eager", torch_table))
         print(f"eager profile: {torch_table[1]:.0f} launches, {torch_table[2]:.2f} ms kernels per call", flush=True)
     rows.append(("PyTorch eager", args.precision, eager["median_ms"], eager["p90_ms"], eager["runs"], "-",
                  "CUDA events" if cuda else "CPU wall clock"))
@@ -166,6 +167,17 @@ def main() -> None:
         rows.append((label, args.precision, stats["median_ms"], stats["p90_ms"], stats["runs"], f"{rel:.1e}",
                      f"{'CUDA' if use_cuda else 'CPU'} EP, io_binding on device tensors, wall clock + sync; "
                      f"session {session_s:.1f} s"))
+        if args.torch_profile and use_cuda:
+            # CUPTI records every kernel of the process, ONNX Runtime's included
+            from torch.profiler import ProfilerActivity, profile as torch_profile
+
+            with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(3):
+                    session.run_with_iobinding(binding)
+                torch.cuda.synchronize()
+            kt = kernel_table(prof, 3, limit=12)
+            kernel_tables.append((label, kt))
+            print(f"{label} kernels: {kt[1]:.0f} launches, {kt[2]:.2f} ms of kernels per call", flush=True)
         del session
         if profile:
             options.enable_profiling = True
@@ -238,8 +250,8 @@ def main() -> None:
         extra = ""
         for label, summary in profiles:
             extra += f"\n## ORT profile: {label}\n\n```\n{json.dumps(summary, indent=1)}\n```\n"
-        if torch_table:
-            extra += f"\n## torch.profiler, eager: {torch_table[1]:.0f} launches, {torch_table[2]:.2f} ms of kernels per call\n\n{torch_table[0]}\n"
+        for label, kt in kernel_tables:
+            extra += f"\n## torch.profiler kernels, {label}: {kt[1]:.0f} launches, {kt[2]:.2f} ms of kernels per call\n\n{kt[0]}\n"
         (Path(args.out_dir) / "encoder.md").write_text(title + "\n\n" + table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n" + extra)
         write_json(str(Path(args.out_dir) / "encoder.json"), {"env": env, "args": vars(args), "rows": rows, "notes": notes,
                                                               "ort_profiles": profiles})

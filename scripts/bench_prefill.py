@@ -9,9 +9,11 @@ rebuilt. Input: ``inputs_embeds`` = video tokens (T*196) + 1 newline + --text-to
 Prefill = one forward pass, ``use_cache=True``, ``logits_to_keep=1``. Timed with CUDA events,
 median (and p90) of --iterations runs after --warmup.
 
-For each ratio: the pruner (--prune-form, default: CUDA-graph replay of the eager PruningGraph on
-bf16 features) is timed alone, the pruned prefill (K + 1 + text tokens) alone, and the two back
-to back in one timed region ("prune + prefill": replay, torch.cat of kept + newline + text, forward).
+For each ratio and each pruner form in --prune-forms (default: CUDA-graph replay of the eager
+PruningGraph, and of the torch.compile'd one, both on bf16 features) the pruner is timed alone;
+then the pruned prefill (K + 1 + text tokens) alone and, per form, the two back to back in one timed
+region ("prune + prefill": pruner, torch.cat of kept + newline + text, forward) are timed
+interleaved in the same loop (so that clock drift hits them alike).
 
   speedup without pruning = full prefill / pruned prefill
   speedup with pruning    = full prefill / (prune + prefill)
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 
 from _bench_common import (capture_graph, environment, make_video, markdown_table, print_environment,
-                           setup_path, time_any, write_json)
+                           setup_path, time_any, time_interleaved, write_json)
 
 setup_path()
 
@@ -69,6 +71,21 @@ def build_model(config, device: torch.device, dtype: torch.dtype):
     return model.eval()
 
 
+def make_pruner(form: str, graph, video, args):
+    """A zero-argument callable returning (kept, indices) for one PruningGraph form."""
+    fn = graph
+    if form.startswith("compiled"):
+        fn = torch.compile(graph, mode=None if args.compile_mode == "default" else args.compile_mode, dynamic=False)
+    if form.endswith("cudagraph"):
+        cg, outputs = capture_graph(fn, video.clone())
+
+        def replay():
+            cg.replay()
+            return outputs
+        return replay
+    return lambda: fn(video)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, nargs="+", default=[32, 64])
@@ -85,7 +102,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--prune-iterations", type=int, default=100)
-    parser.add_argument("--prune-form", default="cudagraph", choices=FORMS)
+    parser.add_argument("--prune-forms", nargs="+", default=["cudagraph", "compiled+cudagraph"], choices=FORMS)
     parser.add_argument("--compile-mode", default="default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default=None)
@@ -96,9 +113,9 @@ def main() -> None:
         args.frames, args.ratios, args.tokens = [2, 4], [0.25, 0.5], 16
         args.hidden, args.layers, args.heads, args.kv_heads, args.intermediate, args.vocab = 64, 2, 4, 2, 128, 256
         args.text_tokens, args.iterations, args.warmup, args.prune_iterations = 8, 3, 1, 3
-    if not cuda and "cudagraph" in args.prune_form:
-        print(f"note: --prune-form {args.prune_form} needs CUDA; using eager on the CPU")
-        args.prune_form = "eager"
+    if not cuda and any("cudagraph" in form for form in args.prune_forms):
+        print(f"note: {args.prune_forms} need CUDA; using eager and compiled on the CPU")
+        args.prune_forms = sorted({form.replace("+cudagraph", "").replace("cudagraph", "eager") for form in args.prune_forms})
     device = torch.device("cuda" if cuda else "cpu")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     env = environment()
@@ -129,59 +146,58 @@ def main() -> None:
             n_full = full.shape[1]
             print(f"T={frames}: full prefill {n_full} tokens: {full_stats['median_ms']:.2f} ms", flush=True)
             results.append({"frames": frames, "ratio": 1.0, "tokens": n_full, "prefill": full_stats})
-            rows.append((frames, "all", n_full, "-", full_stats["median_ms"], full_stats["p90_ms"], "-", "-",
-                         "1.00x", "-", "-"))
+            rows.append((frames, "all", n_full, "-", "-", full_stats["median_ms"], full_stats["p90_ms"], "-", "-",
+                         "1.00x", "-", "-", "-"))
             del full
             for ratio in args.ratios:
                 graph = PruningGraph(frames, args.tokens, args.hidden, ratio).to(device).eval()
-                fn = graph
-                if args.prune_form.startswith("compiled"):
-                    fn = torch.compile(graph, mode=None if args.compile_mode == "default" else args.compile_mode,
-                                       dynamic=False)
-                if args.prune_form.endswith("cudagraph"):
-                    static = video.clone()
-                    cg, outputs = capture_graph(fn, static)
-
-                    def prune():
-                        cg.replay()
-                        return outputs
-                else:
-                    def prune(fn=fn):
-                        return fn(video)
-
-                kept, _ = prune()
-                prune_stats = time_any(prune, args.prune_iterations, 10, cuda)
-
-                def pruned_embeds():
-                    kept, _ = prune()
-                    return torch.cat([kept, newline, text]).unsqueeze(0)
-
-                embeds = pruned_embeds()
+                pruners, prune_stats = {}, {}
+                for form in args.prune_forms:
+                    pruners[form] = make_pruner(form, graph, video, args)
+                    prune_stats[form] = time_any(pruners[form], args.prune_iterations, 10, cuda)
+                first = pruners[args.prune_forms[0]]
+                kept, index = first()
+                same = {form: torch.equal(pruners[form]()[1], index) for form in args.prune_forms}
+                embeds = torch.cat([kept, newline, text]).unsqueeze(0)
                 n_pruned = embeds.shape[1]
-                pruned_stats = time_any(lambda: prefill(embeds), args.iterations, args.warmup, cuda)
-                both_stats = time_any(lambda: prefill(pruned_embeds()), args.iterations, args.warmup, cuda)
+
+                def pruned_then_prefill(prune):
+                    kept, _ = prune()
+                    return prefill(torch.cat([kept, newline, text]).unsqueeze(0))
+
+                fns = {"prefill": lambda: prefill(embeds)}
+                for form in args.prune_forms:
+                    fns[form] = lambda prune=pruners[form]: pruned_then_prefill(prune)
+                timed = time_interleaved(fns, args.iterations, args.warmup, cuda)
+                pruned_stats = timed["prefill"]
                 without = full_stats["median_ms"] / pruned_stats["median_ms"]
-                with_ = full_stats["median_ms"] / both_stats["median_ms"]
-                summed = full_stats["median_ms"] / (prune_stats["median_ms"] + pruned_stats["median_ms"])
-                print(f"T={frames} ratio={ratio:.2f}: {n_pruned} tokens, prune {prune_stats['median_ms']:.3f} ms, "
-                      f"prefill {pruned_stats['median_ms']:.2f} ms, prune+prefill {both_stats['median_ms']:.2f} ms, "
-                      f"speedup {without:.2f}x / {with_:.2f}x (ratio {with_ / without:.3f})", flush=True)
-                results.append({"frames": frames, "ratio": ratio, "tokens": n_pruned, "K": graph.keep,
-                                "prune": prune_stats, "prefill": pruned_stats, "prune_plus_prefill": both_stats,
-                                "speedup_without": without, "speedup_with": with_, "speedup_with_summed": summed,
-                                "ratio_with_without": with_ / without})
-                rows.append((frames, f"{ratio:.2f}", n_pruned, prune_stats["median_ms"], pruned_stats["median_ms"],
-                             pruned_stats["p90_ms"], both_stats["median_ms"], both_stats["p90_ms"],
-                             f"{without:.2f}x", f"{with_:.2f}x", f"{with_ / without:.3f}"))
-                del graph, fn, embeds
+                entry = {"frames": frames, "ratio": ratio, "tokens": n_pruned, "K": graph.keep,
+                         "prefill": pruned_stats, "speedup_without": without, "forms": {}}
+                for form in args.prune_forms:
+                    both = timed[form]
+                    with_ = full_stats["median_ms"] / both["median_ms"]
+                    summed = full_stats["median_ms"] / (prune_stats[form]["median_ms"] + pruned_stats["median_ms"])
+                    entry["forms"][form] = {"prune": prune_stats[form], "prune_plus_prefill": both,
+                                            "speedup_with": with_, "speedup_with_summed": summed,
+                                            "ratio_with_without": with_ / without, "same_indices": same[form]}
+                    print(f"T={frames} ratio={ratio:.2f} {form}: {n_pruned} tokens, prune {prune_stats[form]['median_ms']:.3f} ms, "
+                          f"prefill {pruned_stats['median_ms']:.2f} ms, prune+prefill {both['median_ms']:.2f} ms, "
+                          f"speedup {without:.2f}x / {with_:.2f}x (ratio {with_ / without:.3f}; from summed medians "
+                          f"{summed / without:.3f})", flush=True)
+                    rows.append((frames, f"{ratio:.2f}", n_pruned, form, prune_stats[form]["median_ms"],
+                                 pruned_stats["median_ms"], pruned_stats["p90_ms"], both["median_ms"], both["p90_ms"],
+                                 f"{without:.2f}x", f"{with_:.2f}x", f"{with_ / without:.3f}", f"{summed / without:.3f}"))
+                results.append(entry)
+                del graph, pruners, embeds, fns
                 if cuda:
                     torch.cuda.empty_cache()
             del video
 
-    headers = ["frames", "kept", "LLM tokens", "prune ms", "prefill ms", "prefill p90", "prune+prefill ms",
-               "prune+prefill p90", "speedup w/o pruning", "speedup with pruning", "with / w/o"]
+    headers = ["frames", "kept", "LLM tokens", "pruner form", "prune ms", "prefill ms", "prefill p90", "prune+prefill ms",
+               "prune+prefill p90", "speedup w/o pruning", "speedup with pruning", "with / w/o",
+               "with / w/o (summed medians)"]
     title = (f"# Prefill, Qwen2 geometry (hidden {args.hidden}, {args.layers} layers, {args.heads}/{args.kv_heads} heads, "
-             f"vocab {args.vocab}), {args.dtype}, SDPA, pruner form {args.prune_form}, device {env['device']}")
+             f"vocab {args.vocab}), {args.dtype}, SDPA, device {env['device']}")
     table = markdown_table(headers, rows)
     if args.out_dir:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)

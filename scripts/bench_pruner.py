@@ -43,7 +43,7 @@ ALL_FORMS = ["reference", "eager", "compiled", "cudagraph", "compiled+cudagraph"
 ONNX_TYPES = {"fp32": 1, "fp16": 10, "bf16": 16}  # onnx.TensorProto enum values
 
 
-def ort_session(path: Path, cuda: bool, profile_prefix: str | None = None):
+def ort_session(path: Path, cuda: bool, profile_prefix: str | None = None, tf32: str = "default"):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -52,7 +52,10 @@ def ort_session(path: Path, cuda: bool, profile_prefix: str | None = None):
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
-    providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+    cuda_options = {"device_id": 0}
+    if tf32 != "default":
+        cuda_options["use_tf32"] = int(tf32)
+    providers = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(path), options, providers=providers)
     if cuda and "CUDAExecutionProvider" not in session.get_providers():
         raise RuntimeError(f"CUDAExecutionProvider not active: {session.get_providers()}")
@@ -60,7 +63,7 @@ def ort_session(path: Path, cuda: bool, profile_prefix: str | None = None):
 
 
 def bench_ort(args, frames: int, dtype_name: str, x: torch.Tensor, keep: int, workdir: Path, cuda: bool,
-              add, profile_notes: list) -> None:
+              add, profile_notes: list, profiles: list) -> None:
     """ONNX Runtime forms: export, session, timings; rows go through ``add``."""
     import onnxruntime as ort
 
@@ -68,58 +71,118 @@ def bench_ort(args, frames: int, dtype_name: str, x: torch.Tensor, keep: int, wo
     t0 = time.perf_counter()
     export_pruner(frames, args.tokens, args.dim, args.ratio, dtype_name, path)
     export_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    session = ort_session(path, cuda)
-    session_s = time.perf_counter() - t0
     device = "cuda" if cuda else "cpu"
     etype = np.float32 if dtype_name == "fp32" else ONNX_TYPES[dtype_name]
     x_dev = x.contiguous()
     kept = torch.empty(keep, args.dim, dtype=x.dtype, device=x.device)
     index = torch.full((keep,), -1, dtype=torch.int64, device=x.device)
-    binding = session.io_binding()
-    binding.bind_input("video_tokens", device, 0, etype, tuple(x_dev.shape), x_dev.data_ptr())
-    binding.bind_output("kept_tokens", device, 0, etype, (keep, args.dim), kept.data_ptr())
-    binding.bind_output("kept_indices", device, 0, np.int64, (keep,), index.data_ptr())
+    settings = args.ort_tf32 if (cuda and dtype_name == "fp32") else args.ort_tf32[:1]
 
-    def run_bound():
-        session.run_with_iobinding(binding)
+    def bind(session):
+        binding = session.io_binding()
+        binding.bind_input("video_tokens", device, 0, etype, tuple(x_dev.shape), x_dev.data_ptr())
+        binding.bind_output("kept_tokens", device, 0, etype, (keep, args.dim), kept.data_ptr())
+        binding.bind_output("kept_indices", device, 0, np.int64, (keep,), index.data_ptr())
+        return binding
 
-    if "ort-iobinding" in args.forms:
-        stats = time_wall_adaptive(run_bound, args.iterations, args.warmup, cuda=cuda)
-        add("ort-iobinding", stats, f"{'CUDA' if cuda else 'CPU'} EP, io_binding on {device} tensors, wall clock + sync; "
-            f"export {export_s:.1f} s, session {session_s:.1f} s", index.clone())
-    if "ort-host" in args.forms:
-        host = x.detach().cpu()
-        if dtype_name == "bf16":
-            host_value = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(host.view(torch.int16).numpy().view(np.uint16), 16)
-        else:
-            host_value = ort.OrtValue.ortvalue_from_numpy(host.numpy())
-        host_binding = session.io_binding()
-        host_binding.bind_ortvalue_input("video_tokens", host_value)
-        host_binding.bind_output("kept_tokens", "cpu")
-        host_binding.bind_output("kept_indices", "cpu")
+    for n, tf32 in enumerate(settings):
+        t0 = time.perf_counter()
+        session = ort_session(path, cuda, tf32=tf32)
+        session_s = time.perf_counter() - t0
+        binding = bind(session)
+        tf32_note = f"use_tf32={tf32}" if cuda else ""
 
-        def run_host():
-            session.run_with_iobinding(host_binding)
-            return host_binding.get_outputs()
+        def run_bound():
+            session.run_with_iobinding(binding)
 
-        stats = time_wall_adaptive(run_host, max(10, args.iterations // 2), max(2, args.warmup // 2), cuda=cuda)
-        idx = torch.from_numpy(host_binding.get_outputs()[1].numpy().copy()).to(x.device)
-        add("ort-host", stats, "host numpy in, outputs bound to host: H2D + D2H copies included, wall clock", idx)
-    if args.profile:
-        try:
-            prefix = str(workdir / f"ortprof_T{frames}_{dtype_name}")
-            prof_session = ort_session(path, cuda, profile_prefix=prefix)
-            pb = prof_session.io_binding()
-            pb.bind_input("video_tokens", device, 0, etype, tuple(x_dev.shape), x_dev.data_ptr())
-            pb.bind_output("kept_tokens", device, 0, etype, (keep, args.dim), kept.data_ptr())
-            pb.bind_output("kept_indices", device, 0, np.int64, (keep,), index.data_ptr())
-            for _ in range(8):
-                prof_session.run_with_iobinding(pb)
-            summary = ort_profile_summary(prof_session.end_profiling(), skip_runs=3)
-            profile_notes.append((f"ORT {'CUDA' if cuda else 'CPU'} EP, T={frames}, {dtype_name}", summary))
-        except Exception as error:  # noqa: BLE001
-            profile_notes.append((f"ORT profile T={frames} {dtype_name}", {"error": repr(error)}))
+        if "ort-iobinding" in args.forms:
+            index.fill_(-1)
+            stats = time_wall_adaptive(run_bound, args.iterations, args.warmup, cuda=cuda)
+            add("ort-iobinding", stats, f"{'CUDA' if cuda else 'CPU'} EP {tf32_note}, io_binding on {device} tensors, "
+                f"wall clock + sync; export {export_s:.1f} s, session {session_s:.1f} s", index.clone())
+        if "ort-host" in args.forms:
+            host = x.detach().cpu()
+            if dtype_name == "bf16":
+                host_value = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                    host.view(torch.int16).numpy().view(np.uint16), 16)
+            else:
+                host_value = ort.OrtValue.ortvalue_from_numpy(host.numpy())
+            host_binding = session.io_binding()
+            host_binding.bind_ortvalue_input("video_tokens", host_value)
+            host_binding.bind_output("kept_tokens", "cpu")
+            host_binding.bind_output("kept_indices", "cpu")
+
+            def run_host():
+                session.run_with_iobinding(host_binding)
+                return host_binding.get_outputs()
+
+            stats = time_wall_adaptive(run_host, max(10, args.iterations // 2), max(2, args.warmup // 2), cuda=cuda)
+            idx = torch.from_numpy(host_binding.get_outputs()[1].numpy().copy()).to(x.device)
+            add("ort-host", stats, f"{tf32_note} host numpy in, outputs bound to host: H2D + D2H copies included, "
+                "wall clock", idx)
+        if args.profile and cuda:
+            # CUPTI sees every kernel of the process, ONNX Runtime's too: the GPU-side kernel table
+            from torch.profiler import ProfilerActivity, profile
+
+            for _ in range(3):
+                run_bound()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    run_bound()
+                torch.cuda.synchronize()
+            table, launches, kernel_ms = kernel_table(prof, 5)
+            profiles.append({"frames": frames, "dtype": dtype_name, "form": f"ort-iobinding {tf32_note}",
+                             "launches_per_call": launches, "kernel_ms_per_call": kernel_ms, "table": table})
+            print(f"  profile T={frames} {dtype_name} ort {tf32_note}: {launches:.0f} launches/call, "
+                  f"{kernel_ms:.3f} ms of kernels/call", flush=True)
+        if args.profile and n == 0:
+            try:
+                prefix = str(workdir / f"ortprof_T{frames}_{dtype_name}")
+                prof_session = ort_session(path, cuda, profile_prefix=prefix, tf32=tf32)
+                pb = bind(prof_session)
+                for _ in range(8):
+                    prof_session.run_with_iobinding(pb)
+                summary = ort_profile_summary(prof_session.end_profiling(), skip_runs=3)
+                summary["note"] = "ORT's own profile: times are host-side Compute() durations (CUDA kernels are async)"
+                profile_notes.append((f"ORT {'CUDA' if cuda else 'CPU'} EP, T={frames}, {dtype_name}", summary))
+            except Exception as error:  # noqa: BLE001
+                profile_notes.append((f"ORT profile T={frames} {dtype_name}", {"error": repr(error)}))
+
+
+def micro(args, cuda: bool) -> str:
+    """Micro-benchmarks of the two kernels that dominate PruningGraph's GPU time."""
+    device = torch.device("cuda" if cuda else "cpu")
+    rows = []
+    with torch.inference_mode():
+        for frames in args.frames:
+            gen = torch.Generator(device="cpu").manual_seed(frames)
+            squared = torch.rand(frames, args.tokens, args.tokens, generator=gen).to(device) * 4
+            knn = 5
+            topk = lambda: torch.topk(squared, knn, dim=2, largest=False).values.mean(dim=2)  # noqa: E731
+            sort = lambda: torch.sort(squared, dim=2).values[..., :knn].mean(dim=2)  # noqa: E731
+            same = torch.equal(topk(), sort())
+            for name, fn in (("topk(k=5, largest=False) + mean", topk), ("sort + [:5] + mean", sort)):
+                stats = time_any(fn, args.iterations, args.warmup, cuda)
+                rows.append((frames, "kNN density", name, stats["median_ms"], stats["p90_ms"],
+                             f"bitwise equal: {same}"))
+            x = torch.randn(frames, args.tokens, args.dim, generator=gen).to(device)
+            unit = torch.nn.functional.normalize(x, dim=-1)
+            exact = unit @ unit.transpose(1, 2)
+            variants = [("fp32 (allow_tf32=False)", unit, False), ("fp32 with TF32", unit, True),
+                        ("bf16 operands", unit.to(torch.bfloat16), False)]
+            for name, operand, tf32 in variants:
+                saved = torch.backends.cuda.matmul.allow_tf32
+                torch.backends.cuda.matmul.allow_tf32 = tf32
+                try:
+                    fn = lambda operand=operand: operand @ operand.transpose(1, 2)  # noqa: E731
+                    error = (fn().float() - exact).abs().max().item()
+                    stats = time_any(fn, args.iterations, args.warmup, cuda)
+                finally:
+                    torch.backends.cuda.matmul.allow_tf32 = saved
+                rows.append((frames, "gram bmm (T,P,D)x(T,D,P)", name, stats["median_ms"], stats["p90_ms"],
+                             f"max abs err vs fp32 {error:.1e}"))
+    return markdown_table(["frames", "kernel", "variant", "median ms", "p90 ms", "check"], rows)
 
 
 def main() -> None:
@@ -137,6 +200,11 @@ def main() -> None:
                         help="comma-separated subset of: " + ", ".join(ALL_FORMS))
     parser.add_argument("--compile-mode", default="default",
                         help='torch.compile mode: "default", "max-autotune-no-cudagraphs", ...')
+    parser.add_argument("--ort-tf32", nargs="+", default=["default", "0"], choices=["default", "0", "1"],
+                        help="CUDA EP use_tf32 settings to run (fp32 only; 'default' passes no option)")
+    parser.add_argument("--emulate-precision-casts", action="store_true",
+                        help="torch._inductor.config.emulate_precision_casts = True (bf16 rounding as in eager)")
+    parser.add_argument("--micro", action="store_true", help="also time topk vs sort and the gram bmm precisions")
     parser.add_argument("--profile", action="store_true", help="torch.profiler kernel tables + ORT node placement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default=None, help="write pruner.md / pruner.json here")
@@ -155,6 +223,10 @@ def main() -> None:
     if hasattr(torch._dynamo.config, "recompile_limit"):
         torch._dynamo.config.recompile_limit = 64
     torch._dynamo.config.cache_size_limit = 64
+    if args.emulate_precision_casts:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.emulate_precision_casts = True
     env = environment()
     print_environment(env)
     workdir = Path(args.out_dir) if args.out_dir else Path(tempfile.mkdtemp(prefix="bench_pruner_"))
@@ -239,7 +311,8 @@ def main() -> None:
                     compile_s = time.perf_counter() - t0
                     compiled[0] = fn
                     stats = time_any(lambda: fn(x), args.iterations, args.warmup, cuda)
-                    add("compiled", stats, f"torch.compile mode={args.compile_mode}, compile {compile_s:.1f} s", idx)
+                    casts = ", emulate_precision_casts" if args.emulate_precision_casts else ""
+                    add("compiled", stats, f"torch.compile mode={args.compile_mode}{casts}, compile {compile_s:.1f} s", idx)
                 guarded("compiled", compiled_form)
 
                 def cudagraph_form(form, fn):
@@ -271,7 +344,8 @@ def main() -> None:
                                 add(f, None, "skipped: no CUDAExecutionProvider (onnxruntime-gpu not installed)")
                         else:
                             try:
-                                bench_ort(args, frames, dtype_name, x, keep, onnx_dir, use_cuda, add, profile_notes)
+                                bench_ort(args, frames, dtype_name, x, keep, onnx_dir, use_cuda, add, profile_notes,
+                                          profiles)
                             except Exception as error:  # noqa: BLE001
                                 traceback.print_exc()
                                 message = str(error).splitlines()[0][:200] if str(error) else ""
@@ -301,6 +375,12 @@ def main() -> None:
                     torch.cuda.empty_cache()
                 report(args, env, results, profiles, profile_notes, workdir)
 
+    if args.micro:
+        micro_table = micro(args, cuda)
+        (workdir / "micro.md").write_text(micro_table + "\n")
+        print()
+        print(f"# Micro-benchmarks (P={args.tokens}, D={args.dim}, device {env['device']})")
+        print(micro_table)
     report(args, env, results, profiles, profile_notes, workdir)
     print()
     print(f"# Pruner latency (P={args.tokens}, D={args.dim}, ratio={args.ratio}, device {env['device']})")
