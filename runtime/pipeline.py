@@ -21,6 +21,7 @@ from .sessions import Session, open_component
 from .video import VideoClip, load_video, preprocess_frames
 
 NUMPY_DTYPES = {"fp32": np.float32, "fp16": np.float16, "bf16": np.float32}
+"""Host dtype of the graphs' inputs per precision (bf16 graphs take float32: NumPy has no bf16)."""
 
 
 @dataclass

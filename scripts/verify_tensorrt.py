@@ -64,11 +64,11 @@ def check_build(args: argparse.Namespace, out: Path) -> bool:
 
 
 def ort_runner(onnx_path: Path):
-    import onnxruntime
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.backend.onnxrt import OnnxrtRunner
 
-    providers = ["cuda", "cpu"] if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else ["cpu"]
-    return OnnxrtRunner(SessionFromOnnx(str(onnx_path), providers=providers), name="onnxruntime")
+    from mmg_export.build.onnxruntime import local_session
+
+    return OnnxrtRunner(local_session(onnx_path), name="onnxruntime")
 
 
 def trt_runner(engine_path: Path):

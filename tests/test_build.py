@@ -173,3 +173,32 @@ def test_tampered_artifacts_are_refused(artifacts, tmp_path):
     os.remove(copy / "encoder.ort.onnx")
     with pytest.raises(UserError, match=r"encoder.ort.onnx: missing"):
         verify_artifacts(copy)
+
+
+def test_gpu_provider_settings_keep_fp32_exact():
+    from mmg_export.build.onnxruntime import provider_settings
+    from mmg_export.build.targets import load_target
+
+    providers = provider_settings(load_target("h100"))
+    assert [name for name, _ in providers] == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                               "CPUExecutionProvider"]
+    assert providers[1][1] == {"use_tf32": "0"}
+    assert providers[0][1]["trt_engine_cache_enable"] == "True"
+
+
+def test_bf16_graphs_compute_in_bf16_behind_float32_io(tmp_path):
+    """NumPy has no bfloat16: bf16 exports cast at the boundary, the products run in bf16."""
+    import onnx
+
+    from mmg_export.build.export import export_pruner
+
+    model = onnx.load(export_pruner(4, 196, 64, 0.25, "bf16", tmp_path / "pruner.onnx"))
+    float32, bfloat16, int64 = onnx.TensorProto.FLOAT, onnx.TensorProto.BFLOAT16, onnx.TensorProto.INT64
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [float32]
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [float32, int64]
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    matmul_inputs = [types.get(n.input[0]) for n in inferred.graph.node if n.op_type == "MatMul"]
+    assert matmul_inputs and all(t == bfloat16 for t in matmul_inputs)
+    for version in supported_versions():
+        assert lint_model(model, version).ok

@@ -129,6 +129,7 @@ class _FakeConfig:
     def __init__(self) -> None:
         self.pool_limits: dict[str, int] = {}
         self.flags: list[str] = []
+        self.cleared: list[str] = []
         self.timing_cache: Any = None
 
     def set_memory_pool_limit(self, pool: str, size: int) -> None:
@@ -136,6 +137,9 @@ class _FakeConfig:
 
     def set_flag(self, flag: str) -> None:
         self.flags.append(flag)
+
+    def clear_flag(self, flag: str) -> None:
+        self.cleared.append(flag)
 
     def create_timing_cache(self, data: bytes) -> SimpleNamespace:
         return SimpleNamespace(serialize=lambda: b"cache+" + data)
@@ -178,7 +182,7 @@ def _fake_tensorrt(version: str, parse_errors: list[str], built: bytes | None) -
     trt.MemoryPoolType = SimpleNamespace(WORKSPACE="WORKSPACE")
     trt.DeviceType = SimpleNamespace(DLA="DLA")
     trt.HardwareCompatibilityLevel = SimpleNamespace(AMPERE_PLUS="AMPERE_PLUS")
-    trt.BuilderFlag = SimpleNamespace(GPU_FALLBACK="GPU_FALLBACK")
+    trt.BuilderFlag = SimpleNamespace(GPU_FALLBACK="GPU_FALLBACK", TF32="TF32")
     trt.TensorIOMode = SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
 
     class Builder:
@@ -244,6 +248,7 @@ def test_build_engine_10x_flow(tmp_path: Path, fake_trt) -> None:
     assert config.pool_limits == {"WORKSPACE": 2 << 30}
     assert config.builder_optimization_level == 3
     assert config.flags == []
+    assert config.cleared == ["TF32"]  # fp32 means fp32: TF32 would change the pruner's selection
     assert not hasattr(config, "hardware_compatibility_level")
     assert (tmp_path / "m.engine").read_bytes() == b"plan"
     assert cache.read_bytes() == b"cache+"

@@ -20,6 +20,9 @@ from ..prune import MMGConfig, PruningGraph
 
 OPSET = 18
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+IO_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "float32"}
+"""Dtype of the graphs' floating inputs and outputs. bf16 graphs take and give float32 (cast at
+the boundary inside the graph), since NumPy, and so every host-side runtime, has no bfloat16."""
 ENCODER_IO = (["pixel_values"], ["video_tokens"])
 PRUNER_IO = (["video_tokens"], ["kept_tokens", "kept_indices"])
 
@@ -31,25 +34,48 @@ def torch_dtype(precision: str) -> torch.dtype:
     return PRECISIONS[precision]
 
 
+class BoundaryCast(torch.nn.Module):
+    """Runs ``module`` in ``dtype`` behind float32 inputs and outputs (integer outputs pass)."""
+
+    def __init__(self, module: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module, self.dtype = module, dtype
+
+    def forward(self, inputs: torch.Tensor):
+        outputs = self.module(inputs.to(self.dtype))
+        if isinstance(outputs, torch.Tensor):
+            return outputs.float()
+        return tuple(out.float() if out.is_floating_point() else out for out in outputs)
+
+
 def export_encoder(encoder: VideoEncoder, frames: int, precision: str, path: Path) -> Path:
-    """Write ``pixel_values (frames, 3, S, S) -> video_tokens (frames, P, H)`` to ``path``."""
+    """Write ``pixel_values (frames, 3, S, S) -> video_tokens (frames, P, H)`` to ``path``.
+
+    The encoder's weights must already be in ``precision`` (load the model in that dtype).
+    """
     dtype = torch_dtype(precision)
+    weights = next(encoder.parameters()).dtype
+    if weights != dtype:
+        raise ValueError(f"encoder weights are {weights}, expected {dtype} for precision={precision!r}")
     size = encoder.image_size
-    example = torch.zeros(frames, 3, size, size, dtype=dtype)
-    return _export(encoder.to(dtype), example, ENCODER_IO, path)
+    return _export(encoder, torch.zeros(frames, 3, size, size), precision, ENCODER_IO, path)
 
 
 def export_pruner(frames: int, tokens_per_frame: int, hidden: int, ratio: float, precision: str,
                   path: Path, config: MMGConfig | None = None) -> Path:
     """Write ``video_tokens (frames, P, H) -> kept_tokens (K, H), kept_indices (K,) int64``."""
     graph = PruningGraph(frames, tokens_per_frame, hidden, ratio, config)
-    example = torch.randn(frames, tokens_per_frame, hidden).to(torch_dtype(precision))
-    return _export(graph, example, PRUNER_IO, path)
+    return _export(graph, torch.randn(frames, tokens_per_frame, hidden), precision, PRUNER_IO, path)
 
 
-def _export(module: torch.nn.Module, example: torch.Tensor, names: tuple[list[str], list[str]],
+def _export(module: torch.nn.Module, example: torch.Tensor, precision: str, names: tuple[list[str], list[str]],
             path: Path) -> Path:
-    """Export with the dynamo exporter at a fixed shape; its chatter goes to a buffer."""
+    """Export at a fixed shape with I/O in ``IO_DTYPES[precision]``; the exporter's chatter is muted."""
+    dtype = torch_dtype(precision)
+    if IO_DTYPES[precision] == "float32" and dtype != torch.float32:
+        module = BoundaryCast(module, dtype)
+    else:
+        example = example.to(dtype)
     inputs, outputs = names
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level

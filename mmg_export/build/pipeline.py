@@ -178,7 +178,7 @@ def _save_language_model(loaded, options: BuildOptions, work: Path) -> dict:
 
 def _manifest(options: BuildOptions, encoder: VideoEncoder, keep: int, work: Path, files: dict,
               device: dict | None, extra_versions: dict, extra: dict) -> Manifest:
-    dtype = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[options.precision]
+    dtype = export.IO_DTYPES[options.precision]
     frames, tokens, hidden, size = options.frames, encoder.tokens_per_frame, encoder.hidden_size, encoder.image_size
     specs = {
         "encoder": ({"pixel_values": TensorSpec((frames, 3, size, size), dtype)},

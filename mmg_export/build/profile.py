@@ -146,11 +146,11 @@ def _runner(path: Path, backend: str):
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
         return TrtRunner(EngineFromBytes(BytesFromPath(str(path))))
-    import onnxruntime
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.backend.onnxrt import OnnxrtRunner
 
-    providers = ["cuda", "cpu"] if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else ["cpu"]
-    return OnnxrtRunner(SessionFromOnnx(str(path), providers=providers))
+    from .onnxruntime import local_session
+
+    return OnnxrtRunner(local_session(path))
 
 
 def _measure(name: str, path: Path, manifest: Manifest, spec_name: str, iterations: int, warm_up: int,

@@ -104,6 +104,10 @@ class BuilderSettings:
     """``trt.HardwareCompatibilityLevel`` member name, or None for an engine tied to this GPU."""
     flags: tuple[str, ...]
     """``trt.BuilderFlag`` member names to set."""
+    cleared_flags: tuple[str, ...] = ("TF32",)
+    """``trt.BuilderFlag`` member names to clear. TF32 is on by default and rounds fp32 matrix
+    products to 10-bit mantissas, which changes which tokens the pruner keeps; an fp32 export
+    means fp32 arithmetic (fp16/bf16 exports are unaffected)."""
 
 
 def builder_settings(profile: TargetProfile, trt_version: str) -> BuilderSettings:
@@ -195,6 +199,8 @@ def _configure(trt: Any, config: Any, settings: BuilderSettings) -> None:
         )
     for flag in settings.flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
+    for flag in settings.cleared_flags:
+        config.clear_flag(getattr(trt.BuilderFlag, flag))
 
 
 def _attach_timing_cache(config: Any, cache_path: Path, log: Callable[[str], None]) -> None:

@@ -3,7 +3,8 @@
 Both forms call these functions on the whole (T, P, D) tensor, so every float they compare is
 bitwise the same; the two forms differ only in how they turn these numbers into decisions
 (segments, budgets, ranks). Everything here is fixed-shape tensor algebra that exports to ONNX:
-the heavy products run in the input dtype, the results are float32.
+normalisation is float32, the two heavy products run in the input dtype (bf16/fp16 on a GPU),
+everything after them is float32.
 """
 from __future__ import annotations
 
@@ -34,13 +35,14 @@ class TokenStats(NamedTuple):
 
 def token_stats(features: torch.Tensor, config: MMGConfig) -> TokenStats:
     """Compute :class:`TokenStats` for ``features: (T, P, D)``."""
-    unit = torch.nn.functional.normalize(features, dim=-1)
+    unit32 = torch.nn.functional.normalize(features.float(), dim=-1)
+    unit = unit32.to(features.dtype)  # the two products below run in the input dtype
     gram = (unit @ unit.transpose(1, 2)).float()
     uniqueness = _uniqueness(unit)
     floor = config.novelty_floor
     novelty = floor + (1.0 - floor) * uniqueness.mean(dim=1)
     return TokenStats(
-        frame_similarity=_adjacent_frame_similarity(unit),
+        frame_similarity=_adjacent_frame_similarity(unit32),
         gram=gram,
         dpc=_dpc_scores(gram, config.knn),
         uniqueness=uniqueness,
@@ -49,8 +51,8 @@ def token_stats(features: torch.Tensor, config: MMGConfig) -> TokenStats:
 
 
 def _adjacent_frame_similarity(unit: torch.Tensor) -> torch.Tensor:
-    """unit: (T, P, D) unit tokens -> (T-1,) float32 cosine of consecutive frame embeddings."""
-    frames = torch.nn.functional.normalize(unit.float().mean(dim=1), dim=-1)
+    """unit: (T, P, D) float32 unit tokens -> (T-1,) cosine of consecutive frame embeddings."""
+    frames = torch.nn.functional.normalize(unit.mean(dim=1), dim=-1)
     return (frames[:-1] * frames[1:]).sum(dim=-1)
 
 
