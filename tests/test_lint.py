@@ -380,3 +380,16 @@ def test_torch_export_passes(torch_model_path, version):
     report = lint_model(torch_model_path, version)
     assert {node.op_type for node in onnx.load(torch_model_path).graph.node} >= {"TopK", "Relu"}
     assert report.findings == [] and report.ok, report.format_table()
+
+
+def test_invalid_onnx_types_are_an_error() -> None:
+    """A bfloat16 Conv is not valid ONNX (Conv has no bf16 type): the strict type check says so."""
+    x = helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [1, 3, 8, 8])
+    w = helper.make_tensor_value_info("w", TensorProto.BFLOAT16, [4, 3, 2, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [1, 4, 4, 4])
+    node = helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2], name="conv")
+    model = helper.make_model(helper.make_graph([node], "g", [x, w], [y]), opset_imports=[helper.make_opsetid("", 18)])
+    report = lint_model(model, "11")
+    assert not report.ok
+    assert [f.rule for f in report.errors][0] == "invalid-onnx"
+    assert "bfloat16" in report.errors[0].message

@@ -479,12 +479,23 @@ def _default_opset(model: onnx.ModelProto) -> int:
 
 
 def _infer_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Finding]]:
-    """Model with inferred value_info, or the model unchanged and a warning when inference fails."""
+    """Model with inferred value_info, plus findings.
+
+    A strict, type-checked inference first: a node whose input type its operator does not
+    allow (say a bfloat16 Conv) makes the model invalid ONNX, an error. Then a lenient inference
+    for the other rules; when even that fails, a warning that their checks are incomplete.
+    """
+    findings = []
     try:
-        return onnx.shape_inference.infer_shapes(model), []
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.shape_inference.InferenceError, ValueError) as error:
-        return model, [Finding("warning", "shape-inference", "", "",
-                               f"ONNX shape inference failed, type and size checks are incomplete: {error}")]
+        findings.append(Finding("error", "invalid-onnx", "", "",
+                                f"not valid ONNX (type-checked shape inference failed): {error}"))
+    try:
+        return onnx.shape_inference.infer_shapes(model), findings
+    except (onnx.shape_inference.InferenceError, ValueError) as error:
+        return model, findings + [Finding("warning", "shape-inference", "", "",
+                                          f"ONNX shape inference failed, type and size checks are incomplete: {error}")]
 
 
 def lint_model(model: str | os.PathLike | onnx.ModelProto, trt_version: str = DEFAULT_VERSION) -> LintReport:

@@ -6,6 +6,36 @@ import math
 import torch
 
 
+class PatchMatMul(torch.nn.Module):
+    """SigLIP's patch embedding (a stride-p Conv2d) as reshape + MatMul, with the same weights.
+
+    ONNX's Conv has no bfloat16 type, MatMul has: this keeps a bf16 export valid ONNX.
+    ``forward(x: (N, 3, S, S)) -> (N, H, S // p, S // p)``, as the Conv it replaces.
+    """
+
+    def __init__(self, conv: torch.nn.Conv2d) -> None:
+        super().__init__()
+        self.patch = conv.kernel_size[0]
+        self.weight = torch.nn.Parameter(conv.weight.detach().reshape(conv.out_channels, -1).t().contiguous())
+        self.bias = torch.nn.Parameter(conv.bias.detach().clone())
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        frames, channels, size, _ = pixels.shape
+        grid, patch = size // self.patch, self.patch
+        patches = pixels[:, :, : grid * patch, : grid * patch].reshape(frames, channels, grid, patch, grid, patch)
+        patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(frames, grid * grid, channels * patch * patch)
+        out = patches @ self.weight.to(pixels.dtype) + self.bias.to(pixels.dtype)
+        return out.transpose(1, 2).reshape(frames, -1, grid, grid)
+
+
+def _swap_patch_convs(tower: torch.nn.Module) -> None:
+    """Replace every ``patch_embedding`` Conv2d (its path differs across transformers versions)."""
+    for name, module in list(tower.named_modules()):
+        if name.endswith("patch_embedding") and isinstance(module, torch.nn.Conv2d):
+            parent, _, attribute = name.rpartition(".")
+            setattr(tower.get_submodule(parent), attribute, PatchMatMul(module))
+
+
 class VideoEncoder(torch.nn.Module):
     """``forward(pixel_values: (T, 3, S, S) float) -> (T, P, H)`` video tokens.
 
@@ -14,12 +44,16 @@ class VideoEncoder(torch.nn.Module):
     hidden layer of the vision tower ("default" strategy drops the CLS position), the
     multi-modal projector, then each frame's patch grid bilinearly resized to half its side
     (27 x 27 -> 14 x 14 = 196 tokens at 384 px).
+
+    The tower's patch Conv is swapped for the equivalent :class:`PatchMatMul` (in the model
+    passed in, which is meant for export), so that bf16 exports are valid ONNX.
     """
 
     def __init__(self, llava: torch.nn.Module) -> None:
         super().__init__()
         config = llava.config
         self.vision_tower = llava.model.vision_tower
+        _swap_patch_convs(self.vision_tower)
         self.projector = llava.model.multi_modal_projector
         self.newline = llava.model.image_newline
         self.layer = config.vision_feature_layer
