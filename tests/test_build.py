@@ -204,3 +204,17 @@ def test_bf16_graphs_compute_in_bf16_behind_float32_io(tmp_path):
     assert sorted(matmul_inputs) == sorted([bfloat16, bfloat16, float32])
     for version in supported_versions():
         assert lint_model(model, version).ok
+
+
+def test_patch_matmul_equals_the_conv_and_export_restores_it(tmp_path):
+    from mmg_export.build.export import export_encoder
+    from mmg_export.models.encoder import PatchMatMul
+
+    conv = torch.nn.Conv2d(3, 8, kernel_size=14, stride=14)
+    pixels = torch.randn(2, 3, 384, 384)
+    with torch.no_grad():
+        torch.testing.assert_close(PatchMatMul(conv)(pixels), conv(pixels), rtol=1e-5, atol=1e-5)
+    encoder = VideoEncoder(tiny_llava().model)
+    export_encoder(encoder, 1, "fp32", tmp_path / "encoder.onnx")
+    convs = [m for n, m in encoder.vision_tower.named_modules() if n.endswith("patch_embedding")]
+    assert convs and all(isinstance(m, torch.nn.Conv2d) for m in convs)

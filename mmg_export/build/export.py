@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.encoder import VideoEncoder
+from ..models.encoder import VideoEncoder, patch_convs_as_matmul
 from ..prune import MMGConfig, PruningGraph
 
 OPSET = 18
@@ -58,7 +58,8 @@ def export_encoder(encoder: VideoEncoder, frames: int, precision: str, path: Pat
     if weights != dtype:
         raise ValueError(f"encoder weights are {weights}, expected {dtype} for precision={precision!r}")
     size = encoder.image_size
-    return _export(encoder, torch.zeros(frames, 3, size, size), precision, ENCODER_IO, path)
+    with patch_convs_as_matmul(encoder.vision_tower):
+        return _export(encoder, torch.zeros(frames, 3, size, size), precision, ENCODER_IO, path)
 
 
 def export_pruner(frames: int, tokens_per_frame: int, hidden: int, ratio: float, precision: str,

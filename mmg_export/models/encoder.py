@@ -1,7 +1,9 @@
 """LLaVA-OneVision's video path as one exportable module: SigLIP -> projector -> 2x2 pooling."""
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -28,12 +30,22 @@ class PatchMatMul(torch.nn.Module):
         return out.transpose(1, 2).reshape(frames, -1, grid, grid)
 
 
-def _swap_patch_convs(tower: torch.nn.Module) -> None:
-    """Replace every ``patch_embedding`` Conv2d (its path differs across transformers versions)."""
+@contextlib.contextmanager
+def patch_convs_as_matmul(tower: torch.nn.Module) -> Iterator[None]:
+    """Within the block, every ``patch_embedding`` Conv2d of ``tower`` is a :class:`PatchMatMul`
+    (its path differs across transformers versions); the Convs are put back afterwards."""
+    swapped = []
     for name, module in list(tower.named_modules()):
         if name.endswith("patch_embedding") and isinstance(module, torch.nn.Conv2d):
             parent, _, attribute = name.rpartition(".")
-            setattr(tower.get_submodule(parent), attribute, PatchMatMul(module))
+            owner = tower.get_submodule(parent)
+            setattr(owner, attribute, PatchMatMul(module))
+            swapped.append((owner, attribute, module))
+    try:
+        yield
+    finally:
+        for owner, attribute, module in swapped:
+            setattr(owner, attribute, module)
 
 
 class VideoEncoder(torch.nn.Module):
@@ -45,15 +57,13 @@ class VideoEncoder(torch.nn.Module):
     multi-modal projector, then each frame's patch grid bilinearly resized to half its side
     (27 x 27 -> 14 x 14 = 196 tokens at 384 px).
 
-    The tower's patch Conv is swapped for the equivalent :class:`PatchMatMul` (in the model
-    passed in, which is meant for export), so that bf16 exports are valid ONNX.
+    Export it inside :func:`patch_convs_as_matmul`, so that bf16 exports are valid ONNX.
     """
 
     def __init__(self, llava: torch.nn.Module) -> None:
         super().__init__()
         config = llava.config
         self.vision_tower = llava.model.vision_tower
-        _swap_patch_convs(self.vision_tower)
         self.projector = llava.model.multi_modal_projector
         self.newline = llava.model.image_newline
         self.layer = config.vision_feature_layer
