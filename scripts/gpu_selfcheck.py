@@ -7,7 +7,8 @@ runtime on the GPU with bf16 artifacts.
 1. pruner.onnx (T=32, P=196, D=3584) in fp32 and bf16 under ONNX Runtime CUDA (TF32 off), against
    the torch PruningGraph on the GPU in the same dtype and, for fp32, the reference on the CPU;
 2. ``mmg-export build --target h100 --backend onnxruntime`` (bf16) of the tiny model, then
-   ``Pipeline.ask`` on a real clip with the transformers LLM on the GPU.
+   ``Pipeline.ask`` on a real clip with the transformers LLM on the GPU, then
+   ``mmg-export profile`` of those artifacts (ONNX Runtime CUDA) into ``--out-dir``.
 Prints one line per check.
 """
 from __future__ import annotations
@@ -43,7 +44,7 @@ def check_pruner(precision: str, scratch: Path) -> None:
     print(line, flush=True)
 
 
-def check_runtime(clip: str, scratch: Path) -> None:
+def check_runtime(clip: str, scratch: Path, out_dir: Path) -> None:
     from mmg_runtime.pipeline import Pipeline
 
     out = scratch / "h100-bf16"
@@ -52,11 +53,15 @@ def check_runtime(clip: str, scratch: Path) -> None:
     print("providers:", pipeline.encoder.providers, "| LLM device:", pipeline.llm.device)
     answer = pipeline.ask(clip, "What happens in this video?", max_new_tokens=8)
     print(f"runtime bf16 on GPU: {len(answer.token_ids)} tokens, answer {answer.text!r}\n{answer.timings.table()}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    assert cli(["profile", str(out), "--ratios", "0.1,0.25,0.5", "--iterations", "50", "--json",
+                str(out_dir / "profile.json"), "--plot", str(out_dir / "profile.png")]) == 0
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", required=True)
+    parser.add_argument("--out-dir", type=Path, default=Path("gpu-selfcheck"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
@@ -66,4 +71,4 @@ if __name__ == "__main__":
                 check_pruner(precision, Path(scratch))
             except Exception as error:  # report and go on to the next check
                 print(f"pruner {precision}: FAILED: {type(error).__name__}: {str(error)[:400]}")
-        check_runtime(args.clip, Path(scratch))
+        check_runtime(args.clip, Path(scratch), args.out_dir)
