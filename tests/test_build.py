@@ -218,3 +218,14 @@ def test_patch_matmul_equals_the_conv_and_export_restores_it(tmp_path):
     export_encoder(encoder, 1, "fp32", tmp_path / "encoder.onnx")
     convs = [m for n, m in encoder.vision_tower.named_modules() if n.endswith("patch_embedding")]
     assert convs and all(isinstance(m, torch.nn.Conv2d) for m in convs)
+
+
+def test_bf16_build_for_a_gpu_on_a_cpu_machine(tmp_path, capsys):
+    """bf16 graphs have no CPU kernels: the build keeps them as exported and says so."""
+    out = tmp_path / "h100"
+    assert main(["build", "--target", "h100", "--backend", "onnxruntime", "--out", str(out)]) == 0
+    manifest = verify_artifacts(out)
+    assert manifest.precision == "bf16"
+    assert manifest.components["pruner"].inputs["video_tokens"].dtype == "float32"
+    assert "pruner.onnx: not optimised here" in capsys.readouterr().err
+    assert (out / "pruner.ort.onnx").read_bytes() == (out / "pruner.onnx").read_bytes()

@@ -6,6 +6,8 @@ one provider are left to session creation on the deploy machine.
 """
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from .targets import TargetProfile
@@ -13,14 +15,26 @@ from .targets import TargetProfile
 TRT_EP_CACHE = "ort_trt_cache"
 
 
-def optimize_model(source: Path, destination: Path) -> Path:
-    """Write ``source`` with ONNX Runtime's basic optimisations applied to ``destination``."""
+def optimize_model(source: Path, destination: Path, note: Callable[[str], None]) -> Path:
+    """Write ``source`` with ONNX Runtime's basic optimisations applied to ``destination``.
+
+    The session that optimises needs kernels for every node: where this machine's providers
+    have none (bf16 graphs on a CPU-only machine), the model is copied as exported and ``note``
+    says so; the deploy machine's session then applies the same optimisations at load time.
+    """
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(destination)
-    onnxruntime.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                 if p in onnxruntime.get_available_providers()]
+    try:
+        onnxruntime.InferenceSession(str(source), options, providers=providers)
+    except (onnxruntime.capi.onnxruntime_pybind11_state.NotImplemented,
+            onnxruntime.capi.onnxruntime_pybind11_state.Fail) as error:
+        note(f"{source.name}: not optimised here ({str(error).splitlines()[0][:120]}); kept as exported")
+        shutil.copyfile(source, destination)
     return destination
 
 

@@ -70,21 +70,32 @@ class Progress:
 
     def __init__(self, total: int, stream=sys.stderr) -> None:
         self.total, self.done, self.stream = total, 0, stream
+        self.title: str | None = None
 
     @contextmanager
     def stage(self, title: str) -> Iterator[None]:
         self.done += 1
-        print(f"[{self.done}/{self.total}] {title} ...", end="", flush=True, file=self.stream)
+        self.title = f"[{self.done}/{self.total}] {title}"
+        print(f"{self.title} ...", end="", flush=True, file=self.stream)
         start = time.perf_counter()
         try:
             yield
         except BaseException:
-            print(" failed", file=self.stream)
+            self._end("failed")
             raise
-        print(f" {time.perf_counter() - start:.1f} s", file=self.stream)
+        self._end(f"{time.perf_counter() - start:.1f} s")
 
     def note(self, text: str) -> None:
+        """A line under the current stage (the stage's time follows on a line of its own)."""
+        if self.title is not None:
+            print(file=self.stream)
         print(f"      {text}", file=self.stream)
+        self.title = None
+
+    def _end(self, result: str) -> None:
+        prefix = " " if self.title is not None else "      ... "
+        print(f"{prefix}{result}", file=self.stream)
+        self.title = None
 
 
 def build(options: BuildOptions, log: Callable[[str], None] | None = None) -> Manifest:
@@ -134,7 +145,7 @@ def _backend(options: BuildOptions, work: Path, progress: Progress) -> tuple[dic
 
     files = {}
     for name in GRAPHS:
-        files[name] = optimize_model(work / f"{name}.onnx", work / f"{name}.ort.onnx").name
+        files[name] = optimize_model(work / f"{name}.onnx", work / f"{name}.ort.onnx", progress.note).name
     return files, None, {"providers": provider_settings(options.target)}
 
 
