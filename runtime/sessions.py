@@ -5,6 +5,7 @@ decided by the manifest's backend.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Protocol
 
@@ -29,7 +30,17 @@ class OrtSession:
         if not chosen:
             raise UserError(f"{path}: none of the providers {[name for name, _ in providers]} is available in "
                             f"this onnxruntime (it has {sorted(available)})")
-        self.session = onnxruntime.InferenceSession(str(path), providers=chosen)
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=chosen)
+        except RuntimeError as error:
+            # onnxruntime-gpu lists the TensorRT provider even where the TensorRT libraries are
+            # missing, and then fails while registering it: go on without it, saying so
+            if not any(name == "TensorrtExecutionProvider" for name, _ in chosen):
+                raise
+            print(f"note: {path.name}: ONNX Runtime's TensorRT provider is unusable here "
+                  f"({str(error).splitlines()[0][:100]}); using the others", file=sys.stderr)
+            chosen = [(name, options) for name, options in chosen if name != "TensorrtExecutionProvider"]
+            self.session = onnxruntime.InferenceSession(str(path), providers=chosen)
         self.providers = self.session.get_providers()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -68,9 +68,13 @@ class BuildOptions:
 class Progress:
     """Prints each stage as it starts and its duration when it ends."""
 
-    def __init__(self, total: int, stream=sys.stderr) -> None:
-        self.total, self.done, self.stream = total, 0, stream
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
         self.title: str | None = None
+
+    @property
+    def stream(self):
+        return sys.stderr
 
     @contextmanager
     def stage(self, title: str) -> Iterator[None]:

@@ -88,5 +88,7 @@ class VideoEncoder(torch.nn.Module):
         tokens = self.projector(hidden)
         frames, _, width = tokens.shape
         grid = tokens.reshape(frames, self.grid, self.grid, width).permute(0, 3, 1, 2)
-        pooled = torch.nn.functional.interpolate(grid, size=(math.ceil(self.grid / 2),) * 2, mode="bilinear")
+        # pooled in float32: ONNX Runtime's CUDA provider has no bf16 Resize
+        half = (math.ceil(self.grid / 2),) * 2
+        pooled = torch.nn.functional.interpolate(grid.float(), size=half, mode="bilinear").to(tokens.dtype)
         return pooled.permute(0, 2, 3, 1).reshape(frames, -1, width)
