@@ -3,7 +3,7 @@
 
     python scripts/bench_cpu.py [--frames 32] [--iterations 20]
 
-Times with ``time.perf_counter`` around each call (torch's intra-op threads = all cores),
+Times with ``time.perf_counter`` around each call (``_bench_common.time_wall``) (torch's intra-op threads = all cores),
 median and p90 after 3 warm-up calls; the reference (plain Python decisions) is timed a few
 times. Also the exported ONNX under ONNX Runtime's CPU provider, for comparison.
 Targets at T=32, P=196, D=3584 fp32: PruningGraph median <= 250 ms, reference < 5 s.
@@ -13,32 +13,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
+from _bench_common import markdown_table, setup_path, time_wall
 
-from mmg_export import PruningGraph, select_tokens
-from mmg_export.build.export import export_pruner
+setup_path()
 
+import torch  # noqa: E402
 
-def timed(call, iterations: int, warm_up: int) -> list[float]:
-    for _ in range(warm_up):
-        call()
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+from mmg_export import PruningGraph, select_tokens  # noqa: E402
+from mmg_export.build.export import export_pruner  # noqa: E402
 
 
-def row(name: str, times: list[float], target: str) -> str:
-    p90 = float(np.percentile(times, 90))
-    return f"| {name} | {statistics.median(times):.1f} | {p90:.1f} | {len(times)} | {target} |"
+def row(name: str, stats: dict, target: str) -> list:
+    return [name, f"{stats['median_ms']:.1f}", f"{stats['p90_ms']:.1f}", stats["runs"], target]
 
 
 def main() -> None:
@@ -55,8 +44,9 @@ def main() -> None:
     features = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     graph = PruningGraph(*shape, ratio=args.ratio).eval()
     with torch.no_grad():
-        graph_times = timed(lambda: graph(features), args.iterations, 3)
-        reference_times = timed(lambda: select_tokens(features, args.ratio), args.reference_iterations, 1)
+        graph_times = time_wall(lambda: graph(features), args.iterations, 3, cuda=False)
+        reference_times = time_wall(lambda: select_tokens(features, args.ratio), args.reference_iterations, 1,
+                                    cuda=False)
         same = graph(features)[1].tolist() == select_tokens(features, args.ratio).indices.tolist()
     import onnxruntime
 
@@ -64,16 +54,17 @@ def main() -> None:
         path = export_pruner(*shape, args.ratio, "fp32", Path(scratch) / "pruner.onnx")
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         feed = {"video_tokens": features.numpy()}
-        ort_times = timed(lambda: session.run(None, feed), args.iterations, 3)
+        ort_times = time_wall(lambda: session.run(None, feed), args.iterations, 3, cuda=False)
 
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}")
     print(f"T={args.frames}, P={args.tokens}, D={args.dim}, fp32, ratio {args.ratio}: K = {graph.keep}; "
           f"graph and reference select the same tokens: {same}\n")
-    print("| form | median ms | p90 ms | runs | target |\n|---|---|---|---|---|")
-    print(row("PruningGraph (torch eager)", graph_times, "<= 250 ms"))
-    print(row("reference select_tokens", reference_times, "< 5000 ms"))
-    print(row("pruner.onnx (ONNX Runtime CPU)", ort_times, "-"))
+    print(markdown_table(["form", "median ms", "p90 ms", "runs", "target"], [
+        row("PruningGraph (torch eager)", graph_times, "<= 250 ms"),
+        row("reference select_tokens", reference_times, "< 5000 ms"),
+        row("pruner.onnx (ONNX Runtime CPU)", ort_times, "-"),
+    ]))
 
 
 if __name__ == "__main__":
