@@ -78,7 +78,7 @@ class Pipeline:
         for the TensorRT-LLM LLM API, both as ``model_dir``.
         """
         directory = Path(directory)
-        manifest = verify_artifacts(directory, **_this_machine(directory))
+        manifest = verify_artifacts(directory, **_this_machine())
         if isinstance(llm, str):
             llm = make_llm(llm, directory, manifest, model_dir)
         return cls(directory, manifest, llm, keep_positions, providers)
@@ -145,12 +145,9 @@ class Pipeline:
         return answer
 
 
-def _this_machine(directory: Path) -> dict:
-    """TensorRT version and GPU compute capability to check engines against (TensorRT artifacts only)."""
-    from .manifest import load_manifest
-
-    if load_manifest(directory).backend != "tensorrt":
-        return {}
+def _this_machine() -> dict:
+    """TensorRT version and GPU compute capability that engines must match (where TensorRT exists;
+    ``verify_artifacts`` checks them for TensorRT artifacts only)."""
     try:
         import tensorrt
     except ImportError:
