@@ -26,8 +26,8 @@ Limits: KV-cache block reuse is disabled (requests that differ only in their vid
 cache blocks: the placeholder ids are identical); no chunked prefill; no explicit positions
 (Qwen2 derives RoPE positions from token order; only mRoPE models take ``mrope_config``).
 
-Written against the stored TensorRT-LLM 1.x sources named in the report; tensorrt_llm and torch
-are imported only when a backend is constructed.
+Written against the TensorRT-LLM 1.x sources listed in ``docs/unverified.md`` (not run here);
+tensorrt_llm and torch are imported only when a backend is constructed.
 """
 from __future__ import annotations
 
