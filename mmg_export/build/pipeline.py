@@ -14,7 +14,7 @@ import dataclasses
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -102,8 +102,16 @@ class Progress:
         self.title = None
 
 
-def build(options: BuildOptions, log: Callable[[str], None] | None = None) -> Manifest:
-    """Run every stage and return the manifest written to ``options.out``."""
+def build(options: BuildOptions) -> Manifest:
+    """Run every stage and return the manifest written to ``options.out``.
+
+    A TensorRT build checks TensorRT (installed, in the target's version range, DLA available
+    where asked for) before anything is exported, so that it fails at once.
+    """
+    if options.backend == "tensorrt":
+        from .tensorrt import builder_settings, require_tensorrt
+
+        builder_settings(options.target, require_tensorrt().__version__)
     progress = Progress(total=6)
     with atomic_output_dir(options.out, overwrite=options.overwrite) as work:
         with progress.stage(f"load model ({options.model_dir or TINY_NAME})"):
@@ -157,7 +165,6 @@ def _tensorrt(options: BuildOptions, work: Path, progress: Progress) -> tuple[di
     from .tensorrt import build_engine, require_tensorrt
 
     trt = require_tensorrt()
-    options.target.check_tensorrt_version(trt.__version__)
     cache = options.out.parent / f"{options.target.name}.timing.cache"
     files, device = {}, None
     for name in GRAPHS:
