@@ -33,10 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
-    if args.max_new_tokens < 1:
-        from .errors import UserError
+    from .errors import UserError
 
+    if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens {args.max_new_tokens}: expected an integer >= 1")
+    if not args.prompt.strip():
+        raise UserError("--prompt is empty: expected a question about the video")
+    if args.keep_positions and args.llm != "transformers":
+        raise UserError(f"--keep-positions needs --llm transformers: {args.llm} derives positions from token order")
+    if args.ask_after is not None and not args.stream:
+        raise UserError("--ask-after works with --stream only")
     pipeline = Pipeline.from_artifacts(args.artifacts, llm=args.llm, model_dir=args.model,
                                        keep_positions=args.keep_positions)
     if args.stream:

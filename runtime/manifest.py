@@ -297,9 +297,12 @@ def atomic_output_dir(final_dir: str | os.PathLike[str], overwrite: bool = False
     final = Path(final_dir)
     if final.exists() and not overwrite:
         raise UserError(f"{final}: already exists; pass --overwrite to replace it")
-    final.parent.mkdir(parents=True, exist_ok=True)
     temporary = final.parent / f".{final.name}.tmp-{secrets.token_hex(4)}"
-    temporary.mkdir()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary.mkdir()
+    except OSError as error:
+        raise UserError(f"{final}: cannot create the output directory ({error.strerror or error})") from error
     try:
         yield temporary
         _move_into_place(temporary, final)

@@ -83,6 +83,18 @@ class Pipeline:
             llm = make_llm(llm, directory, manifest, model_dir)
         return cls(directory, manifest, llm, keep_positions, providers)
 
+    def close(self) -> None:
+        """Release the engines' GPU memory (TensorRT); ONNX Runtime sessions go with the object."""
+        for session in (self.encoder, self.pruner, self._frame_encoder):
+            if hasattr(session, "close"):
+                session.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     # -- stages ---------------------------------------------------------------------------
     @property
     def frames(self) -> int:
@@ -166,10 +178,12 @@ def make_llm(name: str, directory: Path, manifest: Manifest, model_dir: str | Pa
     if name == "transformers":
         from .llm.hf import TransformersBackend
 
-        source = model_dir or manifest.extra.get("model")
+        if model_dir is not None:
+            return TransformersBackend(Path(model_dir))
+        source = manifest.extra.get("model")
         if source is None:
             raise UserError(f"{directory}: the manifest names no model; pass --model DIR")
-        path = Path(source)
+        path = Path(source)  # relative paths in the manifest are inside the artifact directory
         return TransformersBackend(path if path.is_absolute() else directory / path)
     if model_dir is None:
         raise UserError(f"--llm {name} needs --model DIR (the TensorRT-LLM engine or model directory)")

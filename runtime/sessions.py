@@ -30,22 +30,49 @@ class OrtSession:
         if not chosen:
             raise UserError(f"{path}: none of the providers {[name for name, _ in providers]} is available in "
                             f"this onnxruntime (it has {sorted(available)})")
-        try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=chosen)
-        except RuntimeError as error:
-            # onnxruntime-gpu lists the TensorRT provider even where the TensorRT libraries are
-            # missing, and then fails while registering it: go on without it, saying so
-            if not any(name == "TensorrtExecutionProvider" for name, _ in chosen):
-                raise
-            print(f"note: {path.name}: ONNX Runtime's TensorRT provider is unusable here "
-                  f"({str(error).splitlines()[0][:100]}); using the others", file=sys.stderr)
-            chosen = [(name, options) for name, options in chosen if name != "TensorrtExecutionProvider"]
-            self.session = onnxruntime.InferenceSession(str(path), providers=chosen)
+        self.session = create_session(path, chosen)
         self.providers = self.session.get_providers()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [output.name for output in self.session.get_outputs()]
         return dict(zip(names, self.session.run(names, feeds)))
+
+
+def create_session(path: Path, providers: list[tuple[str, dict]]):
+    """An ``onnxruntime.InferenceSession`` on exactly ``providers`` (with their options).
+
+    ONNX Runtime's own silent fallback is off: it would retry without the options
+    (``use_tf32=0`` among them). Where the TensorRT provider is listed but its libraries are
+    missing (onnxruntime-gpu lists it anyway), the session is retried without it, saying so.
+    A model that none of the providers can run is a UserError naming the file.
+    """
+    try:
+        return _session(path, providers)
+    except Exception as error:  # onnxruntime raises its own exception types
+        if not any(name == "TensorrtExecutionProvider" for name, _ in providers):
+            raise _unusable(path, providers, error) from error
+        print(f"note: {path.name}: ONNX Runtime's TensorRT provider is unusable here "
+              f"({str(error).splitlines()[0][:100]}); using the others", file=sys.stderr)
+    rest = [(name, options) for name, options in providers if name != "TensorrtExecutionProvider"]
+    try:
+        return _session(path, rest)
+    except Exception as error:
+        raise _unusable(path, rest, error) from error
+
+
+def _session(path: Path, providers: list[tuple[str, dict]]):
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(str(path), providers=providers, enable_fallback=0)
+
+
+def _unusable(path: Path, providers: list[tuple[str, dict]], error: Exception) -> UserError:
+    names = [name for name, _ in providers]
+    hint = ""
+    if names == ["CPUExecutionProvider"]:
+        hint = " (bf16 artifacts need ONNX Runtime's CUDA provider: pip install 'mmg-export[gpu]' on a GPU machine)"
+    return UserError(f"{path}: ONNX Runtime cannot run this model with {', '.join(names)}: "
+                     f"{str(error).splitlines()[0][:200]}{hint}")
 
 
 def _resolve(options: dict, base_dir: Path) -> dict:

@@ -44,7 +44,8 @@ class StreamingSession:
         return answer
 
     def _window_tokens(self) -> tuple[np.ndarray, str]:
-        """(T, P, D) tokens of the window; with fewer than T frames so far, the oldest are repeated."""
+        """(T, P, D) tokens of the window; with n < T frames so far, each is repeated about T/n times
+        (uniform sampling with repeats, as for a short video file)."""
         if not self.window:
             raise UserError("no frame has arrived yet: nothing to answer about")
         frames = list(self.window)

@@ -59,7 +59,7 @@ def check_build(args: argparse.Namespace, out: Path) -> bool:
     command += ["--model", args.model] if args.model else []
     command += ["--frames", str(args.frames)] if args.frames else []
     result = subprocess.run(command, capture_output=True, text=True)
-    detail = f"{out}" if result.returncode == 0 else result.stderr.strip().splitlines()[-1]
+    detail = f"{out}" if result.returncode == 0 else (result.stderr.strip().splitlines() or ["(no output)"])[-1]
     return report("build (TensorRT backend)", result.returncode == 0, detail)
 
 
@@ -105,13 +105,15 @@ def compare_pruner_indices(out: Path, manifest, scratch: Path) -> bool:
     from polygraphy.comparator import Comparator, CompareFunc
 
     from mmg_export.build.export import export_pruner
-    from mmg_export.build.targets import load_target
+    from mmg_export.build.targets import manifest_target
     from mmg_export.build.tensorrt import build_engine
+    from mmg_export.prune import MMGConfig
 
     onnx_path = export_pruner(manifest.frames, manifest.tokens_per_frame, manifest.hidden_size, manifest.ratio,
-                              "fp32", scratch / "pruner32.onnx")
+                              "fp32", scratch / "pruner32.onnx", MMGConfig(**manifest.extra.get("pruning", {})))
     engine = scratch / "pruner32.engine"
-    build_engine(onnx_path, engine, load_target(manifest.target), scratch / "timing.cache", log=lambda _: None)
+    target = manifest_target(manifest.target, manifest.extra.get("target_file"))
+    build_engine(onnx_path, engine, target, scratch / "timing.cache", log=lambda _: None)
     data = [{"video_tokens": f["video_tokens"].astype(np.float32)} for f in feeds(manifest, "pruner")]
     results = Comparator.run([trt_runner(engine), ort_runner(onnx_path)], data_loader=data)
     exact = bool(Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(

@@ -63,7 +63,7 @@ def test_fp16_encoder_error_is_bounded(tmp_path):
     assert np.abs(tokens.astype(np.float32) - expected).max() / np.abs(expected).max() < 1e-2
 
 
-def test_pruner_onnx_selects_the_torch_graph_tokens(artifacts, clip_features):
+def test_pruner_onnx_selects_the_torch_graph_tokens(artifacts):
     pruner = session(artifacts / "pruner.ort.onnx")
     graph = PruningGraph(32, 196, 64, 0.25)
     for seed in range(3):
@@ -228,4 +228,4 @@ def test_bf16_build_for_a_gpu_on_a_cpu_machine(tmp_path, capsys):
     assert manifest.precision == "bf16"
     assert manifest.components["pruner"].inputs["video_tokens"].dtype == "float32"
     assert "pruner.onnx: not optimised here" in capsys.readouterr().err
-    assert (out / "pruner.ort.onnx").read_bytes() == (out / "pruner.onnx").read_bytes()
+    assert manifest.components["pruner"].file == "pruner.onnx" and not (out / "pruner.ort.onnx").exists()

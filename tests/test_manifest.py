@@ -206,3 +206,12 @@ def test_atomic_output_dir_existing(tmp_path: Path) -> None:
         (work / "new.engine").write_bytes(b"new")
     assert [p.name for p in final.iterdir()] == ["new.engine"]
     assert _siblings(final) == ["artifacts"]
+
+
+def test_atomic_output_dir_under_an_unwritable_parent(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UserError, match=r"file/out: cannot create the output directory"):
+        with atomic_output_dir(blocker / "out"):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

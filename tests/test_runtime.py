@@ -185,3 +185,34 @@ def test_tensorrt_llm_missing_is_one_line(artifacts, tmp_path, capsys):
     assert main(["run", "--video", "x.mp4", "--prompt", QUESTION, "--artifacts", str(artifacts),
                  "--llm", "trtllm-api", "--model", str(tmp_path)]) == 2
     assert "TensorRT-LLM is not installed" in capsys.readouterr().err
+
+
+def test_relative_model_is_resolved_against_the_working_directory(artifacts, bikes, monkeypatch, capsys):
+    monkeypatch.chdir(artifacts.parent)
+    model = f"{artifacts.name}/model"  # relative to the cwd, not to the artifact directory
+    assert main(["run", "--video", str(bikes), "--prompt", QUESTION, "--artifacts", str(artifacts),
+                 "--model", model, "--max-new-tokens", "2"]) == 0
+    assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--prompt", "  "], "--prompt is empty"),
+    (["--prompt", QUESTION, "--keep-positions", "--llm", "trtllm-engine"], "--keep-positions needs --llm transformers"),
+    (["--prompt", QUESTION, "--ask-after", "1"], "--ask-after works with --stream only"),
+])
+def test_bad_run_options_fail_before_any_work(artifacts, capsys, extra, message):
+    """Checked before the model loads or the video is decoded (the video does not even exist)."""
+    assert main(["run", "--video", "missing.mp4", "--artifacts", str(artifacts), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_short_window_repeats_frames_uniformly(pipeline, bikes):
+    session = StreamingSession(pipeline)
+    frames = [frame for _, (_, frame) in zip(range(5), iter_frames(str(bikes)))]
+    for frame in frames:
+        session.push(frame)
+    tokens, _ = session._window_tokens()
+    singles = [pipeline.encode_frame(frame)[0] for frame in frames]
+    picks = [i * 5 // 32 for i in range(32)]  # each of the 5 frames 6 or 7 times, in order
+    for slot, pick in enumerate(picks):
+        np.testing.assert_array_equal(tokens[slot], singles[pick])

@@ -24,7 +24,7 @@ SHIPPED = ["datacenter", "h100", "orin-agx", "orin-nano", "thor"]
 def write_profile(directory: Path, **changes: object) -> Path:
     """h100.toml with ``changes`` applied (a value of None drops the key), written as TOML."""
     data = tomllib.loads((PROFILES_DIR / "h100.toml").read_text())
-    data.update(changes)
+    data.update({"name": "custom", **changes})
     lines = []
     for key, value in data.items():
         if value is None:
@@ -130,6 +130,7 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
         ({"use_dla": True}, "use_dla", "no DLA (dla_cores = 0)"),
         ({"use_dla": True, "dla_cores": 2, "dla_core": 2}, "dla_core", "below dla_cores (2)"),
         ({"dla_corez": 1}, "dla_corez", "unknown field 'dla_corez'"),
+        ({"name": "h100"}, "name", "expected the file's stem ('custom')"),
     ],
 )
 def test_invalid_field_message_names_file_and_field(

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:12s} {load_target(name).description}")
         return 0
     target = load_target(args.target or detect_target())
-    backend = args.backend or default_backend()
+    backend = args.backend or ("onnxruntime" if target.name == "cpu" else default_backend())
     precision = args.precision or target.precision
     frames = args.frames if args.frames is not None else target.frames
     out = args.out or DEFAULT_OUT / f"{target.name}-{precision}-r{args.ratio:g}"
@@ -77,6 +77,8 @@ def detect_target() -> str:
         print("no CUDA GPU found: target cpu (pass --target NAME to build for a GPU)", file=sys.stderr)
         return "cpu"
     major, minor = torch.cuda.get_device_capability(0)
-    name = {(9, 0): "h100", (8, 7): "orin-agx", (11, 0): "thor", (10, 1): "thor"}.get((major, minor), "datacenter")
-    print(f"GPU sm_{major}{minor}: target {name} (pass --target NAME to choose)", file=sys.stderr)
+    # sm_87 is every Jetson Orin: orin-nano's smaller workspace also fits an AGX Orin
+    name = {(9, 0): "h100", (8, 7): "orin-nano", (11, 0): "thor", (10, 1): "thor"}.get((major, minor), "datacenter")
+    print(f"GPU sm_{major}{minor}: target {name} (pass --target NAME to choose, e.g. orin-agx on an AGX Orin)",
+          file=sys.stderr)
     return name

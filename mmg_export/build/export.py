@@ -81,10 +81,17 @@ def _export(module: torch.nn.Module, example: torch.Tensor, precision: str, name
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
     exporter_log.setLevel(logging.ERROR)
+    try:
+        _export_quietly(module, example, inputs, outputs, path)
+    finally:
+        exporter_log.setLevel(level)
+    return path
+
+
+def _export_quietly(module: torch.nn.Module, example: torch.Tensor, inputs: list[str], outputs: list[str],
+                    path: Path) -> None:
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module.eval(), (example,), dynamo=True, opset_version=OPSET,
                                     input_names=inputs, output_names=outputs, verbose=False)
         program.save(str(path))
-    exporter_log.setLevel(level)
-    return path

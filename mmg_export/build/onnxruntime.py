@@ -6,7 +6,6 @@ one provider are left to session creation on the deploy machine.
 """
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +18,8 @@ def optimize_model(source: Path, destination: Path, note: Callable[[str], None])
     """Write ``source`` with ONNX Runtime's basic optimisations applied to ``destination``.
 
     The session that optimises needs kernels for every node: where this machine's providers
-    have none (bf16 graphs on a CPU-only machine), the model is copied as exported and ``note``
-    says so; the deploy machine's session then applies the same optimisations at load time.
+    have none (bf16 graphs on a CPU-only machine), ``source`` itself is returned and ``note`` says
+    so; the deploy machine's session then applies the same optimisations at load time.
     """
     import onnxruntime
 
@@ -34,7 +33,7 @@ def optimize_model(source: Path, destination: Path, note: Callable[[str], None])
     except (onnxruntime.capi.onnxruntime_pybind11_state.NotImplemented,
             onnxruntime.capi.onnxruntime_pybind11_state.Fail) as error:
         note(f"{source.name}: not optimised here ({str(error).splitlines()[0][:120]}); kept as exported")
-        shutil.copyfile(source, destination)
+        return source
     return destination
 
 
@@ -63,7 +62,9 @@ def local_session(path: Path):
     """An InferenceSession on this machine's best provider: CUDA (TF32 off) where present, else CPU."""
     import onnxruntime
 
-    providers = [["CPUExecutionProvider", {}]]
+    from mmg_runtime.sessions import create_session
+
+    providers = [("CPUExecutionProvider", {})]
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        providers.insert(0, ["CUDAExecutionProvider", {"use_tf32": "0"}])
-    return onnxruntime.InferenceSession(str(path), providers=[tuple(p) for p in providers])
+        providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": "0"}))
+    return create_session(path, providers)

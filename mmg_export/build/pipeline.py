@@ -222,7 +222,8 @@ def _manifest(options: BuildOptions, encoder: VideoEncoder, keep: int, work: Pat
         tool_version=__version__, backend=options.backend, target=options.target.name, precision=options.precision,
         frames=frames, tokens_per_frame=tokens, hidden_size=hidden, ratio=options.ratio, keep=keep,
         components=components, versions=_versions(extra_versions.pop("tensorrt_version", None)), device=device,
-        extra={**extra, **extra_versions, "image_size": size, "pruning": dataclasses.asdict(options.pruning)},
+        extra={**extra, **extra_versions, "image_size": size, "pruning": dataclasses.asdict(options.pruning),
+               "target_file": str(options.target.path.resolve())},
     )
 
 

@@ -90,8 +90,9 @@ def parse_ratios(text: str | None, default: float) -> list[float]:
 def describe_backend(manifest: Manifest) -> tuple[str, str]:
     """(backend, device) in words, for the report."""
     if manifest.backend == "tensorrt":
-        import tensorrt
+        from .tensorrt import require_tensorrt
 
+        tensorrt = require_tensorrt()
         return f"TensorRT {tensorrt.__version__} (Polygraphy TrtRunner)", (manifest.device or {}).get("name", "GPU")
     import onnxruntime
 
@@ -132,11 +133,12 @@ def _extra_pruner(manifest: Manifest, ratio: float, scratch: Path) -> Path:
                               MMGConfig(**manifest.extra.get("pruning", {})))
     if manifest.backend != "tensorrt":
         return onnx_path
-    from .targets import load_target
+    from .targets import manifest_target
     from .tensorrt import build_engine
 
     engine = scratch / f"pruner-{ratio:g}.engine"
-    build_engine(onnx_path, engine, load_target(manifest.target), scratch / "timing.cache", log=lambda _: None)
+    target = manifest_target(manifest.target, manifest.extra.get("target_file"))
+    build_engine(onnx_path, engine, target, scratch / "timing.cache", log=lambda _: None)
     return engine
 
 

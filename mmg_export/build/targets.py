@@ -84,6 +84,13 @@ class TargetProfile:
             )
 
 
+def manifest_target(name: str, target_file: str | None) -> TargetProfile:
+    """The profile an artifact directory was built with: its file when it still exists, else by name."""
+    if target_file and Path(target_file).is_file():
+        return load_target(target_file)
+    return load_target(name)
+
+
 def list_targets() -> list[str]:
     """Names of the shipped profiles, sorted."""
     return sorted(path.stem for path in PROFILES_DIR.glob("*.toml"))
@@ -165,6 +172,8 @@ def _check_values(path: Path, data: dict[str, Any]) -> None:
             expected = "a non-empty string" if field == "name" else _FIELDS[field][1]
             raise _fail(path, field, expected, data[field])
 
+    if data["name"] != path.stem:
+        raise _fail(path, "name", f"the file's stem ({path.stem!r})", data["name"])
     if _version_bound(data["tensorrt_min"]) > _version_bound(data["tensorrt_max"]):
         expected = f"at most tensorrt_max ({data['tensorrt_max']})"
         raise _fail(path, "tensorrt_min", expected, data["tensorrt_min"])

@@ -33,7 +33,7 @@ def temporal_difference(features: torch.Tensor | np.ndarray, ratio: float = 0.25
     frames, tokens, _ = features.shape
     unit = torch.nn.functional.normalize(features.float(), dim=-1)
     change = 1.0 - (unit[1:] * unit[:-1]).sum(dim=-1)
-    scores = torch.cat([torch.full((1, tokens), 2.0), change])
+    scores = torch.cat([change.new_full((1, tokens), 2.0), change])
     order = torch.sort(-scores.reshape(-1), stable=True).indices
     kept = sorted(order[:keep_count(frames * tokens, check_ratio(ratio))].tolist())
     return _selection(features, kept, scores)

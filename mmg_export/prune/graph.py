@@ -22,7 +22,7 @@ class PruningGraph(torch.nn.Module):
     """Fixed-budget MMG-Vid pruner for ``features: (frames, tokens_per_frame, dim)``.
 
     ``forward(features)`` returns ``(kept_features (K, dim), kept_indices (K,) int64)``, indices
-    ascending (temporal order), K = max(1, round(ratio * frames * tokens_per_frame)).
+    ascending (temporal order), K = max(1, floor(ratio * frames * tokens_per_frame + 0.5)).
     """
 
     def __init__(self, frames: int, tokens_per_frame: int, dim: int, ratio: float = 0.25,

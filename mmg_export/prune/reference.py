@@ -25,7 +25,7 @@ from .scores import TokenStats, frame_weight, token_scores, token_stats, weight_
 
 def select_tokens(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
                   config: MMGConfig | None = None) -> Selection:
-    """Keep K = max(1, round(ratio * T * P)) of the video tokens ``features: (T, P, D)``."""
+    """Keep K = max(1, floor(ratio * T * P + 0.5)) of the video tokens ``features: (T, P, D)``."""
     features = check_features(features)
     ratio = check_ratio(ratio)
     config = config or MMGConfig()
