@@ -132,7 +132,7 @@ class Pipeline:
         return VideoPrompt(video_question_ids(self.tokenizer, question), int(self.manifest.extra["video_token_id"]),
                            embeds, positions)
 
-    def generate(self, question: str, tokens: np.ndarray, max_new_tokens: int, timings: Timings) -> Answer:
+    def prune_and_generate(self, question: str, tokens: np.ndarray, max_new_tokens: int, timings: Timings) -> Answer:
         """Prune ``tokens (T, P, D)`` and answer ``question``."""
         start = time.perf_counter()
         kept, indices = self.prune(tokens)
@@ -152,7 +152,7 @@ class Pipeline:
         start = time.perf_counter()
         tokens = self.encode(clip.frames)
         timings.encode = time.perf_counter() - start
-        answer = self.generate(question, tokens, max_new_tokens, timings)
+        answer = self.prune_and_generate(question, tokens, max_new_tokens, timings)
         answer.note = clip.note
         return answer
 

@@ -39,7 +39,7 @@ class StreamingSession:
         """Answer about the frames in the window; time to first token excludes encoding."""
         with self._lock:
             tokens, note = self._window_tokens()
-        answer = self.pipeline.generate(question, tokens, max_new_tokens, Timings())
+        answer = self.pipeline.prune_and_generate(question, tokens, max_new_tokens, Timings())
         answer.note = note
         return answer
 

@@ -64,27 +64,21 @@ def check_build(args: argparse.Namespace, out: Path) -> bool:
 
 
 def ort_runner(onnx_path: Path):
-    from polygraphy.backend.onnxrt import OnnxrtRunner
+    from mmg_export.build.profile import runner
 
-    from mmg_export.build.onnxruntime import local_session
-
-    return OnnxrtRunner(local_session(onnx_path), name="onnxruntime")
+    return runner(onnx_path, "onnxruntime")
 
 
 def trt_runner(engine_path: Path):
-    from polygraphy.backend.common import BytesFromPath
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    from mmg_export.build.profile import runner
 
-    return TrtRunner(EngineFromBytes(BytesFromPath(str(engine_path))), name="tensorrt")
+    return runner(engine_path, "tensorrt")
 
 
 def feeds(manifest, name: str, count: int = 2) -> list[dict[str, np.ndarray]]:
-    from mmg_export.build.profile import NUMPY_DTYPES
+    from mmg_export.build.profile import random_feeds
 
-    generator = np.random.default_rng(0)
-    inputs = manifest.components[name].inputs
-    return [{tensor: generator.standard_normal(spec.shape).astype(NUMPY_DTYPES[spec.dtype])
-             for tensor, spec in inputs.items()} for _ in range(count)]
+    return [random_feeds(manifest, name, seed) for seed in range(count)]
 
 
 def compare(out: Path, manifest, name: str) -> bool:

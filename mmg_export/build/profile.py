@@ -22,7 +22,8 @@ import numpy as np
 from mmg_runtime.errors import UserError
 from mmg_runtime.manifest import Manifest, verify_artifacts
 
-NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.float32, "int64": np.int64}
+HOST_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64}
+"""NumPy dtype of each manifest tensor dtype."""
 
 
 @dataclass
@@ -142,7 +143,8 @@ def _extra_pruner(manifest: Manifest, ratio: float, scratch: Path) -> Path:
     return engine
 
 
-def _runner(path: Path, backend: str):
+def runner(path: Path, backend: str):
+    """A Polygraphy runner for a TensorRT engine or (on this machine's best provider) an ONNX model."""
     if backend == "tensorrt":
         from polygraphy.backend.common import BytesFromPath
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
@@ -157,22 +159,23 @@ def _runner(path: Path, backend: str):
 
 def _measure(name: str, path: Path, manifest: Manifest, spec_name: str, iterations: int, warm_up: int,
              ratio: float | None = None) -> Measurement:
-    feeds = _random_feeds(manifest, spec_name)
+    feeds = random_feeds(manifest, spec_name)
     times = []
-    with _runner(path, manifest.backend) as runner:
+    with runner(path, manifest.backend) as active:
         for index in range(warm_up + iterations):
-            outputs = runner.infer(feeds)
+            outputs = active.infer(feeds)
             if index >= warm_up:
-                times.append(runner.last_inference_time() * 1e3)
+                times.append(active.last_inference_time() * 1e3)
     keep = int(outputs["kept_indices"].shape[0]) if "kept_indices" in outputs else None
     return Measurement(name, ratio, keep, float(np.median(times)), float(np.percentile(times, 90)), iterations)
 
 
-def _random_feeds(manifest: Manifest, name: str) -> dict[str, np.ndarray]:
-    generator = np.random.default_rng(0)
+def random_feeds(manifest: Manifest, name: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded standard-normal inputs of component ``name``, shaped and typed as the manifest says."""
+    generator = np.random.default_rng(seed)
     feeds = {}
     for tensor, spec in manifest.components[name].inputs.items():
-        feeds[tensor] = generator.standard_normal(spec.shape).astype(NUMPY_DTYPES[spec.dtype])
+        feeds[tensor] = generator.standard_normal(spec.shape).astype(HOST_DTYPES[spec.dtype])
     return feeds
 
 
