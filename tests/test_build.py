@@ -229,3 +229,21 @@ def test_bf16_build_for_a_gpu_on_a_cpu_machine(tmp_path, capsys):
     assert manifest.components["pruner"].inputs["video_tokens"].dtype == "float32"
     assert "pruner.onnx: not optimised here" in capsys.readouterr().err
     assert manifest.components["pruner"].file == "pruner.onnx" and not (out / "pruner.ort.onnx").exists()
+
+
+def test_engine_io_must_match_the_manifest():
+    """The TensorRT path cannot run here; its I/O check is pure logic and is tested as such."""
+    from mmg_export.build.pipeline import check_engine_io
+    from mmg_export.build.tensorrt import IOTensor
+    from mmg_runtime.errors import UserError
+    from mmg_runtime.manifest import TensorSpec
+
+    expected = ({"video_tokens": TensorSpec((32, 196, 64), "float32")},
+                {"kept_tokens": TensorSpec((1568, 64), "float32"), "kept_indices": TensorSpec((1568,), "int64")})
+    built = [IOTensor("video_tokens", (32, 196, 64), "float32", "input"),
+             IOTensor("kept_tokens", (1568, 64), "float32", "output"),
+             IOTensor("kept_indices", (1568,), "int64", "output")]
+    check_engine_io("pruner.engine", built, expected)
+    built[2] = IOTensor("kept_indices", (1568,), "int32", "output")
+    with pytest.raises(UserError, match=r"pruner.engine: TensorRT built I/O .*'int32'.*expected"):
+        check_engine_io("pruner.engine", built, expected)

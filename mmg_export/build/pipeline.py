@@ -127,12 +127,13 @@ def build(options: BuildOptions) -> Manifest:
                                  options.precision, work / "pruner.onnx", options.pruning)
         with progress.stage("lint for TensorRT 10.3 and 11"):
             _lint(work, [f"{name}.onnx" for name in GRAPHS])
+        specs = component_specs(options, encoder, keep)
         with progress.stage(f"{options.backend} backend for target {options.target.name}"):
-            files, device, versions = _backend(options, work, progress)
+            files, device, versions = _backend(options, work, progress, specs)
         with progress.stage("tokenizer, image_newline, manifest"):
             files["newline"] = _save_newline(encoder, work)
             extra = _save_language_model(loaded, options, work)
-            manifest = _manifest(options, encoder, keep, work, files, device, versions, extra)
+            manifest = _manifest(options, specs, keep, work, files, device, versions, extra)
             write_manifest(work, manifest)
     return manifest
 
@@ -149,10 +150,10 @@ def _lint(work: Path, names: list[str]) -> None:
                 raise UserError(f"{name} fails the TensorRT {version} compatibility lint:\n{report.format_table()}")
 
 
-def _backend(options: BuildOptions, work: Path, progress: Progress) -> tuple[dict, dict | None, dict]:
+def _backend(options: BuildOptions, work: Path, progress: Progress, specs: Specs) -> tuple[dict, dict | None, dict]:
     """Build the runnable components; returns (component files, build device, extra versions)."""
     if options.backend == "tensorrt":
-        return _tensorrt(options, work, progress)
+        return _tensorrt(options, work, progress, specs)
     from .onnxruntime import optimize_model, provider_settings
 
     files = {}
@@ -161,7 +162,7 @@ def _backend(options: BuildOptions, work: Path, progress: Progress) -> tuple[dic
     return files, None, {"providers": provider_settings(options.target)}
 
 
-def _tensorrt(options: BuildOptions, work: Path, progress: Progress) -> tuple[dict, dict | None, dict]:
+def _tensorrt(options: BuildOptions, work: Path, progress: Progress, specs: Specs) -> tuple[dict, dict | None, dict]:
     from .tensorrt import build_engine, require_tensorrt
 
     trt = require_tensorrt()
@@ -169,6 +170,7 @@ def _tensorrt(options: BuildOptions, work: Path, progress: Progress) -> tuple[di
     files, device = {}, None
     for name in GRAPHS:
         info = build_engine(work / f"{name}.onnx", work / f"{name}.engine", options.target, cache, progress.note)
+        check_engine_io(f"{name}.engine", info.io_tensors, specs[name])
         files[name], device = f"{name}.engine", info.device or {}
         device["hardware_compatibility"] = info.hardware_compatibility or ""
         device.setdefault("compute_capability", options.target.compute_capability)
@@ -198,11 +200,14 @@ def _save_language_model(loaded, options: BuildOptions, work: Path) -> dict:
     return {**common, "model": str(Path(options.model_dir).resolve())}
 
 
-def _manifest(options: BuildOptions, encoder: VideoEncoder, keep: int, work: Path, files: dict,
-              device: dict | None, extra_versions: dict, extra: dict) -> Manifest:
+Specs = dict[str, tuple[dict[str, TensorSpec], dict[str, TensorSpec]]]
+
+
+def component_specs(options: BuildOptions, encoder: VideoEncoder, keep: int) -> Specs:
+    """(inputs, outputs) of every component, as the manifest records them."""
     dtype = export.IO_DTYPES[options.precision]
     frames, tokens, hidden, size = options.frames, encoder.tokens_per_frame, encoder.hidden_size, encoder.image_size
-    specs = {
+    return {
         "encoder": ({"pixel_values": TensorSpec((frames, 3, size, size), dtype)},
                     {"video_tokens": TensorSpec((frames, tokens, hidden), dtype)}),
         "frame_encoder": ({"pixel_values": TensorSpec((1, 3, size, size), dtype)},
@@ -211,6 +216,21 @@ def _manifest(options: BuildOptions, encoder: VideoEncoder, keep: int, work: Pat
                    {"kept_tokens": TensorSpec((keep, hidden), dtype), "kept_indices": TensorSpec((keep,), "int64")}),
         "newline": ({}, {"newline": TensorSpec((hidden,), "float32")}),
     }
+
+
+def check_engine_io(engine: str, io_tensors, expected: tuple[dict, dict]) -> None:
+    """UserError unless the engine's I/O tensors are exactly the manifest's (names, shapes, dtypes)."""
+    built = {tensor.name: (tuple(tensor.shape), tensor.dtype) for tensor in io_tensors}
+    wanted = {name: (tuple(spec.shape), spec.dtype) for side in expected for name, spec in side.items()}
+    if built != wanted:
+        raise UserError(f"{engine}: TensorRT built I/O {built}, expected {wanted} (typed ONNX and engine disagree)")
+
+
+def _manifest(options: BuildOptions, specs: Specs, keep: int, work: Path, files: dict,
+              device: dict | None, extra_versions: dict, extra: dict) -> Manifest:
+    frames, (inputs, outputs) = options.frames, specs["pruner"]
+    tokens, hidden = inputs["video_tokens"].shape[1:]
+    size = specs["encoder"][0]["pixel_values"].shape[-1]
     components = {
         name: Component(file=file, sha256=sha256_file(work / file), inputs=specs[name][0], outputs=specs[name][1])
         for name, file in files.items()
