@@ -228,8 +228,7 @@ def check_engine_io(engine: str, io_tensors, expected: tuple[dict, dict]) -> Non
 
 def _manifest(options: BuildOptions, specs: Specs, keep: int, work: Path, files: dict,
               device: dict | None, extra_versions: dict, extra: dict) -> Manifest:
-    frames, (inputs, outputs) = options.frames, specs["pruner"]
-    tokens, hidden = inputs["video_tokens"].shape[1:]
+    frames, tokens, hidden = specs["pruner"][0]["video_tokens"].shape
     size = specs["encoder"][0]["pixel_values"].shape[-1]
     components = {
         name: Component(file=file, sha256=sha256_file(work / file), inputs=specs[name][0], outputs=specs[name][1])
