@@ -123,11 +123,17 @@ def test_streaming_encodes_each_frame_once(pipeline, bikes):
     assert answer.timings.tokens_kept == 1568 and answer.note == ""
 
 
-def test_streaming_window_holds_the_encoded_frames(pipeline, bikes):
-    session = StreamingSession(pipeline)
-    frames = [frame for _, (_, frame) in zip(range(3), iter_frames(str(bikes)))]
+def push_first_frames(session: StreamingSession, video, count: int) -> list[np.ndarray]:
+    """Push the first ``count`` frames of ``video`` into ``session``; returns them."""
+    frames = [frame for _, (_, frame) in zip(range(count), iter_frames(str(video)))]
     for frame in frames:
         session.push(frame)
+    return frames
+
+
+def test_streaming_window_holds_the_encoded_frames(pipeline, bikes):
+    session = StreamingSession(pipeline)
+    frames = push_first_frames(session, bikes, 3)
     tokens, note = session._window_tokens()
     assert tokens.shape == (32, 196, 64) and "only 3 frames so far" in note
     np.testing.assert_array_equal(tokens[0], pipeline.encode_frame(frames[0])[0])
@@ -208,9 +214,7 @@ def test_bad_run_options_fail_before_any_work(artifacts, capsys, extra, message)
 
 def test_short_window_repeats_frames_uniformly(pipeline, bikes):
     session = StreamingSession(pipeline)
-    frames = [frame for _, (_, frame) in zip(range(5), iter_frames(str(bikes)))]
-    for frame in frames:
-        session.push(frame)
+    frames = push_first_frames(session, bikes, 5)
     tokens, _ = session._window_tokens()
     singles = [pipeline.encode_frame(frame)[0] for frame in frames]
     picks = [i * 5 // 32 for i in range(32)]  # each of the 5 frames 6 or 7 times, in order

@@ -71,14 +71,15 @@ def default_backend() -> str:
 
 def detect_target() -> str:
     """The profile for this machine's GPU by compute capability, or ``cpu`` without one."""
-    import torch
+    from mmg_runtime.device import device_info
 
-    if not torch.cuda.is_available():
+    device = device_info()
+    if device is None:
         print("no CUDA GPU found: target cpu (pass --target NAME to build for a GPU)", file=sys.stderr)
         return "cpu"
-    major, minor = torch.cuda.get_device_capability(0)
+    capability = device["compute_capability"]
     # sm_87 is every Jetson Orin: orin-nano's smaller workspace also fits an AGX Orin
-    name = {(9, 0): "h100", (8, 7): "orin-nano", (11, 0): "thor", (10, 1): "thor"}.get((major, minor), "datacenter")
-    print(f"GPU sm_{major}{minor}: target {name} (pass --target NAME to choose, e.g. orin-agx on an AGX Orin)",
-          file=sys.stderr)
+    name = {"9.0": "h100", "8.7": "orin-nano", "11.0": "thor", "10.1": "thor"}.get(capability, "datacenter")
+    print(f"GPU {device['name']} (compute capability {capability}): target {name} "
+          "(pass --target NAME to choose, e.g. orin-agx on an AGX Orin)", file=sys.stderr)
     return name

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmg_runtime.device import device_info
 from mmg_runtime.errors import UserError
 from mmg_runtime.manifest import Manifest, verify_artifacts
 
@@ -100,16 +101,8 @@ def describe_backend(manifest: Manifest) -> tuple[str, str]:
     provider = "CUDA" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "CPU"
     device = platform.processor() or platform.machine()
     if provider == "CUDA":
-        device = _gpu_name() or "CUDA GPU"
+        device = (device_info() or {}).get("name", "CUDA GPU")
     return f"ONNX Runtime {onnxruntime.__version__} {provider} provider (Polygraphy OnnxrtRunner)", device
-
-
-def _gpu_name() -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
 def profile(directory: Path, manifest: Manifest, ratios: list[float], iterations: int,

@@ -14,6 +14,16 @@ from typing import Protocol
 import numpy as np
 
 
+def placeholder_index(input_ids: list[int], video_token_id: int) -> int:
+    """Index of the single ``video_token_id`` in ``input_ids``; ValueError unless there is exactly one."""
+    hits = [i for i, token in enumerate(input_ids) if token == video_token_id]
+    if len(hits) != 1:
+        raise ValueError(
+            f"input_ids: expected exactly one video placeholder id {video_token_id}, found {len(hits)}"
+        )
+    return hits[0]
+
+
 @dataclass(frozen=True)
 class VideoPrompt:
     """A prompt ready for an LLM backend.
@@ -33,13 +43,7 @@ class VideoPrompt:
 
     def placeholder_index(self) -> int:
         """Index of the single video placeholder in ``input_ids``."""
-        hits = [i for i, token in enumerate(self.input_ids) if token == self.video_token_id]
-        if len(hits) != 1:
-            raise ValueError(
-                f"input_ids: expected exactly one video placeholder id {self.video_token_id}, "
-                f"found {len(hits)}"
-            )
-        return hits[0]
+        return placeholder_index(self.input_ids, self.video_token_id)
 
     @property
     def sequence_length(self) -> int:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Generation, VideoPrompt
+from .base import Generation, VideoPrompt, placeholder_index
 from .prompt_table import check_video_matrix, require_contiguous_positions
 
 ADAPTER_ARCHITECTURE = "LlavaOnevisionQwen2ForCausalLM"
@@ -69,13 +69,7 @@ def read_adapter_config(config: dict) -> tuple[int, int]:
 
 def expand_video_placeholder(input_ids: list[int], video_token_id: int, count: int) -> list[int]:
     """input_ids with its single video placeholder repeated ``count`` times."""
-    hits = [i for i, token in enumerate(input_ids) if token == video_token_id]
-    if len(hits) != 1:
-        raise ValueError(
-            f"prompt_token_ids: expected exactly one video placeholder id {video_token_id}, "
-            f"found {len(hits)}"
-        )
-    index = hits[0]
+    index = placeholder_index(input_ids, video_token_id)
     return [*input_ids[:index], *[video_token_id] * count, *input_ids[index + 1:]]
 
 
