@@ -13,9 +13,9 @@ import sys
 from mmg_runtime.errors import UserError
 
 COMMANDS = {
-    "build": "mmg_export.build.cli",
+    "build": "mmg_export.builder.cli",
     "lint": "mmg_export.lint.cli",
-    "profile": "mmg_export.build.profile",
+    "profile": "mmg_export.builder.profile",
     "run": "mmg_runtime.cli",
 }
 

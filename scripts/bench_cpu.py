@@ -23,7 +23,7 @@ setup_path()
 import torch  # noqa: E402
 
 from mmg_export import PruningGraph, select_tokens  # noqa: E402
-from mmg_export.build.export import export_pruner  # noqa: E402
+from mmg_export.builder.export import export_pruner  # noqa: E402
 
 
 def row(name: str, stats: dict, target: str) -> list:

@@ -34,7 +34,7 @@ setup_path()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mmg_export.build.export import export_encoder, torch_dtype  # noqa: E402
+from mmg_export.builder.export import export_encoder, torch_dtype  # noqa: E402
 from mmg_export.models.encoder import VideoEncoder  # noqa: E402
 
 NUMPY_TYPES = {"fp32": np.float32, "fp16": np.float16, "bf16": 16}
@@ -218,7 +218,7 @@ def main() -> None:
                              f"FAILED: {error.__class__.__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"))
 
     if path is not None and args.opset23:
-        from mmg_export.build import export as export_module
+        from mmg_export.builder import export as export_module
 
         saved = export_module.OPSET
         try:

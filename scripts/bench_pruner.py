@@ -36,7 +36,7 @@ setup_path()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mmg_export.build.export import export_pruner, torch_dtype  # noqa: E402
+from mmg_export.builder.export import export_pruner, torch_dtype  # noqa: E402
 from mmg_export.prune import PruningGraph, select_tokens  # noqa: E402
 
 ALL_FORMS = ["reference", "eager", "compiled", "cudagraph", "compiled+cudagraph", "ort-iobinding", "ort-host"]

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from mmg_export import PruningGraph, select_tokens
-from mmg_export.build.export import export_pruner, torch_dtype
-from mmg_export.build.onnxruntime import local_session
+from mmg_export.builder.export import export_pruner, torch_dtype
+from mmg_export.builder.onnxruntime import local_session
 from mmg_export.cli import main as cli
 
 

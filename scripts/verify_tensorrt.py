@@ -64,19 +64,19 @@ def check_build(args: argparse.Namespace, out: Path) -> bool:
 
 
 def ort_runner(onnx_path: Path):
-    from mmg_export.build.profile import runner
+    from mmg_export.builder.profile import runner
 
     return runner(onnx_path, "onnxruntime")
 
 
 def trt_runner(engine_path: Path):
-    from mmg_export.build.profile import runner
+    from mmg_export.builder.profile import runner
 
     return runner(engine_path, "tensorrt")
 
 
 def feeds(manifest, name: str, count: int = 2) -> list[dict[str, np.ndarray]]:
-    from mmg_export.build.profile import random_feeds
+    from mmg_export.builder.profile import random_feeds
 
     return [random_feeds(manifest, name, seed) for seed in range(count)]
 
@@ -98,9 +98,9 @@ def compare_pruner_indices(out: Path, manifest, scratch: Path) -> bool:
     """fp32 pruner: TensorRT and ONNX Runtime keep exactly the same tokens; artifacts' precision: agreement."""
     from polygraphy.comparator import Comparator, CompareFunc
 
-    from mmg_export.build.export import export_pruner
-    from mmg_export.build.targets import manifest_target
-    from mmg_export.build.tensorrt import build_engine
+    from mmg_export.builder.export import export_pruner
+    from mmg_export.builder.targets import manifest_target
+    from mmg_export.builder.tensorrt import build_engine
     from mmg_export.prune import MMGConfig
 
     onnx_path = export_pruner(manifest.frames, manifest.tokens_per_frame, manifest.hidden_size, manifest.ratio,

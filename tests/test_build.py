@@ -51,7 +51,7 @@ def test_encoder_matches_transformers_within_1e5(artifacts):
 
 def test_fp16_encoder_error_is_bounded(tmp_path):
     """The fp16 export against the fp32 torch encoder: measured max relative error ~1e-3 (bound 1e-2)."""
-    from mmg_export.build.export import export_encoder
+    from mmg_export.builder.export import export_encoder
 
     fp32, half = VideoEncoder(tiny_llava().model), VideoEncoder(tiny_llava(torch.float16).model)
     pixels = torch.randn(2, 3, 384, 384, generator=torch.Generator().manual_seed(1))
@@ -76,7 +76,7 @@ def test_pruner_onnx_selects_the_torch_graph_tokens(artifacts):
 
 
 def test_pruner_onnx_matches_on_real_clip_features(tmp_path, clip_features):
-    from mmg_export.build.export import export_pruner
+    from mmg_export.builder.export import export_pruner
 
     path = export_pruner(32, 196, 1280, 0.15, "fp32", tmp_path / "pruner.onnx")
     _, indices = session(path).run(None, {"video_tokens": clip_features.numpy()})
@@ -140,7 +140,7 @@ def test_tensorrt_requested_without_tensorrt(tmp_path, capsys):
 
 def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch, capsys):
     """A failure in a late stage (here: the lint) removes the half-built directory."""
-    from mmg_export.build import pipeline
+    from mmg_export.builder import pipeline
     from mmg_runtime.errors import UserError
 
     def failing_lint(work, names):
@@ -176,8 +176,8 @@ def test_tampered_artifacts_are_refused(artifacts, tmp_path):
 
 
 def test_gpu_provider_settings_keep_fp32_exact():
-    from mmg_export.build.onnxruntime import provider_settings
-    from mmg_export.build.targets import load_target
+    from mmg_export.builder.onnxruntime import provider_settings
+    from mmg_export.builder.targets import load_target
 
     providers = provider_settings(load_target("h100"))
     assert [name for name, _ in providers] == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
@@ -190,7 +190,7 @@ def test_bf16_graphs_compute_in_bf16_behind_float32_io(tmp_path):
     """NumPy has no bfloat16: bf16 exports cast at the boundary, the products run in bf16."""
     import onnx
 
-    from mmg_export.build.export import export_pruner
+    from mmg_export.builder.export import export_pruner
 
     model = onnx.load(export_pruner(4, 196, 64, 0.25, "bf16", tmp_path / "pruner.onnx"))
     float32, bfloat16, int64 = onnx.TensorProto.FLOAT, onnx.TensorProto.BFLOAT16, onnx.TensorProto.INT64
@@ -207,7 +207,7 @@ def test_bf16_graphs_compute_in_bf16_behind_float32_io(tmp_path):
 
 
 def test_patch_matmul_equals_the_conv_and_export_restores_it(tmp_path):
-    from mmg_export.build.export import export_encoder
+    from mmg_export.builder.export import export_encoder
     from mmg_export.models.encoder import PatchMatMul
 
     conv = torch.nn.Conv2d(3, 8, kernel_size=14, stride=14)
@@ -233,8 +233,8 @@ def test_bf16_build_for_a_gpu_on_a_cpu_machine(tmp_path, capsys):
 
 def test_engine_io_must_match_the_manifest():
     """The TensorRT path cannot run here; its I/O check is pure logic and is tested as such."""
-    from mmg_export.build.pipeline import check_engine_io
-    from mmg_export.build.tensorrt import IOTensor
+    from mmg_export.builder.pipeline import check_engine_io
+    from mmg_export.builder.tensorrt import IOTensor
     from mmg_runtime.errors import UserError
     from mmg_runtime.manifest import TensorSpec
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from mmg_export.build.profile import parse_ratios
+from mmg_export.builder.profile import parse_ratios
 from mmg_export.cli import main
 
 

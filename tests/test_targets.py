@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mmg_engines import PROFILES_DIR
-from mmg_export.build.targets import list_targets, load_target
+from mmg_export.builder.targets import list_targets, load_target
 from mmg_runtime.errors import UserError
 
 if sys.version_info >= (3, 11):

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mmg_export.build import tensorrt as trt_build
-from mmg_export.build.targets import load_target
-from mmg_export.build.tensorrt import (
+from mmg_export.builder import tensorrt as trt_build
+from mmg_export.builder.targets import load_target
+from mmg_export.builder.tensorrt import (
     BuilderSettings,
     IOTensor,
     build_engine,

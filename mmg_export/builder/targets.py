@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mmg_engines import PROFILES_DIR
-from mmg_export.build.tensorrt import parse_version
+from mmg_export.builder.tensorrt import parse_version
 from mmg_runtime.errors import UserError
 
 if sys.version_info >= (3, 11):

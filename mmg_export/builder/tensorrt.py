@@ -20,7 +20,7 @@ from mmg_runtime.device import device_info
 from mmg_runtime.errors import UserError
 
 if TYPE_CHECKING:
-    from mmg_export.build.targets import TargetProfile
+    from mmg_export.builder.targets import TargetProfile
 
 MIN_TENSORRT = (10, 3)
 """Oldest TensorRT this builder supports (JetPack 6.1/6.2)."""
