@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
+import time
 from pathlib import Path
 
 DEFAULT_ARTIFACTS = Path("engines") / "out" / "cpu-fp32-r0.25"
@@ -13,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", help="video file or folder of images (sampled uniformly)")
-    source.add_argument("--stream", help="video file replayed at its frame rate, or a camera such as /dev/video0")
+    source.add_argument("--stream", help="live source: a video file replayed at its frame rate, a folder of images, "
+                                         "a camera (/dev/video0), an rtsp:// or http:// URL, or gst:<pipeline>")
     parser.add_argument("--prompt", required=True, help="the question")
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS,
                         help=f"artifact directory from mmg-export build (default: {DEFAULT_ARTIFACTS})")
@@ -22,54 +26,98 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, default=None,
                         help="transformers: LLaVA-OneVision checkpoint (default: the one the artifacts name); "
                              "trtllm-engine: TensorRT-LLM engine directory; trtllm-api: model directory")
+    parser.add_argument("--decoder", choices=["auto", "pyav", "nvdec"], default="auto",
+                        help="video decoder: nvdec (NVIDIA hardware, files) or pyav (CPU); auto: nvdec where the "
+                             "components run on a GPU and PyNvVideoCodec is installed")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--keep-positions", action="store_true",
                         help="give the kept video tokens their original position ids")
+    parser.add_argument("--sample-fps", type=float, default=1.0,
+                        help="with --stream: frames sampled and encoded per second of video (default 1: the window "
+                             "of T frames covers T seconds)")
     parser.add_argument("--ask-after", type=float, default=None, metavar="SECONDS",
                         help="with --stream: ask after this much video (default: at its end)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (answer, timings, tokens, providers) to stdout instead of text")
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline
-
+def check_options(args: argparse.Namespace) -> None:
+    """Every option checkable without loading anything; UserError with one line otherwise."""
     from .errors import UserError
 
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens {args.max_new_tokens}: expected an integer >= 1")
     if not args.prompt.strip():
         raise UserError("--prompt is empty: expected a question about the video")
+    if args.video is not None and not args.video.strip():
+        raise UserError("--video is empty: expected a video file or a folder of images")
     if args.keep_positions and args.llm != "transformers":
         raise UserError(f"--keep-positions needs --llm transformers: {args.llm} derives positions from token order")
-    if args.ask_after is not None and not args.stream:
-        raise UserError("--ask-after works with --stream only")
+    if not args.stream and (args.ask_after is not None or args.sample_fps != 1.0):
+        raise UserError("--ask-after and --sample-fps work with --stream only")
+    if args.ask_after is not None and not (math.isfinite(args.ask_after) and args.ask_after >= 0):
+        raise UserError(f"--ask-after {args.ask_after}: expected a number of seconds >= 0")
+    if not (math.isfinite(args.sample_fps) and args.sample_fps > 0):
+        raise UserError(f"--sample-fps {args.sample_fps}: expected a positive number of frames per second")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    check_options(args)
     pipeline = Pipeline.from_artifacts(args.artifacts, llm=args.llm, model_dir=args.model,
-                                       keep_positions=args.keep_positions)
+                                       keep_positions=args.keep_positions, decoder=args.decoder)
     if args.stream:
         answer, header = _stream(pipeline, args)
     else:
         answer = pipeline.ask(args.video, args.prompt, args.max_new_tokens)
         header = f"video {args.video}"
+    if args.json:
+        print(json.dumps(answer_json(answer, pipeline)))
+        return 0
     if answer.note:
         print(f"note: {answer.note}", file=sys.stderr)
     print(answer.text)
-    print(f"\n{header}, LLM {pipeline.llm.name}, pruner backend {pipeline.manifest.backend}\n"
-          f"{answer.timings.table()}", file=sys.stderr)
+    print(f"\n{header}, LLM {pipeline.llm.name}, {pipeline.manifest.backend} on {pipeline.encoder.device}, "
+          f"decoder {pipeline.reader.name}\n{answer.timings.table()}", file=sys.stderr)
     return 0
 
 
+def answer_json(answer, pipeline) -> dict:
+    """The ``run --json`` object: answer, per-stage milliseconds, tokens and who ran each stage."""
+    timings = answer.timings
+    result = {
+        "answer": answer.text,
+        "timings_ms": timings.milliseconds(),
+        "question_to_first_token_ms": round(timings.question_to_first_token * 1e3, 3),
+        "tokens_kept": timings.tokens_kept,
+        "tokens_total": timings.tokens_total,
+        "generated_tokens": timings.generated_tokens,
+        "providers": pipeline.providers,
+        "note": answer.note,
+    }
+    result.update({key: answer.extra[key] for key in ("frames_encoded", "frames_dropped", "window_seconds")
+                   if key in answer.extra})
+    return result
+
+
 def _stream(pipeline, args):
-    import time
+    from .stream import LiveStream
 
-    from .stream import StreamingSession, replay
-
-    session = StreamingSession(pipeline)
-    reached = replay(session, args.stream, realtime=True, ask_after=args.ask_after)
-    asked = time.perf_counter()
-    answer = session.ask(args.prompt, args.max_new_tokens)
-    first_token = answer.timings.prune + answer.timings.prefill
-    header = (f"stream {args.stream}: {session.frames_encoded} frames encoded once each "
-              f"({session.encode_seconds * 1e3 / max(1, session.frames_encoded):.1f} ms per frame), "
-              f"asked at {reached:.2f} s; question to first token {first_token * 1e3:.1f} ms "
-              f"(wall {(time.perf_counter() - asked) * 1e3:.1f} ms to the full answer)")
+    stream = LiveStream(pipeline, args.stream, sample_fps=args.sample_fps).start()
+    last_print = time.monotonic()
+    try:
+        while stream.running and (args.ask_after is None or stream.stats.stream_seconds < args.ask_after):
+            stream.wait(timeout=0.2)
+            if not args.json and time.monotonic() - last_print >= 1.0:
+                print(stream.stats.line(), file=sys.stderr)
+                last_print = time.monotonic()
+        stream.wait(timeout=0)
+        answer = stream.ask(args.prompt, args.max_new_tokens)
+    finally:
+        stream.stop()
+    header = (f"stream {args.stream} at {args.sample_fps:g} fps: {stream.stats.line()}; asked at "
+              f"{stream.stats.stream_seconds:.2f} s, question to first token "
+              f"{answer.timings.question_to_first_token * 1e3:.1f} ms")
     return answer, header

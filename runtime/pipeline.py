@@ -1,12 +1,22 @@
-"""Video in, answer out: decode -> encode -> prune -> LLM, from a verified artifact directory.
+"""Video in, answer out: decode -> preprocess -> encode -> prune -> LLM, from a verified artifact directory.
 
-    frames (T, H, W, 3) uint8 --preprocess--> (T, 3, S, S) --encoder--> (T, P, D)
-      --pruner--> kept (K, D) + indices (K,) --+ image_newline--> (K + 1, D) --LLM--> answer
+    frames (N, H, W, 3) uint8, a chunk at a time --preprocess--> (n, 3, S, S) --encoder--> tokens[t:t+n]
+    tokens (T, P, D) --pruner--> video_embeds (K + 1, D) (kept tokens + image_newline), kept_indices (K,)
+    video_embeds --LLM (inputs_embeds / prompt table)--> answer
+
+Every buffer between the stages is allocated once, on the device the components run on, and
+bound by address (ONNX Runtime I/O binding, TensorRT tensor addresses): on a GPU nothing goes
+through host memory but the decoded frames of a CPU decoder (uploaded chunk by chunk) and the
+K kept indices. Decoding runs on its own thread, so frames are decoded while earlier chunks are
+encoded. Loading ends with a warm-up question, so the first real question costs what later ones do.
 """
 from __future__ import annotations
 
 import importlib.util
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,31 +26,48 @@ from .device import device_info
 from .errors import UserError
 from .llm.base import Generation, LLMBackend, VideoPrompt
 from .manifest import Manifest, verify_artifacts
+from .preprocess import Preprocessor
 from .prompt import load_tokenizer, video_question_ids
-from .sessions import Session, open_component
-from .video import VideoClip, load_video, preprocess_frames
+from .tensor import Tensor
+from .video import PyAVReader, StreamEndedEarly, VideoClip, VideoPlan, replan_short_stream
 
-NUMPY_DTYPES = {"fp32": np.float32, "fp16": np.float16, "bf16": np.float32}
-"""Host dtype of the graphs' inputs per precision (bf16 graphs take float32: NumPy has no bf16)."""
+DECODERS = ("auto", "pyav", "nvdec")
+CHUNK_FRAMES = 8
+"""Frames preprocessed and encoded per call: large enough to fill a GPU, small enough to overlap decoding."""
+STAGES = ("load", "decode", "preprocess", "encode", "prune", "prefill", "generation")
 
 
 @dataclass
 class Timings:
-    """Seconds per stage, and how many video tokens reached the LLM."""
+    """Seconds per stage, and what reached the LLM.
 
+    decode, preprocess and encode overlap (decoding runs on its own thread), so the stages can add
+    up to more than ``question_to_first_token``, the wall time from the question to the first
+    generated token. ``load`` is the pipeline's one-time start-up (artifacts, LLM, warm-up).
+    """
+
+    load: float = 0.0
     decode: float = 0.0
+    preprocess: float = 0.0
     encode: float = 0.0
     prune: float = 0.0
     prefill: float = 0.0
     generation: float = 0.0
+    question_to_first_token: float = 0.0
     tokens_kept: int = 0
     tokens_total: int = 0
+    generated_tokens: int = 0
 
     def table(self) -> str:
-        rows = [(name, f"{getattr(self, name) * 1e3:9.1f} ms") for name in
-                ("decode", "encode", "prune", "prefill", "generation")]
+        rows = [(name, f"{getattr(self, name) * 1e3:9.1f} ms") for name in STAGES]
+        rows.append(("to 1st token", f"{self.question_to_first_token * 1e3:9.1f} ms  (decode, preprocess and "
+                                      "encode overlap)"))
         rows.append(("tokens kept", f"{self.tokens_kept} of {self.tokens_total} video tokens (+1 newline)"))
-        return "\n".join(f"  {name:12s} {value}" for name, value in rows)
+        return "\n".join(f"  {name:13s} {value}" for name, value in rows)
+
+    def milliseconds(self) -> dict[str, float]:
+        """Every stage in milliseconds (the ``timings_ms`` of ``run --json``)."""
+        return {name: round(getattr(self, name) * 1e3, 3) for name in STAGES}
 
 
 @dataclass
@@ -53,39 +80,97 @@ class Answer:
     extra: dict = field(default_factory=dict)
 
 
+class ChunkEncoder:
+    """Preprocessing + encoder over its own buffers: up to ``chunk`` frames (n, H, W, 3) uint8 -> tokens.
+
+    Each user of the encoder (a question about a file, a live stream's worker) owns one, so they
+    can run at the same time; the sessions themselves are shared (ONNX Runtime and TensorRT
+    contexts run concurrent calls).
+    """
+
+    def __init__(self, preprocessor: Preprocessor, encoder, chunk: int, image_size: int, dtype: str) -> None:
+        self.preprocessor, self.encoder, self.chunk = preprocessor, encoder, chunk
+        self.pixels = encoder.empty((chunk, 3, image_size, image_size), dtype)
+        self._frames: dict[tuple[int, int], Tensor] = {}
+
+    def frame_buffer(self, height: int, width: int) -> Tensor:
+        """The (chunk, H, W, 3) uint8 frame buffer for one frame size, on the encoder's device (kept)."""
+        if (height, width) not in self._frames:
+            if len(self._frames) >= 4:
+                self._frames.clear()
+            self._frames[height, width] = self.encoder.empty((self.chunk, height, width, 3), "uint8")
+        return self._frames[height, width]
+
+    def __call__(self, frames: Tensor, tokens: Tensor, timings: Timings) -> None:
+        """frames (n, H, W, 3) uint8 on the encoder's device -> tokens (n, P, D); times go to ``timings``."""
+        pixels = self.pixels.rows(0, frames.shape[0])
+        start = time.perf_counter()
+        self.preprocessor(frames, pixels)
+        middle = time.perf_counter()
+        self.encoder.run_bound({"pixel_values": pixels}, {"video_tokens": tokens})
+        timings.preprocess += middle - start
+        timings.encode += time.perf_counter() - middle
+
+
 class Pipeline:
-    """Encoder -> pruner -> LLM over one artifact directory (``mmg-export build`` output)."""
+    """Preprocess -> encoder -> pruner -> LLM over one artifact directory (``mmg-export build`` output).
+
+    decoder: "pyav" (CPU), "nvdec" (NVIDIA hardware decoder, files only) or "auto": nvdec where
+    the components run on a GPU and PyNvVideoCodec is installed, else pyav.
+    """
 
     def __init__(self, directory: Path, manifest: Manifest, llm: LLMBackend, keep_positions: bool = False,
-                 providers: list[list] | None = None) -> None:
+                 decoder: str = "auto", warm_up: bool = True) -> None:
+        start = time.perf_counter()
+        self.load_seconds = 0.0
         self.directory, self.manifest, self.llm = directory, manifest, llm
         self.keep_positions = keep_positions
-        self.providers = providers
         self.tokenizer = load_tokenizer(directory / "tokenizer")
-        self.newline = np.load(directory / manifest.components["newline"].file)
+        size = int(manifest.extra["image_size"])
+        self.preprocessor = Preprocessor(self._open("preprocess"), size)
         self.encoder = self._open("encoder")
-        self.pruner = self._open("pruner")
-        self._frame_encoder: Session | None = None
+        self.pruner = self._open("pruner", cuda_graph=True)
+        dtype = manifest.components["encoder"].outputs["video_tokens"].dtype
+        frames, tokens, hidden = manifest.frames, manifest.tokens_per_frame, manifest.hidden_size
+        self.dtype = dtype
+        self.tokens = self.encoder.empty((frames, tokens, hidden), dtype)
+        self.chunk_encoder = ChunkEncoder(self.preprocessor, self.encoder, CHUNK_FRAMES, size, dtype)
+        self.video_embeds = self.pruner.empty((manifest.keep + 1, hidden), dtype)
+        self.kept_indices = self.pruner.empty((manifest.keep,), "int64")
+        self.finite = self.pruner.empty((), "bool")
+        self.lock = threading.RLock()
+        """Held by every question: the pruner's buffers and the LLM serve one at a time."""
+        self.reader = make_reader(decoder, self.encoder.device)
+        self._pyav = self.reader if isinstance(self.reader, PyAVReader) else PyAVReader()
+        if warm_up:
+            self.warm_up()
+        self.load_seconds = time.perf_counter() - start
 
     @classmethod
-    def from_artifacts(cls, directory: str | Path, llm: LLMBackend | str = "transformers", model_dir: str | Path | None = None,
-                       keep_positions: bool = False, providers: list[list] | None = None) -> Pipeline:
-        """Verify the manifest and hashes, open every component, and attach the LLM.
+    def from_artifacts(cls, directory: str | Path, llm: LLMBackend | str = "transformers",
+                       model_dir: str | Path | None = None, keep_positions: bool = False, decoder: str = "auto",
+                       warm_up: bool = True) -> Pipeline:
+        """Verify the manifest and hashes, open every component, attach the LLM, and warm up.
 
         llm: an :class:`LLMBackend`, or a name from :data:`LLM_BACKENDS`: "transformers" loads
         LLaVA-OneVision from ``model_dir`` (default: the model the artifacts were built from);
         "trtllm-engine" takes a TensorRT-LLM engine directory and "trtllm-api" a model directory
         for the TensorRT-LLM LLM API, both as ``model_dir``.
         """
+        start = time.perf_counter()
         directory = Path(directory)
+        if decoder not in DECODERS:
+            raise UserError(f"decoder={decoder!r}: expected one of {', '.join(DECODERS)}")
         manifest = verify_artifacts(directory, **_this_machine())
         if isinstance(llm, str):
             llm = make_llm(llm, directory, manifest, model_dir)
-        return cls(directory, manifest, llm, keep_positions, providers)
+        pipeline = cls(directory, manifest, llm, keep_positions, decoder, warm_up)
+        pipeline.load_seconds = time.perf_counter() - start
+        return pipeline
 
     def close(self) -> None:
-        """Release the engines' GPU memory (TensorRT); ONNX Runtime sessions go with the object."""
-        for session in (self.encoder, self.pruner, self._frame_encoder):
+        """Release the engines (TensorRT); ONNX Runtime sessions and buffers go with the object."""
+        for session in (self.preprocessor.session, self.encoder, self.pruner):
             if hasattr(session, "close"):
                 session.close()
 
@@ -95,66 +180,168 @@ class Pipeline:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    # -- stages ---------------------------------------------------------------------------
     @property
     def frames(self) -> int:
         return self.manifest.frames
 
-    def _open(self, name: str) -> Session:
-        return open_component(self.manifest, self.directory, name, self.providers)
+    @property
+    def providers(self) -> dict[str, object]:
+        """Who runs each stage: the decoder, the execution providers / engines, the LLM."""
+        return {"decoder": self.reader.name, "preprocess": self.preprocessor.session.providers,
+                "encoder": self.encoder.providers, "pruner": self.pruner.providers,
+                "llm": getattr(self.llm, "name", type(self.llm).__name__)}
 
-    def pixels(self, frames: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) uint8 -> (T, 3, S, S) in the artifacts' precision."""
-        size = int(self.manifest.extra.get("image_size", 384))
-        return preprocess_frames(frames, size=size).astype(NUMPY_DTYPES[self.manifest.precision])
+    def _open(self, name: str, cuda_graph: bool = False):
+        from .sessions import OrtSession
 
-    def encode(self, frames: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) uint8 -> (T, P, D) video tokens."""
-        return self.encoder.run({"pixel_values": self.pixels(frames)})["video_tokens"]
+        if name not in self.manifest.components:
+            raise UserError(f"{self.directory}: the manifest has no component '{name}'; rebuild with mmg-export build")
+        path = self.directory / self.manifest.components[name].file
+        if self.manifest.backend == "tensorrt":
+            from .trt_engine import TrtEngine
 
-    def encode_frame(self, frame: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (1, P, D) tokens, with the one-frame encoder (streaming)."""
-        if self._frame_encoder is None:
-            self._frame_encoder = self._open("frame_encoder")
-        return self._frame_encoder.run({"pixel_values": self.pixels(frame[None])})["video_tokens"]
+            return TrtEngine(path)
+        return OrtSession(path, self.manifest.extra["providers"], cuda_graph=cuda_graph)
 
-    def prune(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(T, P, D) -> kept (K, D), indices (K,) int64 ascending."""
-        outputs = self.pruner.run({"video_tokens": tokens})
-        return outputs["kept_tokens"], outputs["kept_indices"]
+    # -- stages ---------------------------------------------------------------------------
+    def ask(self, video: str | Path | np.ndarray | VideoClip, question: str, max_new_tokens: int = 64) -> Answer:
+        """Answer ``question`` about a video file, image folder, (N, H, W, 3) uint8 array or clip."""
+        _check_generation(question, max_new_tokens)
+        with self.lock:
+            start = time.perf_counter()
+            timings = Timings(load=self.load_seconds)
+            source = video.frames if isinstance(video, VideoClip) else video
+            reader = self.reader if isinstance(source, (str, Path)) else self._pyav
+            plan = reader.open(source, self.frames)
+            try:
+                self.encode_video(reader, plan, timings)
+            except StreamEndedEarly as short:  # the header promised more frames than decode: sample again
+                plan = replan_short_stream(reader, source, self.frames, plan, short.decoded)
+                self.encode_video(reader, plan, timings)
+            answer = self.prune_and_generate(question, self.tokens, max_new_tokens, timings, start)
+        answer.note = "; ".join(filter(None, [plan.note, answer.note]))
+        return answer
 
-    def prompt(self, question: str, kept: np.ndarray, indices: np.ndarray) -> VideoPrompt:
+    def encode_video(self, reader, plan: VideoPlan, timings: Timings) -> None:
+        """Decode the plan's frames (on a thread) and encode them into ``self.tokens``, a chunk at a time."""
+        frames = self.chunk_encoder.frame_buffer(plan.height, plan.width)
+        indices, position = plan.indices.tolist(), 0
+        for index, frame in _prefetch(reader.frames(plan), timings):
+            while position < len(indices) and indices[position] == index:  # repeats fill several positions
+                slot = position % CHUNK_FRAMES
+                frames.rows(slot, slot + 1).copy_from(frame)
+                position += 1
+                if slot == CHUNK_FRAMES - 1 or position == len(indices):
+                    first = position - slot - 1
+                    self.chunk_encoder(frames.rows(0, slot + 1), self.tokens.rows(first, position), timings)
+
+    def prune(self, tokens: Tensor) -> tuple[Tensor, np.ndarray]:
+        """tokens (T, P, D) -> (video_embeds (K + 1, D) on the device, kept indices (K,) on the host)."""
+        self.pruner.run_bound({"video_tokens": tokens}, {"video_embeds": self.video_embeds,
+                                                         "kept_indices": self.kept_indices, "finite": self.finite})
+        if not bool(self.finite.numpy()):
+            raise UserError("the encoder produced NaN or inf tokens for this video: expected finite features; "
+                            "check the artifacts' precision (fp16 can overflow) and the checkpoint")
+        return self.video_embeds, self.kept_indices.numpy()
+
+    def prompt(self, question: str, video_embeds: Tensor, indices: np.ndarray) -> VideoPrompt:
         """The chat prompt with the kept tokens and the newline in place of the video."""
-        embeds = np.concatenate([kept.astype(np.float32), self.newline[None].astype(np.float32)])
         positions = None
         if self.keep_positions:
             positions = np.append(indices, self.manifest.frames * self.manifest.tokens_per_frame)
         return VideoPrompt(video_question_ids(self.tokenizer, question), int(self.manifest.extra["video_token_id"]),
-                           embeds, positions)
+                           video_embeds, positions)
 
-    def prune_and_generate(self, question: str, tokens: np.ndarray, max_new_tokens: int, timings: Timings) -> Answer:
-        """Prune ``tokens (T, P, D)`` and answer ``question``."""
+    def prune_and_generate(self, question: str, tokens: Tensor, max_new_tokens: int, timings: Timings,
+                           asked: float) -> Answer:
+        """Prune ``tokens (T, P, D)`` and answer ``question``; ``asked`` is when the question came (perf_counter)."""
+        _check_generation(question, max_new_tokens)
+        with self.lock:
+            return self._prune_and_generate(question, tokens, max_new_tokens, timings, asked)
+
+    def _prune_and_generate(self, question: str, tokens: Tensor, max_new_tokens: int, timings: Timings,
+                            asked: float) -> Answer:
         start = time.perf_counter()
-        kept, indices = self.prune(tokens)
+        video_embeds, indices = self.prune(tokens)
         timings.prune = time.perf_counter() - start
         timings.tokens_kept, timings.tokens_total = len(indices), tokens.shape[0] * tokens.shape[1]
-        generation: Generation = self.llm.generate(self.prompt(question, kept, indices), max_new_tokens)
+        prompt = self.prompt(question, video_embeds, indices)
+        before_llm = time.perf_counter()
+        generation: Generation = self.llm.generate(prompt, max_new_tokens)
         timings.prefill, timings.generation = generation.prefill_s, generation.decode_s
+        timings.question_to_first_token = before_llm - asked + generation.prefill_s
+        timings.generated_tokens = len(generation.token_ids)
         text = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
         return Answer(text, generation.token_ids, indices, timings, extra=generation.extra)
 
-    def ask(self, video: str | Path | np.ndarray | VideoClip, question: str, max_new_tokens: int = 64) -> Answer:
-        """Answer ``question`` about a video file, image folder, (N, H, W, 3) array or clip."""
-        timings = Timings()
-        start = time.perf_counter()
-        clip = video if isinstance(video, VideoClip) else load_video(video, self.frames)
-        timings.decode = time.perf_counter() - start
-        start = time.perf_counter()
-        tokens = self.encode(clip.frames)
-        timings.encode = time.perf_counter() - start
-        answer = self.prune_and_generate(question, tokens, max_new_tokens, timings)
-        answer.note = clip.note
-        return answer
+    def warm_up(self) -> None:
+        """One question on a synthetic 720p clip (and a decode through NVDEC where it is the decoder):
+        allocations, kernel selection, CUDA graph capture and the LLM's first call happen here."""
+        clip = np.random.default_rng(0).integers(0, 256, (self.frames, 720, 1280, 3), dtype=np.uint8)
+        self.ask(clip, "Describe the video.", max_new_tokens=2)
+        if self.reader is not self._pyav:
+            from .nvdec import warm_up_file
+
+            with warm_up_file() as path:
+                if path is not None:
+                    list(self.reader.frames(self.reader.open(path, 2)))
+
+
+
+def make_reader(decoder: str, device: str):
+    """The video reader for ``decoder`` ("auto": NVDEC for GPU components when PyNvVideoCodec is there)."""
+    from . import nvdec
+
+    if decoder not in DECODERS:
+        raise UserError(f"decoder={decoder!r}: expected one of {', '.join(DECODERS)}")
+    if decoder == "nvdec" or (decoder == "auto" and device == "cuda" and nvdec.available()):
+        return nvdec.NvdecReader(chunk=CHUNK_FRAMES)
+    return PyAVReader()
+
+
+def _prefetch(frames: Iterator, timings: Timings, depth: int = 2 * CHUNK_FRAMES) -> Iterator:
+    """Run ``frames`` on a background thread, ``depth`` items ahead; its busy time goes to ``timings.decode``.
+
+    Exceptions from the decoder are raised in the caller; leaving the loop early stops the thread.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            iterator = iter(frames)
+            while not stop.is_set():
+                start = time.perf_counter()
+                item = next(iterator, done)
+                timings.decode += time.perf_counter() - start
+                items.put(item)
+                if item is done:
+                    return
+        except BaseException as error:  # handed to the consumer  # noqa: BLE001
+            items.put(error)
+
+    thread = threading.Thread(target=produce, name="mmg-decode", daemon=True)
+    thread.start()
+    try:
+        while (item := items.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
+
+
+def _check_generation(question: str, max_new_tokens: int) -> None:
+    if not isinstance(question, str) or not question.strip():
+        raise UserError("the question is empty: expected a question about the video")
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise UserError(f"max_new_tokens={max_new_tokens!r}: expected an integer >= 1")
 
 
 def _this_machine() -> dict:
@@ -197,3 +384,4 @@ def make_llm(name: str, directory: Path, manifest: Manifest, model_dir: str | Pa
     from .llm.trtllm_llmapi import TrtLlmApiBackend
 
     return TrtLlmApiBackend(model_dir)
+

@@ -1,92 +1,119 @@
-"""Runnable components of an artifact directory: ONNX Runtime sessions or TensorRT engines.
+"""ONNX Runtime backend: one session per component, driven with I/O binding on the session's device.
 
-Both expose ``run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]``; which one opens is
-decided by the manifest's backend.
+A session runs on exactly the providers its manifest names (ONNX Runtime's own silent fall-back
+is off), says which ones it got, and binds :class:`~mmg_runtime.tensor.Tensor` inputs and outputs by
+address, so on a GPU the stages hand CUDA memory to each other with no host round trip. Device
+memory is allocated by ONNX Runtime itself (``OrtValue``), so no other CUDA library is needed.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from .errors import UserError
-from .manifest import Manifest
+from .tensor import HOST_TYPES, Tensor
 
-
-class Session(Protocol):
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+ELEMENT_TYPES = {"bfloat16": 16}
+"""ONNX element type of the dtypes NumPy lacks (I/O binding takes the ONNX number since ORT 1.20)."""
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16",
+              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+KNOWN_OPTIONS = {"CUDAExecutionProvider": {"use_tf32", "enable_cuda_graph", "device_id", "gpu_mem_limit",
+                                           "arena_extend_strategy", "cudnn_conv_algo_search"},
+                 "CPUExecutionProvider": set()}
+"""Provider options this runtime knows; anything else in a manifest is refused, not ignored."""
 
 
 class OrtSession:
-    """An ONNX Runtime session over one model, with the manifest's providers that exist here."""
+    """One ONNX model under ONNX Runtime on exactly ``providers`` (``[name, options]`` pairs).
 
-    def __init__(self, path: Path, providers: list[list], base_dir: Path) -> None:
+    ``cuda_graph`` captures the whole run as one CUDA graph on the first bound run and replays it
+    afterwards (the CUDA provider's ``enable_cuda_graph``): the bound addresses must then stay the
+    same for every run, as the pipeline's fixed buffers do.
+    """
+
+    def __init__(self, path: Path, providers: list[list], cuda_graph: bool = False) -> None:
         import onnxruntime
 
-        available = set(onnxruntime.get_available_providers())
-        chosen = [(name, _resolve(options, base_dir)) for name, options in providers if name in available]
-        if not chosen:
-            raise UserError(f"{path}: none of the providers {[name for name, _ in providers]} is available in "
-                            f"this onnxruntime (it has {sorted(available)})")
-        self.session = create_session(path, chosen)
+        chosen = [(name, dict(options)) for name, options in providers]
+        _check_providers(path, chosen, set(onnxruntime.get_available_providers()))
+        if cuda_graph and chosen[0][0] == "CUDAExecutionProvider":
+            chosen[0][1]["enable_cuda_graph"] = "1"
+        self.path = path
+        self.session = _create(path, chosen)
         self.providers = self.session.get_providers()
+        self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        self.inputs = {i.name: (tuple(i.shape), ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()}
+        self.outputs = {o.name: (tuple(o.shape), ORT_DTYPES.get(o.type, o.type)) for o in self.session.get_outputs()}
+        self._bindings: dict[tuple, object] = {}
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [output.name for output in self.session.get_outputs()]
+        """Host arrays in, host arrays out (tests and tools; the pipeline uses :meth:`run_bound`)."""
+        names = list(self.outputs)
         return dict(zip(names, self.session.run(names, feeds)))
 
+    def run_bound(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]) -> None:
+        """Run with every input read from, and every output written to, the given tensors."""
+        key = tuple((name, t.ptr, t.shape, t.dtype) for name, t in (*inputs.items(), *outputs.items()))
+        binding = self._bindings.get(key)
+        if binding is None:
+            binding = self.session.io_binding()
+            for name, tensor in inputs.items():
+                binding.bind_input(name, tensor.device, 0, _element_type(tensor.dtype), tensor.shape, tensor.ptr)
+            for name, tensor in outputs.items():
+                binding.bind_output(name, tensor.device, 0, _element_type(tensor.dtype), tensor.shape, tensor.ptr)
+            if len(self._bindings) > 64:
+                self._bindings.clear()
+            self._bindings[key] = binding
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise UserError(f"{self.path.name}: ONNX Runtime failed on {self.providers[0]}: "
+                            f"{str(error).splitlines()[0][:300]}") from error
 
-def create_session(path: Path, providers: list[tuple[str, dict]]):
-    """An ``onnxruntime.InferenceSession`` on exactly ``providers`` (with their options).
+    def empty(self, shape: tuple[int, ...], dtype: str) -> Tensor:
+        """An uninitialised tensor on this session's device, allocated by ONNX Runtime."""
+        if self.device == "cpu":
+            return Tensor.from_numpy(np.empty(shape, dtype=HOST_TYPES[dtype]))
+        import onnxruntime
 
-    ONNX Runtime's own silent fallback is off: it would retry without the options
-    (``use_tf32=0`` among them). Where the TensorRT provider is listed but its libraries are
-    missing (onnxruntime-gpu lists it anyway), the session is retried without it, saying so.
-    A model that none of the providers can run is a UserError naming the file.
-    """
-    try:
-        return _session(path, providers)
-    except Exception as error:  # onnxruntime raises its own exception types
-        if not any(name == "TensorrtExecutionProvider" for name, _ in providers):
-            raise _unusable(path, providers, error) from error
-        print(f"note: {path.name}: ONNX Runtime's TensorRT provider is unusable here "
-              f"({str(error).splitlines()[0][:100]}); using the others", file=sys.stderr)
-    rest = [(name, options) for name, options in providers if name != "TensorrtExecutionProvider"]
-    try:
-        return _session(path, rest)
-    except Exception as error:
-        raise _unusable(path, rest, error) from error
+        value = onnxruntime.OrtValue.ortvalue_from_shape_and_type(list(shape), _element_type(dtype), "cuda", 0)
+        return Tensor(value, value.data_ptr(), tuple(shape), dtype, "cuda")
+
+    def upload(self, array: np.ndarray) -> Tensor:
+        """``array`` on this session's device (host arrays are used in place on the CPU)."""
+        if self.device == "cpu":
+            return Tensor.from_numpy(array)
+        tensor = self.empty(array.shape, next(n for n, t in HOST_TYPES.items() if array.dtype == t))
+        tensor.copy_from(Tensor.from_numpy(array))
+        return tensor
 
 
-def _session(path: Path, providers: list[tuple[str, dict]]):
+def _element_type(dtype: str):
+    return ELEMENT_TYPES.get(dtype) or HOST_TYPES[dtype]
+
+
+def _check_providers(path: Path, providers: list[tuple[str, dict]], available: set[str]) -> None:
+    """UserError unless every provider exists in this onnxruntime and has only known options."""
+    for name, options in providers:
+        if name not in available:
+            hint = (" (install onnxruntime-gpu: pip install 'mmg-export[gpu]', and run on an NVIDIA GPU)"
+                    if name == "CUDAExecutionProvider" else "")
+            raise UserError(f"{path}: needs ONNX Runtime's {name}, which this onnxruntime lacks (it has "
+                            f"{', '.join(sorted(available))}){hint}; the runtime does not fall back to another device")
+        unknown = sorted(set(options) - KNOWN_OPTIONS.get(name, set()))
+        if unknown:
+            raise UserError(f"{path}: unknown option '{unknown[0]}' for {name} in the manifest: expected one of "
+                            f"{', '.join(sorted(KNOWN_OPTIONS.get(name, ()))) or 'none'}")
+
+
+def _create(path: Path, providers: list[tuple[str, dict]]):
+    """An ``onnxruntime.InferenceSession`` on exactly ``providers``; failures are one UserError line."""
     import onnxruntime
 
-    return onnxruntime.InferenceSession(str(path), providers=providers, enable_fallback=0)
-
-
-def _unusable(path: Path, providers: list[tuple[str, dict]], error: Exception) -> UserError:
-    names = [name for name, _ in providers]
-    hint = ""
-    if names == ["CPUExecutionProvider"]:
-        hint = " (bf16 artifacts need ONNX Runtime's CUDA provider: pip install 'mmg-export[gpu]' on a GPU machine)"
-    return UserError(f"{path}: ONNX Runtime cannot run this model with {', '.join(names)}: "
-                     f"{str(error).splitlines()[0][:200]}{hint}")
-
-
-def _resolve(options: dict, base_dir: Path) -> dict:
-    """Cache paths in provider options are relative to the artifact directory."""
-    return {key: str(base_dir / value) if key.endswith("_path") else value for key, value in options.items()}
-
-
-def open_component(manifest: Manifest, directory: Path, name: str, providers: list[list] | None = None) -> Session:
-    """Open component ``name`` (encoder, frame_encoder, pruner) of a verified artifact directory."""
-    if name not in manifest.components:
-        raise UserError(f"{directory}: the manifest has no component '{name}'; rebuild with mmg-export build")
-    path = directory / manifest.components[name].file
-    if manifest.backend == "tensorrt":
-        from .trt_engine import TrtEngine
-
-        return TrtEngine(path)
-    return OrtSession(path, providers or manifest.extra.get("providers", [["CPUExecutionProvider", {}]]), directory)
+    try:
+        return onnxruntime.InferenceSession(str(path), providers=providers, enable_fallback=0)
+    except Exception as error:  # onnxruntime raises its own exception types
+        names = [name for name, _ in providers]
+        raise UserError(f"{path}: ONNX Runtime cannot run this model with {', '.join(names)}: "
+                        f"{str(error).splitlines()[0][:200]}") from error

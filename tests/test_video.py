@@ -11,17 +11,9 @@ import av
 import numpy as np
 import pytest
 
+from mmg_runtime import video
 from mmg_runtime.errors import UserError
-from mmg_runtime.video import (
-    FrameStream,
-    iter_frames,
-    load_video,
-    preprocess_frames,
-    resize_frames,
-    sample_frame_indices,
-)
-
-SIGLIP = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+from mmg_runtime.video import FrameStream, PyAVReader, iter_frames, load_video, sample_frame_indices
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
@@ -33,23 +25,6 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
             container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-
-
-def reference_pixels(frames: np.ndarray, mean, std, size: int = 384) -> np.ndarray:
-    """The processor's op chain written out in torch: what LlavaOnevisionVideoProcessor runs on CPU.
-
-    TorchvisionBackend.resize -> tvF.resize(uint8, BICUBIC, antialias=True), which for uint8 on
-    CPU is F.interpolate on the uint8 tensor; then rescale_and_normalize fuses the rescale into
-    mean/std (float32 mean * (1 / rescale_factor)) and runs (x - mean) / std in float32.
-    """
-    torch = pytest.importorskip("torch")
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
-    x = torch.nn.functional.interpolate(
-        x, size=(size, size), mode="bicubic", align_corners=False, antialias=True
-    )
-    mean_t = (torch.tensor(mean) * (1.0 / (1 / 255))).view(1, 3, 1, 1)
-    std_t = (torch.tensor(std) * (1.0 / (1 / 255))).view(1, 3, 1, 1)
-    return ((x.to(torch.float32) - mean_t) / std_t).numpy()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,7 +159,7 @@ def test_error_empty_folder(tmp_path):
 def test_error_folder_images_differ_in_size(tmp_path):
     write_png(tmp_path / "a.png", np.zeros((4, 6, 3), np.uint8))
     write_png(tmp_path / "b.png", np.zeros((5, 6, 3), np.uint8))
-    with pytest.raises(UserError, match=r"a\.png is 6x4, b\.png is 6x5; expected frames of one size"):
+    with pytest.raises(UserError, match=r"differ in size: b\.png is 6x5, the first sampled image is 6x4; expected frames of one size"):
         load_video(tmp_path, num_frames=2)
 
 
@@ -212,64 +187,6 @@ def test_error_num_frames_below_one(tmp_path):
         load_video(np.zeros((2, 4, 4, 3), np.uint8), num_frames=0)
 
 
-# ----------------------------------------------------------------------------------------------
-# Preprocessing
-
-
-@pytest.fixture(scope="module")
-def bunny8(bigbuckbunny) -> np.ndarray:
-    """8 sampled frames of bigbuckbunny.mp4, (8, 720, 1280, 3) uint8."""
-    return load_video(bigbuckbunny, num_frames=8).frames
-
-
-def test_preprocess_matches_transformers_processor(bunny8):
-    """Bit-exact against the real processor (needs torchvision; transformers refuses without it)."""
-    from transformers import LlavaOnevisionVideoProcessor
-
-    for mean, std in [(SIGLIP["mean"], SIGLIP["std"]), (None, None)]:
-        kwargs = {} if mean is None else {"image_mean": list(mean), "image_std": list(std)}
-        try:
-            processor = LlavaOnevisionVideoProcessor(**kwargs)
-        except ImportError:
-            pytest.skip("LlavaOnevisionVideoProcessor needs torchvision, which is not installed "
-                        "(test_preprocess_matches_processor_op_chain checks the same ops)")
-        expected = processor(videos=bunny8, return_tensors="np")["pixel_values_videos"][0]
-        ours = preprocess_frames(bunny8, mean=tuple(processor.image_mean), std=tuple(processor.image_std))
-        assert ours.shape == expected.shape == (8, 3, 384, 384)
-        np.testing.assert_array_equal(ours, expected)
-
-
-def test_preprocess_matches_processor_op_chain(bunny8):
-    """Bit-exact against the torch ops the processor runs (runs without torchvision)."""
-    for mean, std in [(SIGLIP["mean"], SIGLIP["std"]), ((0.48145466, 0.4578275, 0.40821073),
-                                                          (0.26862954, 0.26130258, 0.27577711))]:
-        ours = preprocess_frames(bunny8, mean=mean, std=std)
-        assert ours.dtype == np.float32 and ours.shape == (8, 3, 384, 384)
-        np.testing.assert_array_equal(ours, reference_pixels(bunny8, mean, std))
-    siglip = preprocess_frames(bunny8)
-    assert siglip.min() >= -1.0 and siglip.max() <= 1.0
-
-
-RESIZE_CASES = [((37, 53), (384, 384)), ((720, 1280), (100, 77)), ((5, 7), (3, 2)), ((1, 1), (4, 4)),
-                ((300, 200), (301, 199)), ((16, 16), (16, 16))]
-
-
-@pytest.mark.parametrize(("shape", "out"), RESIZE_CASES)
-def test_resize_matches_torch_bicubic_antialias(shape, out):
-    torch = pytest.importorskip("torch")
-    frames = np.random.default_rng(1).integers(0, 256, (2, *shape, 3), dtype=np.uint8)
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
-    expected = torch.nn.functional.interpolate(
-        x, size=out, mode="bicubic", align_corners=False, antialias=True
-    )
-    np.testing.assert_array_equal(resize_frames(frames, *out), expected.permute(0, 2, 3, 1).numpy())
-
-
-def test_preprocess_rejects_bad_frames():
-    with pytest.raises(UserError, match=r"shape \(8, 8, 3\) and dtype uint8: expected \(N, H, W, 3\) uint8"):
-        preprocess_frames(np.zeros((8, 8, 3), np.uint8))
-
-
 def test_video_module_imports_without_torch():
     code = "import sys, mmg_runtime.video; assert 'torch' not in sys.modules and 'PIL' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -286,7 +203,17 @@ def test_frame_stream_timestamps_and_frames(bikes):
     with av.open(str(bikes)) as container:
         decoded = [f.to_ndarray(format="rgb24") for _, f in zip(range(30), container.decode(video=0))]
     for (_, frame), expected in zip(pairs, decoded, strict=True):
-        np.testing.assert_array_equal(frame, expected)
+        np.testing.assert_array_equal(frame.array(), expected)
+
+
+def test_frame_stream_samples_in_time(bikes):
+    """2 frames per second of a 25 fps clip: frames 0, 12.5 -> 13, 25, ... (the first at or after each 0.5 s)."""
+    pairs = list(iter_frames(str(bikes), sample_fps=2.0))
+    stamps = [round(stamp, 2) for stamp, _ in pairs]
+    assert stamps[:4] == [0.0, 0.52, 1.0, 1.52] and len(pairs) == 20  # 250 frames = 10 s
+    with av.open(str(bikes)) as container:
+        frame13 = [f for _, f in zip(range(14), container.decode(video=0))][-1].to_ndarray(format="rgb24")
+    np.testing.assert_array_equal(pairs[1][1].array(), frame13)
 
 
 def test_frame_stream_realtime_paces_at_fps(bikes):
@@ -300,3 +227,83 @@ def test_frame_stream_realtime_paces_at_fps(bikes):
 def test_frame_stream_bad_source(tmp_path):
     with pytest.raises(UserError, match=r"cannot open video stream .*missing\.mp4"):
         next(iter_frames(str(tmp_path / "missing.mp4")))
+
+
+# ----------------------------------------------------------------------------------------------
+# PyAVReader: one pass, or GOPs from their keyframes
+
+
+def write_clip(path: Path, frames: int, keyint: int, size: tuple[int, int] = (64, 48)) -> Path:
+    """An H.264 clip whose frame i shows a gradient shifted by i (keyframe every ``keyint`` frames)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        stream.options = {"g": str(keyint), "keyint_min": str(keyint), "sc_threshold": "0", "bf": "0"}
+        base = np.add.outer(np.arange(size[1]), np.arange(size[0]))
+        for i in range(frames):
+            rgb = (np.stack([base + i, base * 2 - i, np.full_like(base, i)], axis=-1) % 256).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def every_frame(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def test_sparse_sampling_decodes_only_the_gops_it_needs(tmp_path):
+    path = write_clip(tmp_path / "long.mp4", frames=400, keyint=10)
+    reader = PyAVReader(threads=2)
+    plan = reader.open(path, 8)
+    assert plan.indices.tolist() == [0, 50, 100, 150, 200, 250, 300, 350]
+    kind, groups, pts = plan.groups
+    assert kind == "gops" and [group[0] for group in groups] == [0, 50, 100, 150, 200, 250, 300, 350]
+    assert len(pts) == 400
+    decoded = dict((index, frame.array()) for index, frame in reader.frames(plan))
+    reference = every_frame(path)
+    for index in plan.indices.tolist():
+        np.testing.assert_array_equal(decoded[index], reference[index])
+
+
+def test_dense_sampling_decodes_in_one_pass(tmp_path):
+    path = write_clip(tmp_path / "short.mp4", frames=60, keyint=250)
+    plan = PyAVReader().open(path, 32)
+    assert plan.groups[0] == "sequential" and plan.indices.tolist() == (np.arange(32) * 60 // 32).tolist()
+    reference = every_frame(path)
+    for index, frame in PyAVReader().frames(plan):
+        np.testing.assert_array_equal(frame.array(), reference[index])
+
+
+def test_long_gops_fall_back_to_one_pass(tmp_path):
+    """Sampled frames spread over 2 GOPs of 200: decoding from keyframes saves too little."""
+    plan = PyAVReader().open(write_clip(tmp_path / "g200.mp4", frames=400, keyint=200), 8)
+    assert plan.groups[0] == "sequential"
+
+
+def test_oversized_picture_is_refused_before_decoding(tmp_path, monkeypatch):
+    """A 16000 x 16000 PNG is 768 MB decoded; the cap is checked on the header, before any pixel."""
+    big = tmp_path / "big"
+    big.mkdir()
+    write_png(big / "f0.png", np.zeros((64, 80, 3), np.uint8))
+    monkeypatch.setattr(video, "MAX_FRAME_PIXELS", 64 * 79)
+    decoded = []
+    monkeypatch.setattr(video, "_read_image", lambda *a: decoded.append(a) or np.zeros((64, 80, 3), np.uint8))
+    with pytest.raises(UserError, match=r"f0.png: frames of 80x64 pixels \(0.0 MP\): expected at most"):
+        load_video(big, num_frames=32)
+    assert decoded == []
+
+
+def test_size_change_mid_stream_is_one_line(tmp_path):
+    small = write_clip(tmp_path / "a.mp4", frames=20, keyint=250, size=(64, 48))
+    plan = PyAVReader().open(small, 4)
+    wrong = video.VideoPlan(plan.source, plan.total_frames, plan.indices, 32, 48, plan.fps, "", plan.groups)
+    with pytest.raises(UserError, match=r"a frame of 64x48 in a video of 32x48: expected one frame size"):
+        list(PyAVReader().frames(wrong))
+
+
+def test_empty_video_argument_is_refused():
+    with pytest.raises(UserError, match=r"cannot read a video from '': expected a video file"):
+        load_video("")

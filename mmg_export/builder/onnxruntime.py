@@ -1,70 +1,46 @@
-"""ONNX Runtime backend: provider-independent optimised models plus the provider settings.
+"""ONNX Runtime backend: the encoder's transformer fusions and the execution providers per target.
 
-The saved models carry only ONNX Runtime's *basic* graph optimisations (constant folding,
-redundant-node removal), which are valid under every execution provider; fusions specific to
-one provider are left to session creation on the deploy machine.
+The graphs themselves are run as exported: ONNX Runtime applies its provider-specific graph
+optimisations when the deploy machine opens them, so no second, pre-optimised copy of any weight
+is stored. The one rewrite done here is ONNX Runtime's own transformer optimizer over the
+encoder (``onnxruntime.transformers.optimizer``: bias folded into ``BiasGelu``, layer norms
+fused), which the session optimiser does not do by itself; it rewrites the file in place.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import io
+import logging
 from pathlib import Path
 
 from .targets import TargetProfile
 
-TRT_EP_CACHE = "ort_trt_cache"
 
+def fuse_encoder(path: Path, heads: int, hidden: int) -> dict[str, int]:
+    """Apply ONNX Runtime's transformer fusions to the encoder at ``path`` (in place); returns the
+    fused operator counts. Graph rewriting only: no GPU is needed, whatever the target."""
+    from onnxruntime.transformers.optimizer import optimize_model
 
-def optimize_model(source: Path, destination: Path, note: Callable[[str], None]) -> Path:
-    """Write ``source`` with ONNX Runtime's basic optimisations applied to ``destination``.
-
-    The session that optimises needs kernels for every node: where this machine's providers
-    have none (bf16 graphs on a CPU-only machine), ``source`` itself is returned and ``note`` says
-    so; the deploy machine's session then applies the same optimisations at load time.
-    """
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(destination)
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                 if p in onnxruntime.get_available_providers()]
+    quiet = logging.getLogger("onnxruntime.transformers")  # its symbolic shape inference talks, then carries on
+    level, quiet.level = quiet.level, logging.ERROR
     try:
-        onnxruntime.InferenceSession(str(source), options, providers=providers)
-    except (onnxruntime.capi.onnxruntime_pybind11_state.NotImplemented,
-            onnxruntime.capi.onnxruntime_pybind11_state.Fail) as error:
-        note(f"{source.name}: not optimised here ({str(error).splitlines()[0][:120]}); kept as exported")
-        return source
-    return destination
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            optimized = optimize_model(str(path), model_type="vit", num_heads=heads, hidden_size=hidden,
+                                       opt_level=0, use_gpu=True)
+    finally:
+        quiet.level = level
+    optimized.save_model_to_file(str(path))
+    return {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
 
 
 def provider_settings(profile: TargetProfile) -> list[list]:
-    """Execution providers in preference order, as ``[name, options]`` pairs for the manifest.
+    """Execution providers, as ``[name, options]`` pairs for the manifest; the runtime uses exactly these.
 
-    GPU targets try TensorRT (engine and timing caches kept beside the artifacts), then CUDA,
-    then the CPU; the CPU target uses the CPU alone. The runtime drops providers that its
-    onnxruntime build lacks. The CUDA provider runs fp32 matrix products in TF32 by default,
-    which changes the pruner's selection (measured on an H100: 1-2 of 1,568 tokens): it is
-    turned off, since an fp32 export means fp32 arithmetic.
+    GPU targets run on the CUDA provider (with the CPU provider for the few shape computations
+    ONNX Runtime places there); the CPU target on the CPU alone. The CUDA provider runs fp32
+    matrix products in TF32 by default, which changes the pruner's selection (measured on an
+    H100: 1-2 of 1,568 tokens): it is turned off, since an fp32 export means fp32 arithmetic.
     """
     if profile.name == "cpu":
         return [["CPUExecutionProvider", {}]]
-    tensorrt = {
-        "trt_engine_cache_enable": "True",
-        "trt_engine_cache_path": TRT_EP_CACHE,
-        "trt_timing_cache_enable": "True",
-        "trt_timing_cache_path": TRT_EP_CACHE,
-        "trt_max_workspace_size": str(profile.workspace_bytes),
-    }
-    return [["TensorrtExecutionProvider", tensorrt], ["CUDAExecutionProvider", {"use_tf32": "0"}], ["CPUExecutionProvider", {}]]
-
-
-def local_session(path: Path):
-    """An InferenceSession on this machine's best provider: CUDA (TF32 off) where present, else CPU."""
-    import onnxruntime
-
-    from mmg_runtime.sessions import create_session
-
-    providers = [("CPUExecutionProvider", {})]
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": "0"}))
-    return create_session(path, providers)
+    return [["CUDAExecutionProvider", {"use_tf32": "0"}], ["CPUExecutionProvider", {}]]

@@ -2,17 +2,20 @@
 
 Stages, each timed on the progress display:
 
-    load model -> export encoder.onnx -> export pruner.onnx -> lint both
-      -> TensorRT engines | ONNX Runtime models -> tokenizer, newline, (tiny) LLM -> manifest
+    load model -> export preprocess.onnx + encoder.onnx -> export pruner.onnx -> lint (TensorRT-bound graphs)
+      -> TensorRT engines | ONNX Runtime graphs -> tokenizer, (tiny) LLM -> manifest
 
-Everything is written into a temporary directory beside ``--out`` and renamed into place at
-the end, so a failed build leaves nothing that looks like artifacts.
+An artifact directory holds each weight once: the ONNX graphs themselves for ONNX Runtime, the
+engines alone for TensorRT (their ONNX sources are written to a scratch folder). Everything is
+written into a temporary directory beside ``--out`` and renamed into place at the end, so a
+failed build leaves nothing that looks like artifacts.
 """
 from __future__ import annotations
 
 import dataclasses
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +23,6 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mmg_runtime.errors import UserError
@@ -32,11 +34,17 @@ from ..models.llava import TINY_NAME, load_llava
 from ..prune import MMGConfig
 from ..prune.config import check_ratio, keep_count
 from . import export
+from .onnxruntime import fuse_encoder, provider_settings
+from .preprocess import write_preprocess_graph
 from .targets import TargetProfile
 
 MAX_FRAMES = 256
-GRAPHS = ("encoder", "frame_encoder", "pruner")
+GRAPHS = ("preprocess", "encoder", "pruner")
 LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "polygraphy", "tensorrt", "numpy")
+MAX_FRAME_SIDE = 4096
+"""Largest frame height or width a TensorRT preprocess engine takes (its optimisation profile's max)."""
+PROFILE_FRAMES = 8
+"""Optimisation-profile ``opt`` frame count of the dynamic axes: the runtime's chunk (``CHUNK_FRAMES``)."""
 
 
 @dataclass
@@ -113,25 +121,33 @@ def build(options: BuildOptions) -> Manifest:
 
         builder_settings(options.target, require_tensorrt().__version__)
     progress = Progress(total=6)
-    with atomic_output_dir(options.out, overwrite=options.overwrite) as work:
+    dtype = export.IO_DTYPES[options.precision]
+    with atomic_output_dir(options.out, overwrite=options.overwrite) as work, \
+            tempfile.TemporaryDirectory(prefix=".mmg-onnx-", dir=work.parent) as scratch:
+        onnx_dir = work if options.backend == "onnxruntime" else Path(scratch)
         with progress.stage(f"load model ({options.model_dir or TINY_NAME})"):
             loaded = load_llava(options.model_dir, export.torch_dtype(options.precision))
             encoder = VideoEncoder(loaded.model)
-        with progress.stage(f"export encoder.onnx ({options.frames} frames) and frame_encoder.onnx "
-                            f"(1 frame, for streaming), {options.precision}"):
-            export.export_encoder(encoder, options.frames, options.precision, work / "encoder.onnx")
-            export.export_encoder(encoder, 1, options.precision, work / "frame_encoder.onnx")
+        form = "resize" if options.target.name == "cpu" else "matmul"
+        with progress.stage(f"export preprocess.onnx ({form}) and encoder.onnx (1 to {options.frames} frames, "
+                            f"{options.precision}, for {options.backend})"):
+            write_preprocess_graph(onnx_dir / "preprocess.onnx", encoder.image_size, dtype, form)
+            export.export_encoder(encoder, options.frames, options.precision, onnx_dir / "encoder.onnx",
+                                  options.backend)
+            if options.backend == "onnxruntime":
+                fused = fuse_encoder(onnx_dir / "encoder.onnx", encoder.vision_heads, encoder.vision_hidden)
+                progress.note(f"encoder.onnx: ONNX Runtime fusions {fused}")
         keep = keep_count(options.frames * encoder.tokens_per_frame, options.ratio)
         with progress.stage(f"export pruner.onnx (ratio {options.ratio}, K = {keep})"):
             export.export_pruner(options.frames, encoder.tokens_per_frame, encoder.hidden_size, options.ratio,
-                                 options.precision, work / "pruner.onnx", options.pruning)
-        with progress.stage("lint for TensorRT 10.3 and 11"):
-            _lint(work, [f"{name}.onnx" for name in GRAPHS])
+                                 options.precision, onnx_dir / "pruner.onnx", options.pruning, encoder.newline)
+        tensorrt_bound = GRAPHS if options.backend == "tensorrt" else ("pruner",)
+        with progress.stage(f"lint {', '.join(tensorrt_bound)} for TensorRT 10.3 and 11"):
+            _lint(onnx_dir, [f"{name}.onnx" for name in tensorrt_bound])
         specs = component_specs(options, encoder, keep)
         with progress.stage(f"{options.backend} backend for target {options.target.name}"):
-            files, device, versions = _backend(options, work, progress, specs)
-        with progress.stage("tokenizer, image_newline, manifest"):
-            files["newline"] = _save_newline(encoder, work)
+            files, device, versions = _backend(options, onnx_dir, work, progress, specs)
+        with progress.stage("tokenizer, manifest"):
             extra = _save_language_model(loaded, options, work)
             manifest = _manifest(options, specs, keep, work, files, device, versions, extra)
             write_manifest(work, manifest)
@@ -150,26 +166,26 @@ def _lint(work: Path, names: list[str]) -> None:
                 raise UserError(f"{name} fails the TensorRT {version} compatibility lint:\n{report.format_table()}")
 
 
-def _backend(options: BuildOptions, work: Path, progress: Progress, specs: Specs) -> tuple[dict, dict | None, dict]:
-    """Build the runnable components; returns (component files, build device, extra versions)."""
+def _backend(options: BuildOptions, onnx_dir: Path, work: Path, progress: Progress,
+             specs: Specs) -> tuple[dict, dict | None, dict]:
+    """The runnable components; returns (component files, build device, extra versions)."""
     if options.backend == "tensorrt":
-        return _tensorrt(options, work, progress, specs)
-    from .onnxruntime import optimize_model, provider_settings
-
-    files = {}
-    for name in GRAPHS:
-        files[name] = optimize_model(work / f"{name}.onnx", work / f"{name}.ort.onnx", progress.note).name
-    return files, None, {"providers": provider_settings(options.target)}
+        return _tensorrt(options, onnx_dir, work, progress, specs)
+    return {name: f"{name}.onnx" for name in GRAPHS}, None, {"providers": provider_settings(options.target)}
 
 
-def _tensorrt(options: BuildOptions, work: Path, progress: Progress, specs: Specs) -> tuple[dict, dict | None, dict]:
+def _tensorrt(options: BuildOptions, onnx_dir: Path, work: Path, progress: Progress,
+              specs: Specs) -> tuple[dict, dict | None, dict]:
+    """One engine per graph; the ONNX files stay outside the artifact directory (each weight is stored once)."""
     from .tensorrt import build_engine, require_tensorrt
 
     trt = require_tensorrt()
     cache = options.out.parent / f"{options.target.name}.timing.cache"
     files, device = {}, None
     for name in GRAPHS:
-        info = build_engine(work / f"{name}.onnx", work / f"{name}.engine", options.target, cache, progress.note)
+        shapes = profile_shapes(specs[name][0], options.frames)
+        info = build_engine(onnx_dir / f"{name}.onnx", work / f"{name}.engine", options.target, cache,
+                            progress.note, shapes)
         check_engine_io(f"{name}.engine", info.io_tensors, specs[name])
         files[name], device = f"{name}.engine", info.device or {}
         device["hardware_compatibility"] = info.hardware_compatibility or ""
@@ -177,10 +193,19 @@ def _tensorrt(options: BuildOptions, work: Path, progress: Progress, specs: Spec
     return files, device, {"tensorrt_version": trt.__version__}
 
 
-def _save_newline(encoder: VideoEncoder, work: Path) -> str:
-    """image_newline (H,) as float32 .npy (numpy has no bf16)."""
-    np.save(work / "newline.npy", encoder.newline.detach().float().numpy())
-    return "newline.npy"
+def profile_shapes(inputs: dict[str, TensorSpec], frames: int) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """(min, opt, max) shape of every input with dynamic dimensions, for a TensorRT optimisation profile.
+
+    frames: 1 / the runtime's chunk / ``frames``; height, width: 1 / 720p / :data:`MAX_FRAME_SIDE`.
+    """
+    ranges = {"frames": (1, min(PROFILE_FRAMES, frames), frames), "height": (1, 720, MAX_FRAME_SIDE),
+              "width": (1, 1280, MAX_FRAME_SIDE)}
+    shapes = {}
+    for name, spec in inputs.items():
+        if any(isinstance(dim, str) for dim in spec.shape):
+            shapes[name] = tuple(tuple(ranges[dim][i] if isinstance(dim, str) else dim for dim in spec.shape)
+                                 for i in range(3))
+    return shapes
 
 
 def _save_language_model(loaded, options: BuildOptions, work: Path) -> dict:
@@ -204,24 +229,28 @@ Specs = dict[str, tuple[dict[str, TensorSpec], dict[str, TensorSpec]]]
 
 
 def component_specs(options: BuildOptions, encoder: VideoEncoder, keep: int) -> Specs:
-    """(inputs, outputs) of every component, as the manifest records them."""
+    """(inputs, outputs) of every component, as the manifest records them (names are dynamic dimensions)."""
     dtype = export.IO_DTYPES[options.precision]
     frames, tokens, hidden, size = options.frames, encoder.tokens_per_frame, encoder.hidden_size, encoder.image_size
+    resize = {} if options.target.name == "cpu" else {
+        "resize_rows": TensorSpec((size, "height"), "float32"), "resize_cols": TensorSpec(("width", size), "float32")}
     return {
-        "encoder": ({"pixel_values": TensorSpec((frames, 3, size, size), dtype)},
-                    {"video_tokens": TensorSpec((frames, tokens, hidden), dtype)}),
-        "frame_encoder": ({"pixel_values": TensorSpec((1, 3, size, size), dtype)},
-                          {"video_tokens": TensorSpec((1, tokens, hidden), dtype)}),
+        "preprocess": ({"frames": TensorSpec(("frames", "height", "width", 3), "uint8"), **resize},
+                       {"pixel_values": TensorSpec(("frames", 3, size, size), dtype)}),
+        "encoder": ({"pixel_values": TensorSpec(("frames", 3, size, size), dtype)},
+                    {"video_tokens": TensorSpec(("frames", tokens, hidden), dtype)}),
         "pruner": ({"video_tokens": TensorSpec((frames, tokens, hidden), dtype)},
-                   {"kept_tokens": TensorSpec((keep, hidden), dtype), "kept_indices": TensorSpec((keep,), "int64")}),
-        "newline": ({}, {"newline": TensorSpec((hidden,), "float32")}),
+                   {"video_embeds": TensorSpec((keep + 1, hidden), dtype), "kept_indices": TensorSpec((keep,), "int64"),
+                    "finite": TensorSpec((), "bool")}),
     }
 
 
 def check_engine_io(engine: str, io_tensors, expected: tuple[dict, dict]) -> None:
-    """UserError unless the engine's I/O tensors are exactly the manifest's (names, shapes, dtypes)."""
+    """UserError unless the engine's I/O tensors are exactly the manifest's (names, shapes with -1 for
+    each dynamic dimension, dtypes)."""
     built = {tensor.name: (tuple(tensor.shape), tensor.dtype) for tensor in io_tensors}
-    wanted = {name: (tuple(spec.shape), spec.dtype) for side in expected for name, spec in side.items()}
+    wanted = {name: (tuple(-1 if isinstance(dim, str) else dim for dim in spec.shape), spec.dtype)
+              for side in expected for name, spec in side.items()}
     if built != wanted:
         raise UserError(f"{engine}: TensorRT built I/O {built}, expected {wanted} (typed ONNX and engine disagree)")
 
@@ -234,9 +263,6 @@ def _manifest(options: BuildOptions, specs: Specs, keep: int, work: Path, files:
         name: Component(file=file, sha256=sha256_file(work / file), inputs=specs[name][0], outputs=specs[name][1])
         for name, file in files.items()
     }
-    for name in GRAPHS:
-        components[f"{name}_onnx"] = Component(file=f"{name}.onnx", sha256=sha256_file(work / f"{name}.onnx"),
-                                               inputs=specs[name][0], outputs=specs[name][1])
     return Manifest(
         tool_version=__version__, backend=options.backend, target=options.target.name, precision=options.precision,
         frames=frames, tokens_per_frame=tokens, hidden_size=hidden, ratio=options.ratio, keep=keep,

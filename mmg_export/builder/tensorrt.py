@@ -243,12 +243,15 @@ def build_engine(
     profile: TargetProfile,
     timing_cache_path: str | os.PathLike[str],
     log: Callable[[str], None] = print,
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] | None = None,
 ) -> EngineInfo:
     """Build a strongly typed TensorRT engine from ``onnx_path`` for ``profile``.
 
     Writes the serialized engine to ``engine_path`` (the caller builds into a temporary directory),
     reads the timing cache from ``timing_cache_path`` when it exists and writes the updated cache
-    back. Raises UserError when the ONNX does not parse (every parser error listed) or the build fails.
+    back. ``shapes`` gives the (min, opt, max) shape of every input with dynamic dimensions (one
+    optimisation profile). Raises UserError when the ONNX does not parse (every parser error
+    listed) or the build fails.
     """
     trt = require_tensorrt()
     onnx_path, engine_path, cache_path = Path(onnx_path), Path(engine_path), Path(timing_cache_path)
@@ -265,6 +268,11 @@ def build_engine(
 
     config = builder.create_builder_config()
     _configure(trt, config, settings)
+    if shapes:
+        optimisation_profile = builder.create_optimization_profile()
+        for name, (low, opt, high) in shapes.items():
+            optimisation_profile.set_shape(name, low, opt, high)
+        config.add_optimization_profile(optimisation_profile)
     _attach_timing_cache(config, cache_path, log)
 
     log(f"building {engine_path} for target {profile.name} with TensorRT {trt_version}")

@@ -30,16 +30,47 @@ class PatchMatMul(torch.nn.Module):
         return out.transpose(1, 2).reshape(frames, -1, grid, grid)
 
 
+class FusedAttention(torch.nn.Module):
+    """SigLIP self-attention on (N, L, heads * head_dim) tensors through ONNX's ``Attention`` op.
+
+    ``torch.onnx.ops.attention`` exports as one opset-23 ``Attention`` node fed by the q/k/v
+    projections directly, so ONNX Runtime runs one flash-attention kernel with no transposes
+    around it (an SDPA export reshapes and transposes q, k, v and the output: 4 extra passes
+    per layer). Same weights and the same function as the ``SiglipAttention`` it stands for.
+    """
+
+    def __init__(self, attention: torch.nn.Module) -> None:
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj = attention.q_proj, attention.k_proj, attention.v_proj
+        self.out_proj = attention.out_proj
+        self.heads, self.scale = attention.num_heads, attention.scale
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, **kwargs):
+        query, key, value = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+        attended = torch.onnx.ops.attention(query, key, value, q_num_heads=self.heads, kv_num_heads=self.heads,
+                                            scale=self.scale)[0]
+        return self.out_proj(attended), None
+
+
 @contextlib.contextmanager
-def patch_convs_as_matmul(tower: torch.nn.Module) -> Iterator[None]:
-    """Within the block, every ``patch_embedding`` Conv2d of ``tower`` is a :class:`PatchMatMul`
-    (its path differs across transformers versions); the Convs are put back afterwards."""
+def patched_for_export(tower: torch.nn.Module, fused_attention: bool = False) -> Iterator[None]:
+    """Within the block, the vision tower exports well; the original modules are put back afterwards.
+
+    Every ``patch_embedding`` Conv2d becomes a :class:`PatchMatMul` (its path differs across
+    transformers versions); with ``fused_attention`` every ``self_attn`` becomes a
+    :class:`FusedAttention` (needs opset 23).
+    """
     swapped = []
     for name, module in list(tower.named_modules()):
+        replacement = None
         if name.endswith("patch_embedding") and isinstance(module, torch.nn.Conv2d):
+            replacement = PatchMatMul(module)
+        elif fused_attention and name.endswith("self_attn"):
+            replacement = FusedAttention(module)
+        if replacement is not None:
             parent, _, attribute = name.rpartition(".")
             owner = tower.get_submodule(parent)
-            setattr(owner, attribute, PatchMatMul(module))
+            setattr(owner, attribute, replacement)
             swapped.append((owner, attribute, module))
     try:
         yield
@@ -57,7 +88,7 @@ class VideoEncoder(torch.nn.Module):
     multi-modal projector, then each frame's patch grid bilinearly resized to half its side
     (27 x 27 -> 14 x 14 = 196 tokens at 384 px).
 
-    Export it inside :func:`patch_convs_as_matmul`, so that bf16 exports are valid ONNX.
+    Export it inside :func:`patched_for_export`, so that bf16 exports are valid ONNX.
     """
 
     def __init__(self, llava: torch.nn.Module) -> None:
@@ -80,6 +111,14 @@ class VideoEncoder(torch.nn.Module):
     @property
     def hidden_size(self) -> int:
         return self.newline.shape[0]
+
+    @property
+    def vision_hidden(self) -> int:
+        return self.vision_tower.config.hidden_size
+
+    @property
+    def vision_heads(self) -> int:
+        return self.vision_tower.config.num_attention_heads
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         hidden = self.vision_tower(pixel_values, output_hidden_states=True).hidden_states[self.layer]

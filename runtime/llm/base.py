@@ -9,9 +9,14 @@ external multimodal embeddings (TensorRT-LLM LLM API).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Union
 
 import numpy as np
+
+from ..tensor import Tensor
+
+VideoEmbeds = Union[np.ndarray, Tensor]
+"""(M, H) video embeddings: a host array, or a runtime :class:`Tensor` (possibly in CUDA memory)."""
 
 
 def placeholder_index(input_ids: list[int], video_token_id: int) -> int:
@@ -29,8 +34,9 @@ class VideoPrompt:
     """A prompt ready for an LLM backend.
 
     input_ids: token ids of the chat-templated prompt with exactly one ``video_token_id``.
-    video_embeds: (M, H) float, the M embeddings that replace the placeholder
-        (kept video tokens in temporal order, then the image_newline vector).
+    video_embeds: (M, H) float, the M embeddings that replace the placeholder (kept video tokens
+        in temporal order, then the image_newline vector); the pipeline hands over the pruner's
+        output buffer itself (a :class:`Tensor`, on the GPU where the pruner ran).
     video_position_ids: (M,) int64 or None. When given, the original positions of the kept
         tokens in the unpruned sequence, counted from the placeholder (0 .. N); the text after
         the video continues from the last one. None: positions are contiguous (the default).
@@ -38,7 +44,7 @@ class VideoPrompt:
 
     input_ids: list[int]
     video_token_id: int
-    video_embeds: np.ndarray
+    video_embeds: VideoEmbeds
     video_position_ids: np.ndarray | None = None
 
     def placeholder_index(self) -> int:
@@ -48,7 +54,21 @@ class VideoPrompt:
     @property
     def sequence_length(self) -> int:
         """Length of the prompt once the placeholder is expanded to the video embeddings."""
-        return len(self.input_ids) - 1 + len(self.video_embeds)
+        return len(self.input_ids) - 1 + self.video_embeds.shape[0]
+
+    def embeds_torch(self):
+        """``video_embeds`` as a torch tensor on its own device, without copying."""
+        import torch
+
+        if isinstance(self.video_embeds, Tensor):
+            return self.video_embeds.to_torch()
+        return torch.from_numpy(np.ascontiguousarray(self.video_embeds))
+
+    def embeds_numpy(self) -> np.ndarray:
+        """``video_embeds`` as a host array (float32 for bfloat16)."""
+        if isinstance(self.video_embeds, Tensor):
+            return self.video_embeds.numpy()
+        return np.asarray(self.video_embeds)
 
 
 @dataclass

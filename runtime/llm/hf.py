@@ -8,8 +8,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import UserError
 from .base import Generation, VideoPrompt
 
@@ -48,14 +46,14 @@ class TransformersBackend:
         at = prompt.placeholder_index()
         ids = torch.tensor([prompt.input_ids], device=self.device)
         text = self.model.get_input_embeddings()(ids)
-        video = torch.from_numpy(np.ascontiguousarray(prompt.video_embeds)).to(self.device, text.dtype)[None]
+        video = prompt.embeds_torch().to(self.device, text.dtype)[None]  # no copy when already there
         return torch.cat([text[:, :at], video, text[:, at + 1:]], dim=1)
 
     def position_ids(self, prompt: VideoPrompt):
         """(1, L) positions: contiguous, or the kept tokens' original ones when the prompt has them."""
         import torch
 
-        at, count = prompt.placeholder_index(), len(prompt.video_embeds)
+        at, count = prompt.placeholder_index(), prompt.video_embeds.shape[0]
         after = len(prompt.input_ids) - at - 1
         if prompt.video_position_ids is None:
             return torch.arange(at + count + after, device=self.device)[None]

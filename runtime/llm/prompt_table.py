@@ -80,7 +80,7 @@ def expand_placeholder(prompt: VideoPrompt, vocab_size: int) -> np.ndarray:
     """(L,) int32 input ids with the single video placeholder replaced by M fake prompt ids."""
     index = prompt.placeholder_index()
     ids = np.asarray(prompt.input_ids, dtype=np.int32)
-    fake = fake_prompt_ids(vocab_size, len(prompt.video_embeds))
+    fake = fake_prompt_ids(vocab_size, prompt.video_embeds.shape[0])
     return np.concatenate([ids[:index], fake, ids[index + 1:]])
 
 
@@ -89,7 +89,7 @@ def require_contiguous_positions(prompt: VideoPrompt, backend: str) -> None:
     positions = prompt.video_position_ids
     if positions is None:
         return
-    if np.array_equal(np.asarray(positions), np.arange(len(prompt.video_embeds))):
+    if np.array_equal(np.asarray(positions), np.arange(prompt.video_embeds.shape[0])):
         return
     raise ValueError(
         f"video_position_ids (kept-token positions) are unsupported on the {backend} backend: "
@@ -131,7 +131,7 @@ def check_video_embeds(embeds: np.ndarray, limits: EngineLimits) -> None:
 def build_engine_prompt(prompt: VideoPrompt, limits: EngineLimits) -> EnginePrompt:
     """Validate ``prompt`` against ``limits`` and lay it out for the prompt-table runners."""
     require_contiguous_positions(prompt, "TensorRT-LLM engine")
-    embeds = np.asarray(prompt.video_embeds)
+    embeds = prompt.embeds_numpy()
     check_video_embeds(embeds, limits)
     input_ids = expand_placeholder(prompt, limits.vocab_size)
     if len(input_ids) > limits.max_input_len:

@@ -201,5 +201,5 @@ class TrtLlmEngineBackend:
             prefill_s=first_token_at - start,
             decode_s=end - first_token_at,
             extra={"session": self.session, "input_length": length,
-                   "video_tokens": len(prompt.video_embeds)},
+                   "video_tokens": prompt.video_embeds.shape[0]},
         )

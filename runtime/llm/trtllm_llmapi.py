@@ -77,7 +77,7 @@ def check_llmapi_prompt(prompt: VideoPrompt, hidden_size: int) -> None:
     """Raise ValueError if ``prompt`` cannot go through the adapter."""
     require_contiguous_positions(prompt, "TensorRT-LLM LLM API")
     prompt.placeholder_index()
-    check_video_matrix(np.asarray(prompt.video_embeds), hidden_size, "model")
+    check_video_matrix(prompt.embeds_numpy(), hidden_size, "model")
 
 
 def build_llmapi_request(prompt: VideoPrompt, prompt_text: str, embedding: Any) -> dict:
@@ -204,7 +204,7 @@ class TrtLlmApiBackend:
                 f"video_token_id {prompt.video_token_id} differs from the model's "
                 f"video_token_index {self.video_token_id}"
             )
-        embedding = torch.from_numpy(np.ascontiguousarray(prompt.video_embeds))
+        embedding = prompt.embeds_torch()
         text = self._llm.tokenizer.decode(prompt.input_ids)
         request = build_llmapi_request(prompt, text, embedding)
         params = SamplingParams(max_tokens=max_new_tokens, top_k=1)
@@ -218,5 +218,5 @@ class TrtLlmApiBackend:
             prefill_s=first_token_at - start,
             decode_s=end - first_token_at,
             extra={"input_length": prompt.sequence_length,
-                   "video_tokens": len(prompt.video_embeds)},
+                   "video_tokens": prompt.video_embeds.shape[0]},
         )
