@@ -350,7 +350,7 @@ def test_cli_non_onnx_file_names_it(cli, tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("hello")
     code, out, err = cli("lint", str(path))
-    assert code == 2 and out == ""
+    assert code == 1 and out == ""
     assert err.startswith(f"mmg-export lint: error: {path}: not ")
 
 
