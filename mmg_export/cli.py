@@ -36,11 +36,13 @@ COMMANDS = {
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
-EXTRA_OF_MODULE = {
-    "torch": "export", "onnxscript": "export", "matplotlib": "export", "safetensors": "export",
-    "onnxruntime": "cpu] or mmg-export[gpu", "tensorrt": "tensorrt", "tensorrt_llm": "trtllm",
+INSTALL_OF_MODULE = {
+    "torch": "'mmg-export[export]'", "onnxscript": "'mmg-export[export]'", "matplotlib": "'mmg-export[export]'",
+    "onnxruntime": "'mmg-export[cpu]' or 'mmg-export[gpu]'",
+    "tensorrt": "'mmg-export[tensorrt]' (on Jetson: JetPack's python3-libnvinfer)",
+    "tensorrt_llm": "'mmg-export[trtllm]' or 'mmg-export[trtllm-engine]' (docs/trtllm.md)",
 }
-"""Top-level module -> the extra that installs it, for a one-line hint when a command needs it."""
+"""Top-level module -> what installs it, for a one-line hint when a command needs it."""
 
 _MARKUP = re.compile(r":[a-z]+:`([^`]*)`|``([^`]*)``")
 """reStructuredText roles (:func:`x`) and inline literals (``x``), as docstrings write them."""
@@ -95,10 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 def missing_module_hint(error: ModuleNotFoundError) -> str | None:
     """One line naming the extra that installs the missing module, or None for other modules."""
     module = (error.name or "").split(".")[0]
-    extra = EXTRA_OF_MODULE.get(module)
-    if extra is None:
+    install = INSTALL_OF_MODULE.get(module)
+    if install is None:
         return None
-    return f"this command needs {module}, which this install lacks: pip install 'mmg-export[{extra}]'"
+    return f"this command needs {module}, which this install lacks: pip install {install}"
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

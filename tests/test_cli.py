@@ -125,7 +125,7 @@ def test_missing_module_hints() -> None:
     assert missing_module_hint(ModuleNotFoundError("x", name="torch")) == (
         "this command needs torch, which this install lacks: pip install 'mmg-export[export]'")
     assert missing_module_hint(ModuleNotFoundError("x", name="onnxruntime.capi")) == (
-        "this command needs onnxruntime, which this install lacks: pip install 'mmg-export[cpu] or mmg-export[gpu]'")
+        "this command needs onnxruntime, which this install lacks: pip install 'mmg-export[cpu]' or 'mmg-export[gpu]'")
     assert missing_module_hint(ModuleNotFoundError("x", name="yaml")) is None
 
 
