@@ -188,6 +188,8 @@ def test_tensorrt_build_needs_the_targets_gpu() -> None:
         "(--list-targets), or pass --hardware-compatible for an engine every Ampere+ GPU runs")
     with pytest.raises(UserError, match=r"target 'h100' is sm_90, but this GPU is Orin \(sm_87\)"):
         check_build_device(load_target("h100"), ORIN)
+    with pytest.raises(UserError, match=r"target 'orin-agx' is sm_87, but this GPU is A100 \(sm_80\)"):
+        check_build_device(load_target("orin-agx"), {"name": "A100", "compute_capability": "8.0"})
     with pytest.raises(UserError, match=r"target 'thor' needs its GPU \(sm_110\) .* no CUDA GPU was found here"):
         check_build_device(load_target("thor"), None)
 
