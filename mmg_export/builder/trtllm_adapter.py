@@ -102,7 +102,9 @@ def _save_language_model(llava, directory: Path) -> None:
     """Save LLaVA-OneVision's Qwen2 (language model + lm_head) as a ``Qwen2ForCausalLM`` checkpoint."""
     import torch
     from transformers import Qwen2ForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     with torch.device("meta"):
         qwen2 = Qwen2ForCausalLM(llava.config.text_config)
     qwen2.model = llava.model.language_model
