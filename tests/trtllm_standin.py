@@ -13,7 +13,6 @@ Both generate ``new_tokens`` (a list the test sets) and record what they were gi
 """
 from __future__ import annotations
 
-import inspect
 import sys
 import types
 from dataclasses import dataclass, field
@@ -202,7 +201,3 @@ def install(monkeypatch) -> Calls:
             setattr(module, attribute, getattr(own, attribute))
         monkeypatch.setitem(sys.modules, name, module)
     return CALLS
-
-
-def signature_names(function) -> set[str]:
-    return set(inspect.signature(function).parameters)
