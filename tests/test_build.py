@@ -106,22 +106,22 @@ def test_lint_command_on_an_exported_graph(artifacts, capsys):
 ])
 def test_bad_build_arguments_fail_with_one_line(tmp_path, capsys, args, message):
     out = tmp_path / "out"
-    assert main(["build", "--out", str(out), *args]) == 2
+    assert main(["build", "--out", str(out), *args]) == 1
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_or_malformed_checkpoint(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["build", "--target", "cpu", "--out", str(out), "--model", str(tmp_path / "nothing")]) == 2
+    assert main(["build", "--target", "cpu", "--out", str(out), "--model", str(tmp_path / "nothing")]) == 1
     assert "nothing: no config.json there; expected a LLaVA-OneVision checkpoint" in capsys.readouterr().err
     bad = tmp_path / "ckpt"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    assert main(["build", "--target", "cpu", "--out", str(out), "--model", str(bad)]) == 2
+    assert main(["build", "--target", "cpu", "--out", str(out), "--model", str(bad)]) == 1
     assert "model_type is 'llama', expected 'llava_onevision'" in capsys.readouterr().err
     (bad / "config.json").write_text("{not json")
-    assert main(["build", "--target", "cpu", "--out", str(out), "--model", str(bad)]) == 2
+    assert main(["build", "--target", "cpu", "--out", str(out), "--model", str(bad)]) == 1
     assert "config.json: not valid JSON" in capsys.readouterr().err
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["ckpt"]
 
@@ -133,7 +133,7 @@ def test_tensorrt_requested_without_tensorrt(tmp_path, capsys):
         pytest.skip("TensorRT is installed here")
     except ImportError:
         pass
-    assert main(["build", "--target", "h100", "--backend", "tensorrt", "--out", str(tmp_path / "o")]) == 2
+    assert main(["build", "--target", "h100", "--backend", "tensorrt", "--out", str(tmp_path / "o")]) == 1
     assert "TensorRT is not installed: pip install 'mmg-export[tensorrt]'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
@@ -148,13 +148,13 @@ def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch, capsys):
         raise UserError("pruner.onnx fails the TensorRT 10.3 compatibility lint")
 
     monkeypatch.setattr(pipeline, "_lint", failing_lint)
-    assert main(["build", "--target", "cpu", "--out", str(tmp_path / "out")]) == 2
+    assert main(["build", "--target", "cpu", "--out", str(tmp_path / "out")]) == 1
     assert "fails the TensorRT 10.3 compatibility lint" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_existing_output_needs_overwrite(artifacts, capsys):
-    assert main(["build", "--target", "cpu", "--out", str(artifacts)]) == 2
+    assert main(["build", "--target", "cpu", "--out", str(artifacts)]) == 1
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert load_manifest(artifacts).keep == 1568
 

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import mmg_export.cli
 from mmg_export.lint import supported_versions
-from mmg_export.lint.rules import LintReport, lint_model, load_table
+from mmg_export.lint.rules import Finding, LintReport, lint_model, load_table
 from mmg_runtime.errors import UserError
 
 FLOAT, INT64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
@@ -350,7 +350,7 @@ def test_cli_non_onnx_file_names_it(cli, tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("hello")
     code, out, err = cli("lint", str(path))
-    assert code == 2 and out == ""
+    assert code == 1 and out == ""
     assert err.startswith(f"mmg-export lint: error: {path}: not ")
 
 
@@ -393,3 +393,69 @@ def test_invalid_onnx_types_are_an_error() -> None:
     assert not report.ok
     assert [f.rule for f in report.errors][0] == "invalid-onnx"
     assert "bfloat16" in report.errors[0].message
+
+
+# --------------------------------------------------------------------------- the real TensorRT parser
+
+
+def test_parser_findings_from_the_tensorrt_parser(monkeypatch, tmp_path):
+    """Each IParserError becomes an error naming its node and operator; the network is the builder's."""
+    import sys
+
+    import trt_standin
+    from mmg_export.lint.parser import parser_findings
+
+    trt = trt_standin.module()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    trt.__version__ = "10.3.0.30"
+    trt_standin.STATE.reset(trt_standin.Scenario(parse_errors=[("fancy", "FancyGather", "No importer registered")]))
+    path = tmp_path / "m.onnx"
+    findings, note = parser_findings(path)
+    assert findings == [Finding("error", "trt-parser", "fancy", "FancyGather", "TensorRT parser: No importer registered")]
+    assert note == "TensorRT 10.3.0.30 parser: rejected the model"
+    assert trt_standin.STATE.calls == ["Builder", "create_network(2)", "OnnxParser", f"parse_from_file({path})"]
+    trt_standin.STATE.reset(trt_standin.Scenario())
+    assert parser_findings(path) == ([], "TensorRT 10.3.0.30 parser: accepted the model")
+    trt_standin.STATE.reset(trt_standin.Scenario(gpu=False))
+    findings, note = parser_findings(path)
+    assert [f.rule for f in findings] == ["trt-parser-unavailable"] and note.endswith("not consulted: no builder")
+
+
+def test_cli_reports_parser_errors(cli, monkeypatch, tmp_path):
+    import sys
+
+    import trt_standin
+
+    trt = trt_standin.module()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    trt.__version__ = "11.4.1"
+    trt_standin.STATE.reset(trt_standin.Scenario(parse_errors=[("relu", "Relu", "made-up failure")]))
+    path = tmp_path / "clean.onnx"
+    onnx.save(clean_model(), path)
+    code, out, err = cli("lint", str(path), "--trt", "11")
+    assert code == 1 and err == ""
+    assert "trt-parser" in out and "made-up failure" in out
+    assert out.splitlines()[-1].endswith("; TensorRT 11.4.1 parser: rejected the model")
+    assert cli("lint", str(path), "--trt", "11", "--no-parser")[0] == 0
+
+
+def test_cli_says_when_the_parser_is_absent(cli, monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    path = tmp_path / "clean.onnx"
+    onnx.save(clean_model(), path)
+    assert cli("lint", str(path))[2] == "note: TensorRT parser not consulted: TensorRT is not installed here\n"
+
+
+def test_real_parser_accepts_a_clean_model_and_names_a_custom_op(tmp_path):
+    pytest.importorskip("tensorrt", reason="needs TensorRT, not installable in this workplace")
+    from mmg_export.lint.parser import parser_findings
+
+    clean, custom = tmp_path / "clean.onnx", tmp_path / "custom.onnx"
+    onnx.save(clean_model(), clean)
+    node = helper.make_node("BiasGelu", ["x"], ["y"], name="gelu", domain="com.example")
+    onnx.save(model([node], [value("x", FLOAT, [4])], [value("y", FLOAT, [4])], domains=["com.example"]), custom)
+    assert parser_findings(clean)[0] == []
+    findings, _ = parser_findings(custom)
+    assert findings and findings[0].rule == "trt-parser" and findings[0].node == "gelu"

@@ -144,7 +144,7 @@ def test_unreadable_video_is_one_line(artifacts, tmp_path, capsys):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video")
     for path in (tmp_path / "missing.mp4", bad):
-        assert main(["run", "--video", str(path), "--prompt", QUESTION, "--artifacts", str(artifacts)]) == 2
+        assert main(["run", "--video", str(path), "--prompt", QUESTION, "--artifacts", str(artifacts)]) == 1
         err = capsys.readouterr().err
         assert path.name in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
@@ -166,7 +166,7 @@ def test_artifacts_from_another_version_are_refused(artifacts, tmp_path, capsys)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["schema_version"] = 99
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    assert main(["run", "--video", "x.mp4", "--prompt", QUESTION, "--artifacts", str(copy)]) == 2
+    assert main(["run", "--video", "x.mp4", "--prompt", QUESTION, "--artifacts", str(copy)]) == 1
     assert "schema" in capsys.readouterr().err
 
 
@@ -181,7 +181,7 @@ def test_runtime_imports_without_torch():
 
 def test_tensorrt_llm_backends_need_a_directory(artifacts, capsys):
     assert main(["run", "--video", "x.mp4", "--prompt", QUESTION, "--artifacts", str(artifacts),
-                 "--llm", "trtllm-engine"]) == 2
+                 "--llm", "trtllm-engine"]) == 1
     assert "--llm trtllm-engine needs --model DIR" in capsys.readouterr().err
 
 
@@ -189,7 +189,7 @@ def test_tensorrt_llm_missing_is_one_line(artifacts, tmp_path, capsys):
     if __import__("importlib").util.find_spec("tensorrt_llm") is not None:
         pytest.skip("TensorRT-LLM is installed here")
     assert main(["run", "--video", "x.mp4", "--prompt", QUESTION, "--artifacts", str(artifacts),
-                 "--llm", "trtllm-api", "--model", str(tmp_path)]) == 2
+                 "--llm", "trtllm-api", "--model", str(tmp_path)]) == 1
     assert "TensorRT-LLM is not installed" in capsys.readouterr().err
 
 
@@ -208,7 +208,7 @@ def test_relative_model_is_resolved_against_the_working_directory(artifacts, bik
 ])
 def test_bad_run_options_fail_before_any_work(artifacts, capsys, extra, message):
     """Checked before the model loads or the video is decoded (the video does not even exist)."""
-    assert main(["run", "--video", "missing.mp4", "--artifacts", str(artifacts), *extra]) == 2
+    assert main(["run", "--video", "missing.mp4", "--artifacts", str(artifacts), *extra]) == 1
     assert message in capsys.readouterr().err
 
 

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from mmg_engines import PROFILES_DIR
-from mmg_export.builder.targets import list_targets, load_target
+from mmg_export.builder.targets import (
+    check_build_device,
+    hardware_compatible,
+    jetson_note,
+    list_targets,
+    load_target,
+)
 from mmg_runtime.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -162,3 +168,118 @@ def test_tensorrt_version_range() -> None:
         pinned.check_tensorrt_version("11.5.0")
     with pytest.raises(UserError, match="not a TensorRT version"):
         orin.check_tensorrt_version("latest")
+
+
+# --- targets mean devices -----------------------------------------------------------------------
+
+H100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+ORIN = {"name": "Orin", "compute_capability": "8.7"}
+T4 = {"name": "Tesla T4", "compute_capability": "7.5"}
+
+
+def test_tensorrt_build_needs_the_targets_gpu() -> None:
+    check_build_device(load_target("h100"), H100)
+    check_build_device(load_target("orin-agx"), ORIN)
+    with pytest.raises(UserError) as error:
+        check_build_device(load_target("orin-agx"), H100)
+    assert str(error.value) == (
+        "target 'orin-agx' is sm_87, but this GPU is NVIDIA H100 80GB HBM3 (sm_90): a TensorRT engine runs "
+        "only on the GPU it was built for. Build on the Jetson module itself, choose the target of this GPU "
+        "(--list-targets), or pass --hardware-compatible for an engine every Ampere+ GPU runs")
+    with pytest.raises(UserError, match=r"target 'h100' is sm_90, but this GPU is Orin \(sm_87\)"):
+        check_build_device(load_target("h100"), ORIN)
+    with pytest.raises(UserError, match=r"target 'orin-agx' is sm_87, but this GPU is A100 \(sm_80\)"):
+        check_build_device(load_target("orin-agx"), {"name": "A100", "compute_capability": "8.0"})
+    with pytest.raises(UserError, match=r"target 'thor' needs its GPU \(sm_110\) .* no CUDA GPU was found here"):
+        check_build_device(load_target("thor"), None)
+
+
+def test_hardware_compatible_builds_run_on_any_ampere_plus_gpu() -> None:
+    check_build_device(load_target("datacenter"), H100)
+    check_build_device(load_target("datacenter"), ORIN)
+    with pytest.raises(UserError, match=r"on Ampere or newer \(sm_80\+\), but this GPU is Tesla T4 \(sm_75\)"):
+        check_build_device(load_target("datacenter"), T4)
+    asked = hardware_compatible(load_target("h100"))
+    assert asked.hardware_compatibility == "ampere_plus"
+    check_build_device(asked, {"name": "A100", "compute_capability": "8.0"})
+    with pytest.raises(UserError, match="target 'orin-agx' is a Jetson, where TensorRT has no hardware-compatible"):
+        hardware_compatible(load_target("orin-agx"))
+
+
+def test_jetson_note() -> None:
+    assert jetson_note(load_target("h100"), on_jetson=False) is None
+    assert jetson_note(load_target("orin-agx"), on_jetson=True) is None
+    note = jetson_note(load_target("orin-agx"), on_jetson=False)
+    assert note.startswith("target orin-agx is a Jetson module and this machine is not one: this builds fp16 ONNX "
+                           "models for ONNX Runtime")
+    assert note.endswith("run mmg-export build --target orin-agx there for those")
+
+
+def test_default_output_names_tell_builds_apart(tmp_path: Path) -> None:
+    from mmg_export.builder.cli import default_name
+
+    assert default_name(None, "cpu", "onnxruntime", "fp32", 32, 0.25) == "tiny-cpu-ort-fp32-32f-r0.25"
+    model = tmp_path / "llava-onevision-qwen2-7b-ov-hf"
+    assert default_name(model, "h100", "tensorrt", "bf16", 64, 0.1) == (
+        "llava-onevision-qwen2-7b-ov-hf-h100-trt-bf16-64f-r0.1")
+    names = {default_name(m, "cpu", "onnxruntime", "fp32", f, 0.25)
+             for m in (None, tmp_path / "a", tmp_path / "b") for f in (16, 32)}
+    assert len(names) == 6
+    assert default_name(tmp_path / "my model!", "cpu", "onnxruntime", "fp32", 8, 1.0) == "my_model_-cpu-ort-fp32-8f-r1"
+
+
+@pytest.fixture
+def tensorrt_here(monkeypatch: pytest.MonkeyPatch):
+    """TensorRT importable (the stand-in) and this machine's GPU as the test says."""
+    import sys
+
+    import trt_standin
+    from mmg_runtime import device
+
+    trt = trt_standin.module()
+    trt.__version__ = "10.3.0.30"
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+
+    def gpu(found):
+        monkeypatch.setattr(device, "device_info", lambda: found)
+
+    return gpu
+
+
+def test_build_refuses_another_gpus_target_before_exporting(tmp_path: Path, tensorrt_here, capsys) -> None:
+    pytest.importorskip("torch", reason="building is the export role's (torch)")
+    from mmg_export.cli import main
+
+    tensorrt_here(H100)
+    out = tmp_path / "out"
+    assert main(["build", "--target", "orin-agx", "--backend", "tensorrt", "--out", str(out)]) == 1
+    assert "target 'orin-agx' is sm_87, but this GPU is NVIDIA H100 80GB HBM3 (sm_90)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(UserError, match="where TensorRT has no hardware-compatible engines"):
+        main(["--debug", "build", "--target", "orin-agx", "--hardware-compatible", "--out", str(out)])
+
+
+def test_jetson_target_on_another_machine_says_what_it_built(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The ONNX Runtime build itself is tested in test_build; here only what the command says around it."""
+    pytest.importorskip("torch", reason="building is the export role's (torch)")
+    from mmg_export.builder import pipeline
+    from mmg_export.cli import main
+    from mmg_runtime import device
+
+    built = []
+
+    def build(options):
+        built.append(options)
+        return type("Manifest", (), {"keep": 1568, "frames": 32, "tokens_per_frame": 196, "components": {}})()
+
+    monkeypatch.setattr(pipeline, "build", build)
+    monkeypatch.setattr(device, "is_jetson", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", "--target", "orin-agx", "--backend", "onnxruntime"]) == 0
+    (options,) = built
+    assert (options.backend, options.precision, options.out) == (
+        "onnxruntime", "fp16", Path("engines/out/tiny-orin-agx-ort-fp16-32f-r0.25"))
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("note: target orin-agx is a Jetson module and this machine is not one")
+    assert err[-1] == ("note: engines/out/tiny-orin-agx-ort-fp16-32f-r0.25 holds ONNX Runtime models, not the "
+                       "orin-agx TensorRT engines")

@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import types
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +22,8 @@ from mmg_export.builder.tensorrt import (
     parse_version,
 )
 from mmg_runtime.errors import UserError
+
+import trt_standin
 
 try:
     import tensorrt  # noqa: F401
@@ -117,190 +116,142 @@ def test_require_tensorrt_message(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def test_device_info_without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "torch", None)
-    assert trt_build.device_info() is None
-
-
-# --- build_engine against a recording stand-in for the tensorrt module --------------------------
-
-
-class _FakeConfig:
-    def __init__(self) -> None:
-        self.pool_limits: dict[str, int] = {}
-        self.flags: list[str] = []
-        self.cleared: list[str] = []
-        self.timing_cache: Any = None
-
-    def set_memory_pool_limit(self, pool: str, size: int) -> None:
-        self.pool_limits[pool] = size
-
-    def set_flag(self, flag: str) -> None:
-        self.flags.append(flag)
-
-    def clear_flag(self, flag: str) -> None:
-        self.cleared.append(flag)
-
-    def create_timing_cache(self, data: bytes) -> SimpleNamespace:
-        return SimpleNamespace(serialize=lambda: b"cache+" + data)
-
-    def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> bool:
-        assert ignore_mismatch is False
-        self.timing_cache = cache
-        return True
-
-    def get_timing_cache(self) -> Any:
-        return self.timing_cache
-
-
-class _FakeEngine:
-    num_io_tensors = 2
-    _tensors = {
-        "frames": ("INPUT", (32, 3, 384, 384), "HALF"),
-        "features": ("OUTPUT", (32, 196, 1152), "HALF"),
-    }
-
-    def get_tensor_name(self, index: int) -> str:
-        return list(self._tensors)[index]
-
-    def get_tensor_mode(self, name: str) -> str:
-        return self._tensors[name][0]
-
-    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-        return self._tensors[name][1]
-
-    def get_tensor_dtype(self, name: str) -> SimpleNamespace:
-        return SimpleNamespace(name=self._tensors[name][2])
-
-
-def _fake_tensorrt(version: str, parse_errors: list[str], built: bytes | None) -> types.ModuleType:
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.calls = {}
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, severity: None})
-    trt.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=1)
-    trt.MemoryPoolType = SimpleNamespace(WORKSPACE="WORKSPACE")
-    trt.DeviceType = SimpleNamespace(DLA="DLA")
-    trt.HardwareCompatibilityLevel = SimpleNamespace(AMPERE_PLUS="AMPERE_PLUS")
-    trt.BuilderFlag = SimpleNamespace(GPU_FALLBACK="GPU_FALLBACK", TF32="TF32")
-    trt.TensorIOMode = SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
-
-    class Builder:
-        def __init__(self, logger: Any) -> None:
-            pass
-
-        def create_network(self, flags: int) -> str:
-            trt.calls["network_flags"] = flags
-            return "network"
-
-        def create_builder_config(self) -> _FakeConfig:
-            trt.calls["config"] = _FakeConfig()
-            return trt.calls["config"]
-
-        def build_serialized_network(self, network: str, config: _FakeConfig) -> bytes | None:
-            return built
-
-    class OnnxParser:
-        num_errors = len(parse_errors)
-
-        def __init__(self, network: str, logger: Any) -> None:
-            pass
-
-        def parse_from_file(self, path: str) -> bool:
-            trt.calls["parsed"] = path
-            return not parse_errors
-
-        def get_error(self, index: int) -> str:
-            return parse_errors[index]
-
-    class Runtime:
-        def __init__(self, logger: Any) -> None:
-            pass
-
-        def deserialize_cuda_engine(self, data: bytes) -> _FakeEngine:
-            return _FakeEngine()
-
-    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
-    return trt
+# --- build_engine through Polygraphy's loaders, against the checking TensorRT stand-in ------------
 
 
 @pytest.fixture
-def fake_trt(monkeypatch: pytest.MonkeyPatch):
-    def install(version: str = "10.3.0.30", parse_errors: list[str] = (), built: bytes | None = b"plan"):
-        trt = _fake_tensorrt(version, list(parse_errors), built)
-        monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        device = {"name": "Orin", "compute_capability": "8.7"}
-        monkeypatch.setattr(trt_build, "device_info", lambda: device)
-        return trt
+def standin(monkeypatch: pytest.MonkeyPatch):
+    """Install the stand-in ``tensorrt`` for one test; returns ``use(Scenario) -> state``."""
+    trt = trt_standin.module()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(trt_build, "device_info", lambda: {"name": "Orin", "compute_capability": "8.7"})
 
-    return install
+    def use(scenario: trt_standin.Scenario | None = None) -> trt_standin._State:
+        scenario = scenario or trt_standin.Scenario()
+        trt.__version__ = scenario.version
+        trt_standin.STATE.reset(scenario)
+        return trt_standin.STATE
+
+    return use
 
 
-def test_build_engine_10x_flow(tmp_path: Path, fake_trt) -> None:
-    trt = fake_trt("10.3.0.30")
-    cache = tmp_path / "cache" / "timing.cache"
+def build(tmp_path: Path, target: str = "orin-agx", cache: Path | None = None, **kwargs):
     logs: list[str] = []
-    profile = load_target("orin-agx")
-    info = build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", profile, cache, log=logs.append)
-    assert trt.calls["network_flags"] == 1 << 1
-    assert trt.calls["parsed"] == str(tmp_path / "m.onnx")
-    config = trt.calls["config"]
-    assert config.pool_limits == {"WORKSPACE": 2 << 30}
-    assert config.builder_optimization_level == 3
-    assert config.flags == []
-    assert config.cleared == ["TF32"]  # fp32 means fp32: TF32 would change the pruner's selection
-    assert not hasattr(config, "hardware_compatibility_level")
+    info = build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", load_target(target),
+                        cache or tmp_path / "cache" / "timing.cache", log=logs.append, **kwargs)
+    return info, logs
+
+
+def test_build_engine_call_order_on_10x(tmp_path: Path, standin) -> None:
+    state = standin(trt_standin.Scenario(version="10.3.0.30"))
+    info, logs = build(tmp_path)
+    flow = [call for call in state.calls if not call.startswith(("init_libnvinfer", "TimingCache."))]
+    assert flow == [
+        "Builder", "create_network(2)", "OnnxParser", f"parse_from_file({tmp_path / 'm.onnx'})",
+        "create_builder_config", f"set_memory_pool_limit(WORKSPACE, {2 << 30})",
+        "create_timing_cache(b'')", "set_timing_cache(ignore_mismatch=False)", "clear_flag(TF32)",
+        "build_serialized_network", "deserialize_cuda_engine",
+    ]  # strongly typed (flag bit 1), workspace, empty cache (no file yet), TF32 off, then build
+    assert trt_standin.BuilderFlag.TF32 not in state.built_with["flags"]
+    assert state.config.builder_optimization_level == 3
+    assert state.config.hardware_compatibility_level == trt_standin.HardwareCompatibilityLevel.NONE
     assert (tmp_path / "m.engine").read_bytes() == b"plan"
-    assert cache.read_bytes() == b"cache+"
-    assert info.trt_version == "10.3.0.30"
+    assert (tmp_path / "cache" / "timing.cache").read_bytes() == b"timings"
+    assert info.trt_version == "10.3.0.30" and info.hardware_compatibility is None
     assert info.device == {"name": "Orin", "compute_capability": "8.7"}
     assert info.io_tensors == (
         IOTensor("frames", (32, 3, 384, 384), "float16", "input"),
         IOTensor("features", (32, 196, 1152), "float16", "output"),
     )
-    assert logs and "orin-agx" in logs[0]
+    assert logs == [f"building {tmp_path / 'm.engine'} for target orin-agx with TensorRT 10.3.0.30"]
 
 
-def test_build_engine_11x_reuses_cache_and_sets_hardware_level(tmp_path: Path, fake_trt) -> None:
-    trt = fake_trt("11.4.1")
+def test_build_engine_11x_reuses_cache_and_sets_hardware_level(tmp_path: Path, standin) -> None:
+    state = standin(trt_standin.Scenario(version="11.4.1"))
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"old")
-    profile = load_target("datacenter")
-    info = build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", profile, cache, log=print)
-    assert trt.calls["network_flags"] == 0
-    assert trt.calls["config"].hardware_compatibility_level == "AMPERE_PLUS"
-    assert cache.read_bytes() == b"cache+old"
+    info, logs = build(tmp_path, "datacenter", cache)
+    assert "create_network(0)" in state.calls  # always strongly typed on 11: no flag
+    assert "create_timing_cache(b'old')" in state.calls
+    assert state.built_with["cache"] == b"old"
+    assert state.config.hardware_compatibility_level == trt_standin.HardwareCompatibilityLevel.AMPERE_PLUS
+    assert state.config.builder_optimization_level == 3 and state.config.pool_limits == {
+        trt_standin.MemoryPoolType.WORKSPACE: 4 << 30}
     assert info.hardware_compatibility == "AMPERE_PLUS"
+    assert cache.read_bytes() == b"timings+old"
 
 
-def test_build_engine_dla(tmp_path: Path, fake_trt) -> None:
-    trt = fake_trt("10.3.0")
-    profile = replace(load_target("orin-agx"), use_dla=True, dla_core=1)
-    build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", profile, tmp_path / "c", log=print)
-    config = trt.calls["config"]
-    assert (config.default_device_type, config.DLA_core, config.flags) == ("DLA", 1, ["GPU_FALLBACK"])
+def test_build_engine_refused_timing_cache_starts_a_new_one(tmp_path: Path, standin) -> None:
+    """set_timing_cache(ignore_mismatch=False) returns False for another TensorRT's or GPU's cache."""
+    state = standin()
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(trt_standin.FOREIGN_CACHE + b"sm_90")
+    _, logs = build(tmp_path, cache=cache)
+    assert [call for call in state.calls if "timing_cache" in call] == [
+        "create_timing_cache(b'foreign:sm_90')", "set_timing_cache(ignore_mismatch=False)",
+        "create_timing_cache(b'')", "set_timing_cache(ignore_mismatch=False)",
+    ]
+    assert state.built_with["cache"] == b""  # built with the fresh cache, not without one
+    assert logs == [f"building {tmp_path / 'm.engine'} for target orin-agx with TensorRT 10.3.0.30",
+                    f"{cache}: timing cache is from another TensorRT version or GPU; starting a new one"]
+    assert cache.read_bytes() == b"timings"  # the stale entries are not merged back in
 
 
-def test_build_engine_collects_every_parser_error(tmp_path: Path, fake_trt) -> None:
-    fake_trt(parse_errors=["In node 3 (TopK): K exceeds 3840", "In node 9 (NonZero): unsupported"])
+def test_build_engine_dla(tmp_path: Path, standin) -> None:
+    state = standin()
+    build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", replace(load_target("orin-agx"), use_dla=True, dla_core=1),
+                 tmp_path / "c", log=lambda _: None)
+    assert (state.config.default_device_type, state.config.DLA_core) == (trt_standin.DeviceType.DLA, 1)
+    assert trt_standin.BuilderFlag.GPU_FALLBACK in state.built_with["flags"]
+
+
+def test_build_engine_dynamic_input_profile(tmp_path: Path, standin) -> None:
+    state = standin(trt_standin.Scenario(network_inputs={"pixel_values": (-1, 3, 384, 384)}))
+    shapes = {"pixel_values": ((1, 3, 384, 384), (32, 3, 384, 384), (64, 3, 384, 384))}
+    build(tmp_path, input_shapes=shapes)
+    (profile,) = state.config.profiles
+    assert profile.shapes == {"pixel_values": ((1, 3, 384, 384), (32, 3, 384, 384), (64, 3, 384, 384))}
+
+
+def test_build_engine_collects_every_parser_error(tmp_path: Path, standin) -> None:
+    state = standin(trt_standin.Scenario(parse_errors=[("topk", "TopK", "K exceeds 3840"),
+                                                       ("nz", "NonZero", "unsupported")]))
     with pytest.raises(UserError) as error:
-        build_engine(tmp_path / "prune.onnx", tmp_path / "p.engine", load_target("h100"), tmp_path / "c")
-    message = str(error.value)
-    assert message.startswith(f"{tmp_path / 'prune.onnx'}: TensorRT 10.3.0.30 cannot parse")
-    assert "K exceeds 3840" in message and "NonZero" in message
-    assert not (tmp_path / "p.engine").exists()
+        build(tmp_path)
+    assert str(error.value) == (
+        f"{tmp_path / 'm.onnx'}: TensorRT 10.3.0.30 cannot parse this ONNX model:\n"
+        "  In node topk (TopK): K exceeds 3840\n  In node nz (NonZero): unsupported")
+    assert "build_serialized_network" not in state.calls
+    assert not (tmp_path / "m.engine").exists()
 
 
-def test_build_engine_failed_build(tmp_path: Path, fake_trt) -> None:
-    fake_trt(built=None)
-    with pytest.raises(UserError, match="could not build an engine for target 'h100'"):
-        build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", load_target("h100"), tmp_path / "c")
+def test_build_engine_parser_failure_without_errors(tmp_path: Path, standin) -> None:
+    standin(trt_standin.Scenario(parse_ok=False))
+    with pytest.raises(UserError, match="cannot parse this ONNX model:\n  the parser recorded no error$"):
+        build(tmp_path)
 
 
-def test_build_engine_out_of_range(tmp_path: Path, fake_trt) -> None:
-    fake_trt("12.0.0")
+def test_build_engine_failed_build(tmp_path: Path, standin) -> None:
+    state = standin(trt_standin.Scenario(built=None))
+    with pytest.raises(UserError, match="could not build an engine for target 'orin-agx'"):
+        build(tmp_path)
+    assert "deserialize_cuda_engine" not in state.calls
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_build_engine_engine_that_does_not_load(tmp_path: Path, standin) -> None:
+    """deserialize_cuda_engine returning None: nothing is written."""
+    standin(trt_standin.Scenario(deserialized=False))
+    with pytest.raises(UserError, match="m.engine: TensorRT 10.3.0.30 cannot load the engine it just built"):
+        build(tmp_path)
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_build_engine_out_of_range(tmp_path: Path, standin) -> None:
+    state = standin(trt_standin.Scenario(version="12.0.0"))
     with pytest.raises(UserError, match="supports TensorRT 10.3 to 11.x, but TensorRT 12.0.0"):
-        build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", load_target("h100"), tmp_path / "c")
+        build(tmp_path, "h100")
+    assert state.calls == []
 
 
 # --- deploy-side runner ------------------------------------------------------------------------

@@ -272,3 +272,78 @@ def test_adapter_registers_with_tensorrt_llm():
 
     register_adapter()
     assert MULTIMODAL_PLACEHOLDER_REGISTRY.get_placeholder(ADAPTER_MODEL_TYPE, "video") == "<video>"
+
+
+# --- generate() against stand-ins that check the documented names and outputs --------------------
+
+
+@pytest.fixture
+def trtllm(monkeypatch):
+    pytest.importorskip("torch", reason="both TensorRT-LLM backends hand torch tensors to TensorRT-LLM")
+    import trtllm_standin
+
+    return trtllm_standin.install(monkeypatch)
+
+
+def small_engine_dir(tmp_path, dtype="float16"):
+    config = json.loads(json.dumps(ENGINE_CONFIG))
+    config["pretrained_config"].update(vocab_size=10, hidden_size=HIDDEN, dtype=dtype)
+    config["build_config"].update(max_input_len=32, max_seq_len=64, max_num_tokens=48,
+                                  max_prompt_embedding_table_size=16)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+@pytest.mark.parametrize("session,runner", [("cpp", "ModelRunnerCpp"), ("python", "ModelRunner")])
+def test_engine_backend_generate(trtllm, tmp_path, session, runner):
+    import torch
+
+    from mmg_runtime.llm.trtllm_engine import TrtLlmEngineBackend
+
+    backend = TrtLlmEngineBackend(small_engine_dir(tmp_path, "bfloat16"), end_id=2, session=session)
+    assert trtllm.from_dir["class"] == runner and trtllm.from_dir["engine_dir"] == str(tmp_path)
+    prompt = video_prompt()
+    generation = backend.generate(prompt, max_new_tokens=2)
+    assert generation.token_ids == [7, 8]  # the new tokens only: prompt and end_id padding dropped
+    call = trtllm.generate
+    assert call["batch_input_ids"] == [[1, 2, 10, 11, 12, 13, 3]]  # fake ids vocab_size.. for the video
+    assert call["prompt_table"].dtype == torch.bfloat16 and tuple(call["prompt_table"].shape) == (1, 4, HIDDEN)
+    np.testing.assert_allclose(call["prompt_table"][0].float().numpy(), prompt.video_embeds, rtol=1e-2)
+    assert (call["prompt_tasks"], call["max_new_tokens"], call["end_id"], call["pad_id"], call["top_k"]) == (
+        "0", 2, 2, 2, 1)
+    assert generation.extra == {"session": session, "input_length": 7, "video_tokens": 4}
+    assert generation.prefill_s >= 0 and generation.decode_s >= 0
+
+
+def test_llmapi_backend_generate(trtllm, tmp_path):
+    import torch
+
+    from mmg_runtime.llm import trtllm_llmapi
+
+    trtllm_llmapi._registered = False
+    (tmp_path / "config.json").write_text(json.dumps(adapter_config({"hidden_size": HIDDEN}, VIDEO)))
+    backend = trtllm_llmapi.TrtLlmApiBackend(tmp_path, max_seq_len=128, max_num_tokens=96)
+    assert trtllm.registered["architecture"] == ADAPTER_ARCHITECTURE
+    assert (trtllm.registered["model_type"], trtllm.registered["placeholders"]) == (ADAPTER_MODEL_TYPE,
+                                                                                    {"video": "<video>"})
+    llm = trtllm.llm
+    assert (llm["model"], llm["max_batch_size"], llm["max_seq_len"], llm["max_num_tokens"]) == (str(tmp_path), 1, 128, 96)
+    assert llm["kv_cache_config"].enable_block_reuse is False  # requests differing only in video share ids
+
+    prompt = video_prompt()
+    generation = backend.generate(prompt, max_new_tokens=2)
+    assert generation.token_ids == [7, 8]
+    ids, extra, params, streaming = trtllm.attached
+    assert ids == [1, 2, VIDEO, VIDEO, VIDEO, VIDEO, 3]  # the placeholder expanded to M video ids
+    embedding = extra["multimodal_data"]["multimodal_embedding"]
+    assert isinstance(embedding, torch.Tensor) and tuple(embedding.shape) == (4, HIDDEN)
+    assert (params.max_tokens, params.top_k, streaming) == (2, 1, True)
+
+    # the adapter model puts the attached embeddings where the video ids are
+    model = trtllm.registered["model"](HIDDEN, VIDEO)
+    metadata = type("AttentionMetadata", (), {"num_contexts": 1})()
+    params_in = type("MultimodalParams", (), {"multimodal_data": {"multimodal_embedding": embedding}})()
+    model.forward(metadata, input_ids=torch.tensor(ids), multimodal_params=[params_in])
+    fused = trtllm.forward["inputs_embeds"]
+    torch.testing.assert_close(fused[2:6], embedding.to(fused.dtype))
+    torch.testing.assert_close(fused[0], model.model.embed_tokens.weight[1])

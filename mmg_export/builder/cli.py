@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 DEFAULT_OUT = Path("engines") / "out"
+TINY_MODEL = "tiny"
+"""Model part of the default output name for the built-in model."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,8 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="export precision (default: the target's)")
     parser.add_argument("--backend", choices=["tensorrt", "onnxruntime"], default=None,
                         help="default: tensorrt where it is installed, else onnxruntime")
+    parser.add_argument("--hardware-compatible", action="store_true",
+                        help="TensorRT engines that every Ampere+ GPU runs (not on Jetson), instead of "
+                             "engines for the target's GPU only")
     parser.add_argument("--out", type=Path, default=None,
-                        help=f"artifact directory (default: {DEFAULT_OUT}/TARGET-PRECISION-rRATIO)")
+                        help=f"artifact directory (default: {DEFAULT_OUT}/MODEL-TARGET-BACKEND-PRECISION-"
+                             "FRAMESf-rRATIO)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact directory")
     parser.add_argument("--merge", action="store_true", help="merge dropped tokens into their nearest kept token")
     parser.add_argument("--list-targets", action="store_true", help="list the build profiles and exit")
@@ -34,28 +41,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..prune import MMGConfig
-    from .pipeline import BuildOptions, build
-    from .targets import list_targets, load_target
+    from mmg_runtime.device import device_info, is_jetson
+
+    from .targets import check_build_device, hardware_compatible, jetson_note, list_targets, load_target
 
     if args.list_targets:
         for name in list_targets():
             print(f"{name:12s} {load_target(name).description}")
         return 0
     target = load_target(args.target or detect_target())
+    if args.hardware_compatible:
+        target = hardware_compatible(target)
     backend = args.backend or ("onnxruntime" if target.name == "cpu" else default_backend())
     precision = args.precision or target.precision
     frames = args.frames if args.frames is not None else target.frames
-    out = args.out or DEFAULT_OUT / f"{target.name}-{precision}-r{args.ratio:g}"
+    out = args.out or DEFAULT_OUT / default_name(args.model, target.name, backend, precision, frames, args.ratio)
+
+    from ..prune import MMGConfig
+    from .pipeline import BuildOptions, build
+
     options = BuildOptions(out=out, target=target, ratio=args.ratio, frames=frames, precision=precision,
                            backend=backend, model_dir=args.model, overwrite=args.overwrite,
                            pruning=MMGConfig(merge=args.merge))
+    if backend == "tensorrt":
+        from .tensorrt import require_tensorrt
+
+        require_tensorrt()
+        check_build_device(target, device_info())
+    note = jetson_note(target, is_jetson())
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     print(f"target {target.name}, backend {backend}, precision {precision}, {frames} frames, ratio {args.ratio:g}",
           file=sys.stderr)
     manifest = build(options)
     print(f"wrote {out}: K = {manifest.keep} of {manifest.frames * manifest.tokens_per_frame} video tokens, "
           f"components {', '.join(manifest.components)}")
+    if note:
+        print(f"note: {out} holds ONNX Runtime models, not the {target.name} TensorRT engines", file=sys.stderr)
     return 0
+
+
+def default_name(model: Path | None, target: str, backend: str, precision: str, frames: int, ratio: float) -> str:
+    """Artifact directory name: what distinguishes one build from another, e.g.
+    ``tiny-cpu-ort-fp32-32f-r0.25`` or ``llava-onevision-qwen2-7b-ov-hf-h100-trt-bf16-32f-r0.25``."""
+    name = TINY_MODEL if model is None else re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).resolve().name)
+    short = {"onnxruntime": "ort", "tensorrt": "trt"}.get(backend, backend)
+    return f"{name}-{target}-{short}-{precision}-{frames}f-r{ratio:g}"
 
 
 def default_backend() -> str:

@@ -185,7 +185,7 @@ def _tensorrt(options: BuildOptions, onnx_dir: Path, work: Path, progress: Progr
     for name in GRAPHS:
         shapes = profile_shapes(specs[name][0], options.frames)
         info = build_engine(onnx_dir / f"{name}.onnx", work / f"{name}.engine", options.target, cache,
-                            progress.note, shapes)
+                            progress.note, input_shapes=shapes)
         check_engine_io(f"{name}.engine", info.io_tensors, specs[name])
         files[name], device = f"{name}.engine", info.device or {}
         device["hardware_compatibility"] = info.hardware_compatibility or ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -22,6 +23,9 @@ import numpy as np
 from mmg_runtime.device import device_info
 from mmg_runtime.errors import UserError
 from mmg_runtime.manifest import Manifest, verify_artifacts
+
+MAX_ITERATIONS = 100_000
+"""Upper bound of --iterations and --warm-up: a typo such as 1000000000 must not run for days."""
 
 HOST_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64}
 """NumPy dtype of each manifest tensor dtype."""
@@ -51,8 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.iterations < 1 or args.warm_up < 0:
-        raise UserError(f"--iterations {args.iterations} / --warm-up {args.warm_up}: expected >= 1 and >= 0")
+    check_counts(args.iterations, args.warm_up)
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is not None:
+            check_writable(path, flag)
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.severity = G_LOGGER.WARNING
@@ -74,6 +80,25 @@ def run(args: argparse.Namespace) -> int:
         plot_latency(results, plot, f"{backend} on {device}")
         print(f"plot: {plot}", file=sys.stderr)
     return 0
+
+
+def check_counts(iterations: int, warm_up: int) -> None:
+    """UserError unless 1 <= iterations <= MAX_ITERATIONS and 0 <= warm_up <= MAX_ITERATIONS."""
+    if not 1 <= iterations <= MAX_ITERATIONS:
+        raise UserError(f"--iterations {iterations}: expected an integer from 1 to {MAX_ITERATIONS:,}")
+    if not 0 <= warm_up <= MAX_ITERATIONS:
+        raise UserError(f"--warm-up {warm_up}: expected an integer from 0 to {MAX_ITERATIONS:,}")
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """UserError unless a file can be written at ``path``: checked before the run, not after it."""
+    parent = path.parent
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a directory; expected a file name")
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: the directory {parent} does not exist")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise UserError(f"{flag} {path}: not writable")
 
 
 def parse_ratios(text: str | None, default: float) -> list[float]:

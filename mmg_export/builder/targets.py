@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +190,53 @@ def _check_values(path: Path, data: dict[str, Any]) -> None:
         if data["dla_core"] >= data["dla_cores"]:
             raise _fail(path, "dla_core", f"a core index below dla_cores ({data['dla_cores']})",
                         data["dla_core"])
+
+
+def _sm(compute_capability: str) -> str:
+    return "sm_" + compute_capability.replace(".", "")
+
+
+def check_build_device(target: TargetProfile, device: dict[str, str] | None) -> None:
+    """Raise UserError unless a TensorRT engine for ``target`` can be built on ``device``.
+
+    An engine runs on the GPU it was built on: this GPU's compute capability must be the
+    target's, or, for a hardware-compatible target (``ampere_plus``), at least 8.0. ``device`` is
+    :func:`mmg_runtime.device.device_info`'s answer (None: no GPU found).
+    """
+    wanted = _sm(target.compute_capability)
+    where = "on the Jetson module itself" if target.jetson else "on a machine with that GPU"
+    if device is None:
+        raise UserError(f"target '{target.name}' needs its GPU ({wanted}) to build TensorRT engines, and no "
+                        f"CUDA GPU was found here: build {where}, or pass --backend onnxruntime")
+    have = device["compute_capability"]
+    if target.hardware_compatibility is not None:
+        if int(have.split(".")[0]) >= 8:
+            return
+        raise UserError(f"target '{target.name}' builds hardware-compatible engines on Ampere or newer "
+                        f"(sm_80+), but this GPU is {device['name']} ({_sm(have)})")
+    if have != target.compute_capability:
+        raise UserError(
+            f"target '{target.name}' is {wanted}, but this GPU is {device['name']} ({_sm(have)}): a TensorRT "
+            f"engine runs only on the GPU it was built for. Build {where}, choose the target of this GPU "
+            "(--list-targets), or pass --hardware-compatible for an engine every Ampere+ GPU runs")
+
+
+def hardware_compatible(target: TargetProfile) -> TargetProfile:
+    """``target`` asking for an engine every Ampere+ GPU runs (``HardwareCompatibilityLevel.AMPERE_PLUS``)."""
+    if target.jetson:
+        raise UserError(f"--hardware-compatible: target '{target.name}' is a Jetson, where TensorRT has no "
+                        "hardware-compatible engines")
+    if int(target.compute_capability.split(".")[0]) < 8:
+        raise UserError(f"--hardware-compatible: target '{target.name}' is {_sm(target.compute_capability)}; "
+                        "hardware-compatible engines need Ampere (sm_80) or newer")
+    return replace(target, hardware_compatibility="ampere_plus")
+
+
+def jetson_note(target: TargetProfile, on_jetson: bool) -> str | None:
+    """What a build for a Jetson target made on another machine is, and why it is not the Jetson artifact."""
+    if not target.jetson or on_jetson:
+        return None
+    return (f"target {target.name} is a Jetson module and this machine is not one: this builds "
+            f"{target.precision} ONNX models for ONNX Runtime with {target.name}'s settings, which a Jetson can "
+            "run, but not its TensorRT engines (they are built on the module itself, for its GPU and "
+            f"JetPack's TensorRT): run mmg-export build --target {target.name} there for those")

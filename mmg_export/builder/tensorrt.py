@@ -5,13 +5,19 @@ tensors) and the network is built strongly typed, so TensorRT keeps the ONNX typ
 removed ``BuilderFlag.FP16/BF16/INT8`` and always builds strongly typed; on 10.x the
 ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` flag asks for the same behaviour.
 
-The pure functions (``parse_version``, ``network_flags``, ``builder_settings``, ``dtype_name``) need
-no TensorRT; ``build_engine`` and ``require_tensorrt`` import it lazily.
+The build goes through Polygraphy's loaders (``NetworkFromOnnxPath``, ``CreateConfig``,
+``EngineBytesFromNetwork``, ``EngineFromBytes``); what they do not cover (the DLA core, a timing
+cache from another TensorRT or GPU) is a ``PostprocessConfig`` step. The pure functions
+(``parse_version``, ``network_flags``, ``builder_settings``, ``dtype_name``) need no TensorRT;
+``build_engine`` and ``require_tensorrt`` import it lazily.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
@@ -48,6 +54,9 @@ _DTYPE_NAMES = {
     "FP8": "float8e4m3fn",
 }
 """``trt.DataType`` member name -> the dtype name the manifest records (NumPy / ONNX spelling)."""
+
+InputShapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+"""Input name -> (min, opt, max) shapes of one optimisation profile, for dynamic inputs."""
 
 
 def parse_version(version: str) -> tuple[int, int]:
@@ -103,11 +112,10 @@ class BuilderSettings:
     hardware_compatibility: str | None
     """``trt.HardwareCompatibilityLevel`` member name, or None for an engine tied to this GPU."""
     flags: tuple[str, ...]
-    """``trt.BuilderFlag`` member names to set."""
-    cleared_flags: tuple[str, ...] = ("TF32",)
-    """``trt.BuilderFlag`` member names to clear. TF32 is on by default and rounds fp32 matrix
-    products to 10-bit mantissas, which changes which tokens the pruner keeps; an fp32 export
-    means fp32 arithmetic (fp16/bf16 exports are unaffected)."""
+    """``trt.BuilderFlag`` member names to set. TF32 is never among them: it is on by default
+    and rounds fp32 matrix products to 10-bit mantissas, which changes which tokens the pruner
+    keeps; an fp32 export means fp32 arithmetic, so the build clears it (Polygraphy's
+    ``CreateConfig(tf32=False)``)."""
 
 
 def builder_settings(profile: TargetProfile, trt_version: str) -> BuilderSettings:
@@ -178,47 +186,129 @@ def require_tensorrt() -> Any:
     return tensorrt
 
 
-def _parse_onnx(trt: Any, network: Any, logger: Any, onnx_path: Path, trt_version: str) -> None:
-    parser = trt.OnnxParser(network, logger)
-    if parser.parse_from_file(str(onnx_path)):
-        return
-    errors = [str(parser.get_error(index)) for index in range(parser.num_errors)]
-    details = "\n  ".join(errors) if errors else "the parser recorded no error"
-    raise UserError(f"{onnx_path}: TensorRT {trt_version} cannot parse this ONNX model:\n  {details}")
+@contextmanager
+def polygraphy_errors() -> Iterator[list[str]]:
+    """The errors Polygraphy logs meanwhile: TensorRT's parser and builder errors (Polygraphy's own
+    closing CRITICAL line, which raises, is left out: the caller says what failed)."""
+    from polygraphy.logger import G_LOGGER
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno < logging.CRITICAL:
+                lines.append(re.sub(r"^\[.\] ", "", record.getMessage()))
+
+    lines: list[str] = []
+    handler = Collect(logging.ERROR)
+    routed = G_LOGGER.use_python_logging_system
+    G_LOGGER.use_python_logging_system = True
+    logging.getLogger("Polygraphy").addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logging.getLogger("Polygraphy").removeHandler(handler)
+        G_LOGGER.use_python_logging_system = routed
 
 
-def _configure(trt: Any, config: Any, settings: BuilderSettings) -> None:
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
-    config.builder_optimization_level = settings.optimization_level
-    if settings.dla_core is not None:
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = settings.dla_core
-    if settings.hardware_compatibility is not None:
-        config.hardware_compatibility_level = getattr(
-            trt.HardwareCompatibilityLevel, settings.hardware_compatibility
-        )
-    for flag in settings.flags:
-        config.set_flag(getattr(trt.BuilderFlag, flag))
-    for flag in settings.cleared_flags:
-        config.clear_flag(getattr(trt.BuilderFlag, flag))
+def _profiles(input_shapes: InputShapes | None) -> list[Any]:
+    """One optimisation profile with ``input_shapes``, or none (a static network needs none)."""
+    if not input_shapes:
+        return []
+    from polygraphy.backend.trt import Profile
+
+    profile = Profile()
+    for name, (low, best, high) in input_shapes.items():
+        profile.add(name, min=low, opt=best, max=high)
+    return [profile]
 
 
-def _attach_timing_cache(config: Any, cache_path: Path, log: Callable[[str], None]) -> None:
-    """Load the timing cache at ``cache_path`` into ``config``, or start an empty one."""
-    data = cache_path.read_bytes() if cache_path.is_file() else b""
-    cache = config.create_timing_cache(data)
-    if config.set_timing_cache(cache, ignore_mismatch=False):
-        return
-    log(f"{cache_path}: timing cache is from another TensorRT version or GPU; starting a new one")
-    config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+def _finish_config(trt: Any, settings: BuilderSettings, cache_path: Path, log: Callable[[str], None]):
+    """What Polygraphy's CreateConfig does not do: the DLA core, and a fresh cache on a mismatch."""
+
+    def finish(builder: Any, network: Any, config: Any) -> None:
+        if settings.dla_core is not None:
+            config.default_device_type = trt.DeviceType.DLA
+            config.DLA_core = settings.dla_core
+        for flag in settings.flags:
+            config.set_flag(getattr(trt.BuilderFlag, flag))
+        if config.get_timing_cache() is None:  # set_timing_cache(ignore_mismatch=False) refused the file
+            log(f"{cache_path}: timing cache is from another TensorRT version or GPU; starting a new one")
+            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+            cache_path.unlink(missing_ok=True)  # else Polygraphy would merge the stale entries back in
+
+    return finish
 
 
-def _save_timing_cache(config: Any, cache_path: Path) -> None:
+def build_engine(
+    onnx_path: str | os.PathLike[str],
+    engine_path: str | os.PathLike[str],
+    profile: TargetProfile,
+    timing_cache_path: str | os.PathLike[str],
+    log: Callable[[str], None] = print,
+    input_shapes: InputShapes | None = None,
+) -> EngineInfo:
+    """Build a strongly typed TensorRT engine from ``onnx_path`` for ``profile``, with Polygraphy's loaders.
+
+    ``NetworkFromOnnxPath`` parses into a network with this release's flags (:func:`network_flags`),
+    ``CreateConfig`` applies :func:`builder_settings` (TF32 off: its default) and the timing cache
+    at ``timing_cache_path`` (read when it exists), ``EngineBytesFromNetwork`` builds and merges the
+    new timings back into that file. ``input_shapes`` gives each dynamic input its
+    ``(min, opt, max)`` shapes. The engine is deserialized once to read its I/O, then written to
+    ``engine_path`` (the caller builds into a temporary directory). Raises UserError when the ONNX
+    does not parse (every parser error listed), the build fails or the engine does not load.
+    """
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineBytesFromNetwork,
+        EngineFromBytes,
+        NetworkFromOnnxPath,
+        PostprocessConfig,
+    )
+    from polygraphy.exception import PolygraphyException
+
+    trt = require_tensorrt()
+    onnx_path, engine_path, cache_path = Path(onnx_path), Path(engine_path), Path(timing_cache_path)
+    trt_version = trt.__version__
+    settings = builder_settings(profile, trt_version)
+    hardware = settings.hardware_compatibility
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache_path.with_name(cache_path.name + ".partial")
-    with open(partial, "wb") as handle:
-        handle.write(config.get_timing_cache().serialize())
-    os.replace(partial, cache_path)
+    with polygraphy_errors() as errors:
+        config = CreateConfig(
+            profiles=_profiles(input_shapes),
+            memory_pool_limits={trt.MemoryPoolType.WORKSPACE: settings.workspace_bytes},
+            builder_optimization_level=settings.optimization_level,
+            hardware_compatibility_level=None if hardware is None else getattr(trt.HardwareCompatibilityLevel, hardware),
+            load_timing_cache=str(cache_path) if cache_path.is_file() else None,
+            tf32=False,
+        )
+        config = PostprocessConfig(config, _finish_config(trt, settings, cache_path, log))
+        try:
+            network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=bool(network_flags(trt_version)))()
+        except PolygraphyException:
+            details = "\n  ".join(errors) or "the parser recorded no error"
+            raise UserError(f"{onnx_path}: TensorRT {trt_version} cannot parse this ONNX model:\n  {details}") from None
+        log(f"building {engine_path} for target {profile.name} with TensorRT {trt_version}")
+        try:
+            serialized = EngineBytesFromNetwork(network, config, save_timing_cache=str(cache_path))()
+        except PolygraphyException:
+            raise UserError(f"{onnx_path}: TensorRT {trt_version} could not build an engine for target "
+                            f"'{profile.name}'{_listed(errors)}") from None
+        try:
+            engine = EngineFromBytes(serialized)()
+        except PolygraphyException:
+            raise UserError(f"{engine_path}: TensorRT {trt_version} cannot load the engine it just built"
+                            f"{_listed(errors)}") from None
+    with open(engine_path, "wb") as handle:
+        handle.write(serialized)
+    return EngineInfo(
+        trt_version=trt_version,
+        device=device_info(),
+        hardware_compatibility=hardware,
+        io_tensors=_io_tensors(trt, engine),
+    )
+
+
+def _listed(errors: list[str]) -> str:
+    return ":\n  " + "\n  ".join(errors) if errors else ""
 
 
 def _io_tensors(trt: Any, engine: Any) -> tuple[IOTensor, ...]:
@@ -235,63 +325,3 @@ def _io_tensors(trt: Any, engine: Any) -> tuple[IOTensor, ...]:
             )
         )
     return tuple(tensors)
-
-
-def build_engine(
-    onnx_path: str | os.PathLike[str],
-    engine_path: str | os.PathLike[str],
-    profile: TargetProfile,
-    timing_cache_path: str | os.PathLike[str],
-    log: Callable[[str], None] = print,
-    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] | None = None,
-) -> EngineInfo:
-    """Build a strongly typed TensorRT engine from ``onnx_path`` for ``profile``.
-
-    Writes the serialized engine to ``engine_path`` (the caller builds into a temporary directory),
-    reads the timing cache from ``timing_cache_path`` when it exists and writes the updated cache
-    back. ``shapes`` gives the (min, opt, max) shape of every input with dynamic dimensions (one
-    optimisation profile). Raises UserError when the ONNX does not parse (every parser error
-    listed) or the build fails.
-    """
-    trt = require_tensorrt()
-    onnx_path, engine_path, cache_path = Path(onnx_path), Path(engine_path), Path(timing_cache_path)
-    trt_version = trt.__version__
-    settings = builder_settings(profile, trt_version)
-
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flag_bits = 0
-    for flag in network_flags(trt_version):
-        flag_bits |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, flag))
-    network = builder.create_network(flag_bits)
-    _parse_onnx(trt, network, logger, onnx_path, trt_version)
-
-    config = builder.create_builder_config()
-    _configure(trt, config, settings)
-    if shapes:
-        optimisation_profile = builder.create_optimization_profile()
-        for name, (low, opt, high) in shapes.items():
-            optimisation_profile.set_shape(name, low, opt, high)
-        config.add_optimization_profile(optimisation_profile)
-    _attach_timing_cache(config, cache_path, log)
-
-    log(f"building {engine_path} for target {profile.name} with TensorRT {trt_version}")
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise UserError(
-            f"{onnx_path}: TensorRT {trt_version} could not build an engine for target "
-            f"'{profile.name}' (see the TensorRT errors above)"
-        )
-    _save_timing_cache(config, cache_path)
-    with open(engine_path, "wb") as handle:
-        handle.write(serialized)
-
-    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
-    if engine is None:
-        raise UserError(f"{engine_path}: TensorRT {trt_version} cannot load the engine it just built")
-    return EngineInfo(
-        trt_version=trt_version,
-        device=device_info(),
-        hardware_compatibility=settings.hardware_compatibility,
-        io_tensors=_io_tensors(trt, engine),
-    )

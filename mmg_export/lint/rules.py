@@ -99,6 +99,8 @@ class LintReport:
     trt_version: str
     model_path: str | None
     source: str
+    parser: str | None = None
+    """What the real TensorRT parser said (:mod:`mmg_export.lint.parser`), or None if not asked."""
 
     @property
     def errors(self) -> list[Finding]:
@@ -118,8 +120,9 @@ class LintReport:
     def summary(self) -> str:
         """One line: model, counts, TensorRT version and table source."""
         name = self.model_path or "<in-memory model>"
+        parser = f"; {self.parser}" if self.parser else ""
         return (f"{name}: {_count(len(self.errors), 'error')}, {_count(len(self.warnings), 'warning')} "
-                f"against TensorRT {self.trt_version} operator table (source: {self.source})")
+                f"against TensorRT {self.trt_version} operator table (source: {self.source}){parser}")
 
     def format_table(self) -> str:
         """Fixed-width table of the findings followed by the summary line."""
@@ -135,7 +138,7 @@ class LintReport:
         """JSON-ready form of the report."""
         return {
             "model": self.model_path, "trt_version": self.trt_version, "source": self.source,
-            "errors": len(self.errors), "warnings": len(self.warnings),
+            "parser": self.parser, "errors": len(self.errors), "warnings": len(self.warnings),
             "findings": [asdict(f) for f in self.findings],
         }
 
