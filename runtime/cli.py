@@ -5,10 +5,9 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
-DEFAULT_ARTIFACTS = Path("engines") / "out" / "cpu-fp32-r0.25"
+DEFAULT_ARTIFACTS = Path("engines") / "out" / "tiny-cpu-ort-fp32-32f-r0.25"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -106,14 +105,10 @@ def _stream(pipeline, args):
     from .stream import LiveStream
 
     stream = LiveStream(pipeline, args.stream, sample_fps=args.sample_fps).start()
-    last_print = time.monotonic()
     try:
-        while stream.running and (args.ask_after is None or stream.stats.stream_seconds < args.ask_after):
-            stream.wait(timeout=0.2)
-            if not args.json and time.monotonic() - last_print >= 1.0:
+        while not stream.wait(args.ask_after, timeout=1.0):
+            if not args.json:
                 print(stream.stats.line(), file=sys.stderr)
-                last_print = time.monotonic()
-        stream.wait(timeout=0)
         answer = stream.ask(args.prompt, args.max_new_tokens)
     finally:
         stream.stop()

@@ -24,7 +24,7 @@ import numpy as np
 
 from .device import device_info
 from .errors import UserError
-from .llm.base import Generation, LLMBackend, VideoPrompt
+from .llm.base import Generation, LLMBackend, TokenCallback, VideoPrompt
 from .manifest import Manifest, verify_artifacts
 from .preprocess import Preprocessor
 from .prompt import load_tokenizer, video_question_ids
@@ -204,8 +204,10 @@ class Pipeline:
         return OrtSession(path, self.manifest.extra["providers"], cuda_graph=cuda_graph)
 
     # -- stages ---------------------------------------------------------------------------
-    def ask(self, video: str | Path | np.ndarray | VideoClip, question: str, max_new_tokens: int = 64) -> Answer:
-        """Answer ``question`` about a video file, image folder, (N, H, W, 3) uint8 array or clip."""
+    def ask(self, video: str | Path | np.ndarray | VideoClip, question: str, max_new_tokens: int = 64,
+            on_token: TokenCallback | None = None) -> Answer:
+        """Answer ``question`` about a video file, image folder, (N, H, W, 3) uint8 array or clip;
+        ``on_token`` is called with each token id as it is generated."""
         _check_generation(question, max_new_tokens)
         with self.lock:
             start = time.perf_counter()
@@ -218,7 +220,7 @@ class Pipeline:
             except StreamEndedEarly as short:  # the header promised more frames than decode: sample again
                 plan = replan_short_stream(reader, source, self.frames, plan, short.decoded)
                 self.encode_video(reader, plan, timings)
-            answer = self.prune_and_generate(question, self.tokens, max_new_tokens, timings, start)
+            answer = self.prune_and_generate(question, self.tokens, max_new_tokens, timings, start, on_token)
         answer.note = "; ".join(filter(None, [plan.note, answer.note]))
         return answer
 
@@ -253,21 +255,21 @@ class Pipeline:
                            video_embeds, positions)
 
     def prune_and_generate(self, question: str, tokens: Tensor, max_new_tokens: int, timings: Timings,
-                           asked: float) -> Answer:
+                           asked: float, on_token: TokenCallback | None = None) -> Answer:
         """Prune ``tokens (T, P, D)`` and answer ``question``; ``asked`` is when the question came (perf_counter)."""
         _check_generation(question, max_new_tokens)
         with self.lock:
-            return self._prune_and_generate(question, tokens, max_new_tokens, timings, asked)
+            return self._prune_and_generate(question, tokens, max_new_tokens, timings, asked, on_token)
 
     def _prune_and_generate(self, question: str, tokens: Tensor, max_new_tokens: int, timings: Timings,
-                            asked: float) -> Answer:
+                            asked: float, on_token: TokenCallback | None) -> Answer:
         start = time.perf_counter()
         video_embeds, indices = self.prune(tokens)
         timings.prune = time.perf_counter() - start
         timings.tokens_kept, timings.tokens_total = len(indices), tokens.shape[0] * tokens.shape[1]
         prompt = self.prompt(question, video_embeds, indices)
         before_llm = time.perf_counter()
-        generation: Generation = self.llm.generate(prompt, max_new_tokens)
+        generation: Generation = self.llm.generate(prompt, max_new_tokens, on_token)
         timings.prefill, timings.generation = generation.prefill_s, generation.decode_s
         timings.question_to_first_token = before_llm - asked + generation.prefill_s
         timings.generated_tokens = len(generation.token_ids)

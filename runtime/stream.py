@@ -101,30 +101,33 @@ class LiveStream:
         """Whether frames may still arrive or be encoded (False once the source ended and all are encoded)."""
         return any(thread.is_alive() for thread in self._threads)
 
-    def wait(self, stream_seconds: float | None = None, timeout: float | None = None) -> None:
-        """Block until the stream has reached ``stream_seconds`` of video and every frame sampled by then
-        is encoded or dropped (or until it ends, or ``timeout`` seconds pass). Raises the stream's error."""
+    def reached(self, stream_seconds: float | None) -> bool:
+        """Whether a frame at ``stream_seconds`` of video or later is encoded (None: the source ended
+        and every sampled frame is encoded or dropped)."""
+        if not self.running:
+            return True
+        return stream_seconds is not None and bool(self.stamps) and self.stamps[-1] >= stream_seconds
+
+    def wait(self, stream_seconds: float | None = None, timeout: float | None = None) -> bool:
+        """Block until :meth:`reached` (or ``timeout`` seconds pass); returns whether it was reached.
+        Raises the stream's error, if it failed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-
-        def reached() -> bool:
-            stats = self.stats
-            caught_up = stats.frames_encoded + stats.frames_dropped >= stats.frames_sampled
-            return stream_seconds is not None and stats.stream_seconds >= stream_seconds and caught_up
-
-        while self.running and not reached():
+        while not self.reached(stream_seconds) and self.error is None:
             if deadline is not None and time.monotonic() > deadline:
-                break
+                return False
             time.sleep(0.005)
         if self.error is not None:
             raise self.error
+        return True
 
-    def ask(self, question: str, max_new_tokens: int = 64) -> Answer:
-        """Answer about the frames in the window now; time to first token excludes encoding (done already)."""
+    def ask(self, question: str, max_new_tokens: int = 64, on_token=None) -> Answer:
+        """Answer about the frames in the window now; time to first token excludes encoding (done already).
+        ``on_token`` is called with each token id as it is generated."""
         asked = time.perf_counter()
         if self.error is not None:
             raise self.error
         note, stats = self._ordered_window()
-        answer = self.pipeline.prune_and_generate(question, self.window, max_new_tokens, Timings(), asked)
+        answer = self.pipeline.prune_and_generate(question, self.window, max_new_tokens, Timings(), asked, on_token)
         answer.note = note
         answer.extra.update(frames_encoded=stats.frames_encoded, frames_dropped=stats.frames_dropped,
                             window_seconds=round(stats.window_seconds, 3))

@@ -8,6 +8,7 @@ external multimodal embeddings (TensorRT-LLM LLM API).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, Union
 
@@ -81,12 +82,29 @@ class Generation:
     extra: dict = field(default_factory=dict)
 
 
+TokenCallback = Callable[[int], None]
+"""Called with each new token id as soon as it is generated (streamed answers)."""
+
+
 class LLMBackend(Protocol):
     """An LLM that generates from a :class:`VideoPrompt`."""
 
     name: str
     max_context: int
 
-    def generate(self, prompt: VideoPrompt, max_new_tokens: int) -> Generation:
-        """Greedy generation of at most ``max_new_tokens`` tokens."""
+    def generate(self, prompt: VideoPrompt, max_new_tokens: int, on_token: TokenCallback | None = None) -> Generation:
+        """Greedy generation of at most ``max_new_tokens`` tokens; ``on_token`` sees each as it comes."""
         ...
+
+
+class TokenEmitter:
+    """Calls ``on_token`` for the tokens of a growing sequence that it has not seen yet."""
+
+    def __init__(self, on_token: TokenCallback | None) -> None:
+        self.on_token, self.sent = on_token, 0
+
+    def __call__(self, tokens: list[int]) -> None:
+        if self.on_token is not None:
+            for token in tokens[self.sent:]:
+                self.on_token(int(token))
+        self.sent = max(self.sent, len(tokens))

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .base import Generation, VideoPrompt
+from .base import Generation, TokenCallback, VideoPrompt
 
 
 class TransformersBackend:
@@ -61,7 +61,7 @@ class TransformersBackend:
         tail = video[-1] + 1 + torch.arange(after, device=self.device)
         return torch.cat([torch.arange(at, device=self.device), video, tail])[None]
 
-    def generate(self, prompt: VideoPrompt, max_new_tokens: int) -> Generation:
+    def generate(self, prompt: VideoPrompt, max_new_tokens: int, on_token: TokenCallback | None = None) -> Generation:
         import torch
         from transformers import DynamicCache
 
@@ -78,12 +78,16 @@ class TransformersBackend:
             _sync(self.device)
             prefill = time.perf_counter() - start
             tokens, next_position = [token], positions[0, -1] + 1
+            if on_token is not None:
+                on_token(token)
             while len(tokens) < max_new_tokens and token not in self.eos_ids:
                 step = torch.tensor([[token]], device=self.device)
                 out = self.model(input_ids=step, position_ids=next_position.view(1, 1), use_cache=True,
                                  **{self.cache_argument: cache})
                 token, next_position = int(out.logits[0, -1].argmax()), next_position + 1
                 tokens.append(token)
+                if on_token is not None:
+                    on_token(token)
             _sync(self.device)
         return Generation(token_ids=tokens, prefill_s=prefill, decode_s=time.perf_counter() - start - prefill)
 

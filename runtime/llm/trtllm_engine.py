@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .base import Generation, VideoPrompt
+from .base import Generation, TokenCallback, TokenEmitter, VideoPrompt
 from .prompt_table import TABLE_NUMPY_DTYPE, EngineLimits, build_engine_prompt
 
 Session = Literal["cpp", "python"]
@@ -167,7 +167,7 @@ class TrtLlmEngineBackend:
             Path(engine_dir), session, kv_cache_free_gpu_memory_fraction, enable_chunked_context
         )
 
-    def generate(self, prompt: VideoPrompt, max_new_tokens: int) -> Generation:
+    def generate(self, prompt: VideoPrompt, max_new_tokens: int, on_token: TokenCallback | None = None) -> Generation:
         """Greedy generation; prefill_s is the time to the first streamed token."""
         import torch
 
@@ -189,9 +189,10 @@ class TrtLlmEngineBackend:
             return_dict=True,
             output_sequence_lengths=True,
         )
-        first_token_at = None
+        first_token_at, emit = None, TokenEmitter(on_token)
         for outputs in stream:
             first_token_at = first_token_at or time.perf_counter()
+            emit(new_tokens(outputs["output_ids"][0][0].tolist(), length, int(outputs["sequence_lengths"][0][0])))
         end = time.perf_counter()
         tokens = new_tokens(
             outputs["output_ids"][0][0].tolist(), length, int(outputs["sequence_lengths"][0][0])

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Generation, VideoPrompt, placeholder_index
+from .base import Generation, TokenCallback, TokenEmitter, VideoPrompt, placeholder_index
 from .prompt_table import check_video_matrix, require_contiguous_positions
 
 ADAPTER_ARCHITECTURE = "LlavaOnevisionQwen2ForCausalLM"
@@ -193,7 +193,7 @@ class TrtLlmApiBackend:
             ),
         )
 
-    def generate(self, prompt: VideoPrompt, max_new_tokens: int) -> Generation:
+    def generate(self, prompt: VideoPrompt, max_new_tokens: int, on_token: TokenCallback | None = None) -> Generation:
         """Greedy generation; prefill_s is the time to the first streamed token."""
         import torch
         from tensorrt_llm import SamplingParams
@@ -209,9 +209,10 @@ class TrtLlmApiBackend:
         request = build_llmapi_request(prompt, text, embedding)
         params = SamplingParams(max_tokens=max_new_tokens, top_k=1)
         start = time.perf_counter()
-        first_token_at = None
+        first_token_at, emit = None, TokenEmitter(on_token)
         for output in self._llm.generate_async(request, sampling_params=params, streaming=True):
             first_token_at = first_token_at or time.perf_counter()
+            emit(list(output.outputs[0].token_ids))
         end = time.perf_counter()
         return Generation(
             token_ids=list(output.outputs[0].token_ids),
