@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .tensor import Tensor
+from .tensor import Tensor, synchronize_device
 from .video import PyAVReader, StreamEndedEarly, VideoPlan
 
 
@@ -51,6 +51,7 @@ class NvdecReader:
     def frames(self, plan: VideoPlan) -> Iterator[tuple[int, Tensor]]:
         """(source frame index, (H, W, 3) uint8 CUDA tensor) for every distinct sampled frame, in order."""
         wanted = np.unique(plan.indices).tolist()
+        synchronize_device()  # makes the primary CUDA context current on this (decoding) thread
         decoder = self._decoder_for(plan.source)
         for start in range(0, len(wanted), self.chunk):
             batch = wanted[start:start + self.chunk]
@@ -61,8 +62,11 @@ class NvdecReader:
                                 f"{str(error).splitlines()[0][:200]}") from error
             if len(frames) < len(batch):
                 raise StreamEndedEarly(batch[0] + len(frames))
+            synchronize_device()  # the decoder converts on its own stream and reuses its surfaces next call
             for index, frame in zip(batch, frames):
-                yield index, _as_tensor(frame, plan)
+                copy = Tensor.cuda_empty((plan.height, plan.width, 3), "uint8")
+                copy.copy_from(_as_tensor(frame, plan))
+                yield index, copy
 
     def _decoder_for(self, source: str):
         import PyNvVideoCodec as nvc

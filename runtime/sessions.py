@@ -37,11 +37,13 @@ class OrtSession:
 
         chosen = [(name, dict(options)) for name, options in providers]
         _check_providers(path, chosen, set(onnxruntime.get_available_providers()))
-        if cuda_graph and chosen[0][0] == "CUDAExecutionProvider":
-            chosen[0][1]["enable_cuda_graph"] = "1"
         self.path = path
-        self.session = _create(path, chosen)
-        self.providers = self.session.get_providers()
+        self.providers = []
+        if cuda_graph and chosen[0][0] == "CUDAExecutionProvider":
+            self.session = _create_with_cuda_graph(path, chosen, self.providers)
+        else:
+            self.session = _create(path, chosen)
+        self.providers[:0] = self.session.get_providers()
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         self.inputs = {i.name: (tuple(i.shape), ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()}
         self.outputs = {o.name: (tuple(o.shape), ORT_DTYPES.get(o.type, o.type)) for o in self.session.get_outputs()}
@@ -105,6 +107,19 @@ def _check_providers(path: Path, providers: list[tuple[str, dict]], available: s
         if unknown:
             raise UserError(f"{path}: unknown option '{unknown[0]}' for {name} in the manifest: expected one of "
                             f"{', '.join(sorted(KNOWN_OPTIONS.get(name, ()))) or 'none'}")
+
+
+def _create_with_cuda_graph(path: Path, providers: list[tuple[str, dict]], notes: list[str]):
+    """A session whose runs replay one CUDA graph; where ONNX Runtime cannot capture this graph (a
+    node it places on the CPU), a plain session, with the reason appended to ``notes`` (reported)."""
+    graphed = [(providers[0][0], {**providers[0][1], "enable_cuda_graph": "1"}), *providers[1:]]
+    try:
+        session = _create(path, graphed)
+    except UserError as error:
+        notes.append(f"no CUDA graph ({str(error).split(': ', 2)[-1][:160]})")
+        return _create(path, providers)
+    notes.append("CUDA graph")
+    return session
 
 
 def _create(path: Path, providers: list[tuple[str, dict]]):

@@ -42,6 +42,12 @@ class Tensor:
         dtype = next(name for name, kind in HOST_TYPES.items() if array.dtype == kind)
         return cls(array, array.ctypes.data, tuple(array.shape), dtype, "cpu")
 
+    @classmethod
+    def cuda_empty(cls, shape: tuple[int, ...], dtype: str) -> Tensor:
+        """An uninitialised tensor in CUDA memory of its own (cudaMalloc, freed with the tensor)."""
+        memory = CudaMemory(int(np.prod(shape, dtype=np.int64)) * ITEM_BYTES[dtype])
+        return cls(memory, memory.ptr, tuple(shape), dtype, "cuda")
+
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * ITEM_BYTES[self.dtype]
@@ -87,14 +93,36 @@ class Tensor:
 
 
 class _CudaArray:
-    """``__cuda_array_interface__`` over a device tensor (bfloat16 as its 16-bit patterns); holding
+    """``__cuda_array_interface__`` over a device tensor (bfloat16 as int16 bit patterns); holding
     the tensor keeps its owner alive for as long as torch holds this object."""
 
     def __init__(self, tensor: Tensor) -> None:
         self.tensor = tensor
-        typestr = "<u2" if tensor.dtype == "bfloat16" else np.dtype(HOST_TYPES[tensor.dtype]).str
+        typestr = "<i2" if tensor.dtype == "bfloat16" else np.dtype(HOST_TYPES[tensor.dtype]).str
         self.__cuda_array_interface__ = {"shape": tensor.shape, "typestr": typestr, "data": (tensor.ptr, False),
                                          "version": 3}
+
+
+class CudaMemory:
+    """``nbytes`` of CUDA memory (cudaMalloc through Polygraphy's CUDA runtime wrapper), freed with the object."""
+
+    def __init__(self, nbytes: int) -> None:
+        from polygraphy import cuda
+
+        self._cuda = cuda.wrapper()
+        self.ptr = self._cuda.malloc(max(1, nbytes))
+
+    def __del__(self) -> None:
+        if getattr(self, "ptr", 0):
+            self._cuda.free(self.ptr)
+            self.ptr = 0
+
+
+def synchronize_device() -> None:
+    """Wait for all work on the current CUDA device (another library's streams included)."""
+    from polygraphy import cuda
+
+    cuda.wrapper().check(cuda.wrapper().handle.cudaDeviceSynchronize())
 
 
 def _memcpy(dst: int, dst_device: str, src: int, src_device: str, nbytes: int) -> None:

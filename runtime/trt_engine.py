@@ -9,6 +9,7 @@ when an engine is opened, so this module imports where only ONNX Runtime exists.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
-from .tensor import HOST_TYPES, ITEM_BYTES, Tensor
+from .tensor import HOST_TYPES, Tensor
 
 INSTALL_HINT = (
     "TensorRT is not installed: pip install 'tensorrt>=10.3' (x86) or use the TensorRT that JetPack "
@@ -32,21 +33,6 @@ def _tensorrt() -> Any:
     except ImportError as error:
         raise UserError(INSTALL_HINT) from error
     return tensorrt
-
-
-class DeviceMemory:
-    """``nbytes`` of CUDA memory (cudaMalloc), freed with the object."""
-
-    def __init__(self, nbytes: int) -> None:
-        from polygraphy import cuda
-
-        self._cuda = cuda.wrapper()
-        self.ptr = self._cuda.malloc(max(1, nbytes))
-
-    def __del__(self) -> None:
-        if getattr(self, "ptr", 0):
-            self._cuda.free(self.ptr)
-            self.ptr = 0
 
 
 class TrtEngine:
@@ -75,9 +61,15 @@ class TrtEngine:
         self.inputs = {name: spec for name, spec in specs.items() if is_input[name]}
         self.outputs = {name: spec for name, spec in specs.items() if not is_input[name]}
         self.providers = [f"TensorRT {trt.__version__}"]
+        self._lock = threading.Lock()
 
     def run_bound(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]) -> None:
-        """Run once with every tensor read from / written to the given device tensors."""
+        """Run once with every tensor read from / written to the given device tensors (one call at a
+        time: an execution context is not thread-safe)."""
+        with self._lock:
+            self._run_bound(inputs, outputs)
+
+    def _run_bound(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]) -> None:
         for name, tensor in inputs.items():
             if not self.context.set_input_shape(name, tensor.shape):
                 raise UserError(f"{self.path.name}: input '{name}' of shape {tensor.shape} is outside the engine's "
@@ -101,8 +93,7 @@ class TrtEngine:
 
     def empty(self, shape: tuple[int, ...], dtype: str) -> Tensor:
         """An uninitialised device tensor."""
-        memory = DeviceMemory(int(np.prod(shape, dtype=np.int64)) * ITEM_BYTES[dtype])
-        return Tensor(memory, memory.ptr, tuple(shape), dtype, "cuda")
+        return Tensor.cuda_empty(shape, dtype)
 
     def upload(self, array: np.ndarray) -> Tensor:
         """A device copy of ``array``."""

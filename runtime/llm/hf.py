@@ -18,6 +18,7 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, model_dir: str | Path, device: str | None = None, dtype: str | None = None) -> None:
+        import importlib.util
         import inspect
 
         import torch
@@ -30,8 +31,9 @@ class TransformersBackend:
             raise UserError(f"{model_dir}: no config.json; expected a LLaVA-OneVision checkpoint directory")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else torch.float32)
-        self.model = LlavaOnevisionForConditionalGeneration.from_pretrained(
-            model_dir, dtype=torch_dtype, local_files_only=True).to(self.device).eval()
+        placement = {"device_map": self.device} if importlib.util.find_spec("accelerate") else {}
+        self.model = LlavaOnevisionForConditionalGeneration.from_pretrained(  # straight onto the GPU where it can
+            model_dir, dtype=torch_dtype, local_files_only=True, **placement).to(self.device).eval()
         text = self.model.config.text_config
         self.max_context = int(text.max_position_embeddings)
         self.eos_ids = _as_list(self.model.generation_config.eos_token_id)

@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""The user's path end to end at LLaVA-OneVision-7B geometry: question to first token through our own API.
+
+Stage ``build``:
+  1. a random-weight LLaVA-OneVision-7B-geometry checkpoint, made on the GPU in bf16 and written with
+     ``save_pretrained``: SigLIP so400m (26 layers, 1152 wide, 384 px, patch 14), projector
+     1152 -> 3584 -> 3584, Qwen2-7B (28 layers, hidden 3584, 28 heads, 4 KV heads, intermediate
+     18944, vocab 152064), with the built-in character tokenizer;
+  2. ``mmg-export build --model DIR --target h100 --backend onnxruntime --ratio 0.25`` and ``--ratio 1.0``.
+Stage ``measure`` (same machine, right after):
+  3. ``Pipeline.from_artifacts`` for both ratios and both decoders (nvdec, pyav), one transformers LLM
+     shared; load time (with the warm-up), the first question after load, then --runs questions;
+     every stage and question to first token, medians; 25 % against 100 % in the same pipeline;
+  4. a live stream (``LiveStream``, --sample-fps, real time) on the long clip: frames encoded and
+     dropped, then questions about the 32-frame window, against encoding those 32 frames and
+     prefilling all their tokens at question time;
+  5. the encoder as deployed (ONNX Runtime CUDA session, bound on the device) against PyTorch eager on
+     the same weights and pixels, 32 frames; the artifact directory's size against the weights'.
+Prints markdown tables, writes bench_e2e.json to --out.
+
+GPU:   python scripts/bench_e2e.py --stage all --work /tmp/e2e --media .media --out $OUT
+Smoke: python scripts/bench_e2e.py --smoke --work /tmp/e2e-smoke --media .media   (tiny geometry, CPU)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _bench_common import environment, markdown_table, print_environment, setup_path, time_any
+
+setup_path()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+QUESTION = "What happens in this video?"
+SEVEN_B = dict(
+    vision=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304, num_hidden_layers=26,
+                num_attention_heads=16, image_size=384, patch_size=14),
+    text=dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+              num_attention_heads=28, num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768,
+              rope_theta=1e6, tie_word_embeddings=False))
+TINY = dict(
+    vision=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, image_size=384, patch_size=14),
+    text=dict(model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, vocab_size=1024, max_position_embeddings=32768, rope_theta=1e6,
+              tie_word_embeddings=False))
+
+
+def make_checkpoint(path: Path, geometry: dict, device: str) -> float:
+    """Write a random-weight LLaVA-OneVision checkpoint of ``geometry`` to ``path``; returns seconds."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+    from mmg_export.models.llava import tiny_tokenizer
+
+    start = time.perf_counter()
+    tokenizer = tiny_tokenizer()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in ("<|im_end|>", "<|endoftext|>", "<image>",
+                                                                        "<video>")}
+    text = dict(geometry["text"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    config = LlavaOnevisionConfig(vision_config=geometry["vision"], text_config=text,
+                                  image_token_index=ids["<image>"], video_token_index=ids["<video>"],
+                                  vision_feature_layer=-1, vision_feature_select_strategy="full")
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            model = LlavaOnevisionForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(default)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    del model
+    return time.perf_counter() - start
+
+
+def build(args, checkpoint: Path) -> dict:
+    from mmg_export.cli import main
+
+    times = {}
+    for ratio in (0.25, 1.0):
+        out = args.work / f"artifacts-r{ratio:g}"
+        start = time.perf_counter()
+        command = ["build", "--model", str(checkpoint), "--target", args.target, "--backend", "onnxruntime",
+                   "--ratio", str(ratio), "--out", str(out), "--overwrite"]
+        if main(command) != 0:
+            raise SystemExit(f"build failed: {' '.join(command)}")
+        times[f"build r{ratio:g} s"] = round(time.perf_counter() - start, 1)
+    return times
+
+
+def summary(values: list[float]) -> float:
+    return round(statistics.median(values) * 1e3, 2)
+
+
+def measure_clip(pipeline, video, runs: int) -> dict:
+    """First question after load, then ``runs`` more: median of every stage (ms)."""
+    first = pipeline.ask(video, QUESTION, max_new_tokens=8)
+    answers = [pipeline.ask(video, QUESTION, max_new_tokens=8) for _ in range(runs)]
+    stages = {name: summary([getattr(a.timings, name) for a in answers])
+              for name in ("decode", "preprocess", "encode", "prune", "prefill")}
+    return {"first_qtft_ms": round(first.timings.question_to_first_token * 1e3, 2),
+            "qtft_ms": summary([a.timings.question_to_first_token for a in answers]),
+            "qtft_spread_ms": [round(min(a.timings.question_to_first_token for a in answers) * 1e3, 2),
+                               round(max(a.timings.question_to_first_token for a in answers) * 1e3, 2)],
+            **stages, "tokens_kept": answers[0].timings.tokens_kept, "note": answers[0].note}
+
+
+def measure(args, checkpoint: Path) -> dict:
+    from mmg_runtime.llm.hf import TransformersBackend
+    from mmg_runtime.pipeline import Pipeline
+
+    result: dict = {"env": environment()}
+    start = time.perf_counter()
+    llm = TransformersBackend(checkpoint)
+    result["llm_load_s"] = round(time.perf_counter() - start, 1)
+    decoders = ["pyav"] if args.smoke else ["nvdec", "pyav"]
+    pipelines = {}
+    for decoder in decoders:
+        for ratio in (0.25, 1.0):
+            pipeline = Pipeline.from_artifacts(args.work / f"artifacts-r{ratio:g}", llm=llm, decoder=decoder)
+            pipelines[decoder, ratio] = pipeline
+            result[f"load {decoder} r{ratio:g} s (sessions + warm-up)"] = round(pipeline.load_seconds, 2)
+    result["providers"] = pipelines[decoders[0], 0.25].providers
+    clips = {"bigbuckbunny.mp4 (1280x720, 132 frames)": args.media / "bigbuckbunny.mp4",
+             "long_g250.mp4 (1280x720, 55 s, GOP 250)": args.media / "long_g250.mp4",
+             "long_g25.mp4 (1280x720, 55 s, GOP 25)": args.media / "long_g25.mp4"}
+    rows = []
+    for clip, path in clips.items():
+        for decoder in decoders:
+            for ratio in (0.25, 1.0):
+                if "long" in clip and ratio == 1.0 and decoder != decoders[0]:
+                    continue
+                runs = args.runs if "bigbuckbunny" in clip else max(2, args.runs // 2)
+                row = measure_clip(pipelines[decoder, ratio], path, runs)
+                rows.append({"clip": clip, "decoder": decoder, "ratio": ratio, **row})
+                print(f"{clip} {decoder} r{ratio:g}: {row}", flush=True)
+    result["clips"] = rows
+    result["stream"] = measure_stream(args, pipelines[decoders[0], 0.25], pipelines[decoders[0], 1.0])
+    result["encoder"] = measure_encoder(pipelines[decoders[0], 0.25], llm)
+    result["artifacts"] = artifact_sizes(args.work, llm)
+    return result
+
+
+def measure_stream(args, pruned, full) -> dict:
+    """A live replay at --sample-fps, then questions about the window; against encoding the window's 32
+    frames and prefilling all their tokens at question time (the 100 % pipeline on the same frames)."""
+    from mmg_runtime.stream import LiveStream
+    from mmg_runtime.video import iter_frames
+
+    source = str(args.media / "long_g25.mp4")
+    stream = LiveStream(pruned, source, sample_fps=args.sample_fps, realtime=True).start()
+    seconds = args.stream_seconds
+    stream.wait(stream_seconds=seconds)
+    answers = [stream.ask(QUESTION, max_new_tokens=8) for _ in range(args.runs)]
+    stream.stop()
+    stats = stream.stats
+    count = stats.frames_encoded
+    samples = [frame.array() for _, frame in iter_frames(source, sample_fps=args.sample_fps)]
+    window = np.stack(samples[max(0, count - pruned.frames):count])
+    baseline = [full.ask(window, QUESTION, max_new_tokens=8) for _ in range(args.runs)]
+    qtft, base = summary([a.timings.question_to_first_token for a in answers]), \
+        summary([a.timings.question_to_first_token for a in baseline])
+    return {"sample_fps": args.sample_fps, "stream_seconds": round(stats.stream_seconds, 2),
+            "frames_encoded": count, "frames_dropped": stats.frames_dropped,
+            "encode_ms_per_frame": round(stats.encode_seconds * 1e3 / max(1, count), 2),
+            "window_seconds": round(stats.window_seconds, 2), "qtft_ms": qtft,
+            "prune_ms": summary([a.timings.prune for a in answers]),
+            "prefill_ms": summary([a.timings.prefill for a in answers]),
+            "encode_all_and_prefill_all_ms": base, "speedup": round(base / qtft, 2)}
+
+
+def measure_encoder(pipeline, llm) -> dict:
+    """32 frames: the deployed ONNX Runtime session (device-bound) against PyTorch eager, same weights and pixels."""
+    from mmg_export.models.encoder import VideoEncoder
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    frames, size = pipeline.frames, int(pipeline.manifest.extra["image_size"])
+    eager = VideoEncoder(llm.model).eval()
+    pixels = torch.randn(frames, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device, llm.model.dtype)
+    with torch.no_grad():
+        reference = eager(pixels).float()
+        eager_ms = time_any(lambda: eager(pixels), 20, 3, device == "cuda")["median_ms"]
+    session = pipeline.encoder
+    host = pixels.float().cpu().numpy()
+    inputs = {"pixel_values": session.upload(host) if pipeline.dtype == "float32" else _bf16_tensor(session, pixels)}
+    tokens = session.empty((frames, pipeline.manifest.tokens_per_frame, pipeline.manifest.hidden_size), pipeline.dtype)
+    outputs = {"video_tokens": tokens}
+    ort_ms = time_any(lambda: session.run_bound(inputs, outputs), 20, 3, False)["median_ms"]
+    ours = torch.from_numpy(tokens.numpy()).to(device)
+    error = float((ours - reference).abs().max() / reference.abs().max())
+    return {"frames": frames, "eager_ms": round(eager_ms, 2), "onnxruntime_ms": round(ort_ms, 2),
+            "ratio": round(ort_ms / eager_ms, 3), "relative_error": error,
+            "providers": session.providers}
+
+
+def _bf16_tensor(session, pixels):
+    """The bf16 pixels on the session's device, through their bit patterns (NumPy has no bfloat16)."""
+    from mmg_runtime.tensor import Tensor
+
+    bits = pixels.contiguous().view(torch.int16).cpu().numpy()
+    tensor = session.empty(tuple(bits.shape), "bfloat16")
+    tensor.copy_from(Tensor.from_numpy(bits.view(np.float16)))
+    return tensor
+
+
+def artifact_sizes(work: Path, llm) -> dict:
+    from mmg_export.models.encoder import VideoEncoder
+
+    weights = sum(p.numel() * p.element_size() for p in VideoEncoder(llm.model).parameters())
+    sizes = {}
+    for directory in sorted(work.glob("artifacts-r*")):
+        files = [p for p in directory.rglob("*") if p.is_file() and "tokenizer" not in p.parts]
+        total = sum(p.stat().st_size for p in files)
+        sizes[directory.name] = {"bytes": total, "over_encoder_weights": round(total / weights, 3),
+                                 "files": sorted(str(p.relative_to(directory)) for p in files)[:10]}
+    return {"encoder_weight_bytes": weights, **sizes}
+
+
+def cli_json(args) -> dict:
+    """``mmg-export run --json`` as a user types it (its own process: load included)."""
+    command = [sys.executable, "-m", "mmg_export.cli", "run", "--artifacts", str(args.work / "artifacts-r0.25"),
+               "--video", str(args.media / "bigbuckbunny.mp4"), "--prompt", QUESTION, "--max-new-tokens", "8",
+               "--json"]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:]}
+    return {"wall_s": round(time.perf_counter() - start, 1), **json.loads(done.stdout)}
+
+
+def report(result: dict) -> str:
+    rows = [(r["clip"], r["decoder"], f"{r['ratio']:.0%}", r["decode"], r["preprocess"], r["encode"], r["prune"],
+             r["prefill"], r["qtft_ms"], r["first_qtft_ms"]) for r in result["clips"]]
+    lines = ["## Question to first token, Pipeline.ask (ms, medians)", "",
+             markdown_table(["clip", "decoder", "kept", "decode", "preprocess", "encode", "prune", "prefill",
+                             "to 1st token", "first after load"], rows), ""]
+    for clip in {r["clip"] for r in result["clips"]}:
+        for decoder in {r["decoder"] for r in result["clips"]}:
+            pair = {r["ratio"]: r["qtft_ms"] for r in result["clips"] if r["clip"] == clip and r["decoder"] == decoder}
+            if {0.25, 1.0} <= set(pair):
+                lines.append(f"- speedup 25 % vs 100 %, {clip}, {decoder}: {pair[1.0] / pair[0.25]:.2f}x")
+    lines += ["", "## Live stream", "", json.dumps(result["stream"]), "", "## Encoder, 32 frames", "",
+              json.dumps(result["encoder"]), "",
+              "## Artifacts", "", json.dumps(result["artifacts"]), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=["build", "measure", "all"], default="all")
+    parser.add_argument("--work", type=Path, required=True, help="checkpoint and artifact folder")
+    parser.add_argument("--media", type=Path, required=True, help="bigbuckbunny.mp4, long_g250.mp4, long_g25.mp4")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--sample-fps", type=float, default=2.0)
+    parser.add_argument("--stream-seconds", type=float, default=20.0)
+    parser.add_argument("--smoke", action="store_true", help="tiny geometry on the CPU")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.target = "cpu" if args.smoke else "h100"
+    device = "cpu" if args.smoke else "cuda"
+    checkpoint = args.work / "checkpoint"
+    result: dict = {}
+    if args.stage in ("build", "all"):
+        result["checkpoint_s"] = round(make_checkpoint(checkpoint, TINY if args.smoke else SEVEN_B, device), 1)
+        result.update(build(args, checkpoint))
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    if args.stage in ("measure", "all"):
+        print_environment(environment())
+        result.update(measure(args, checkpoint))
+        result["cli_run_json"] = cli_json(args)
+        print(report(result))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"bench_e2e_{args.stage}.json").write_text(json.dumps(result, indent=1, default=str))
+    print(json.dumps({k: v for k, v in result.items() if k in ("checkpoint_s", "build r0.25 s", "build r1 s")}))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
