@@ -3,8 +3,10 @@
 Same interface as :class:`mmg_runtime.video.PyAVReader`, but the frames arrive as CUDA memory
 (interleaved RGB, converted on the GPU), so they go to the preprocessing graph with a
 device-to-device copy. Files only (folders of images and arrays go through PyAV). One decoder
-is kept and reconfigured for each new file (creating one costs ~60 ms). Sampling and the plan
-come from :class:`PyAVReader`'s header read, so both decoders sample the same frames.
+is kept and reconfigured for each new file (creating one costs ~60 ms); it decodes on a CUDA
+stream of its own, which is the only thing the decoding thread waits for (the encoder's work on
+the GPU goes on meanwhile). Sampling and the plan come from :class:`PyAVReader`'s header read, so
+both decoders sample the same frames.
 
 NVDEC converts YUV to RGB with its own kernel, not FFmpeg's: measured on bigbuckbunny.mp4 the
 frames differ from PyAV's by 2.4 levels on average (the preprocessing after it is the same).
@@ -20,8 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .tensor import Tensor, synchronize_device
+from .tensor import Tensor
 from .video import PyAVReader, StreamEndedEarly, VideoPlan
+
+
+MAX_SIDE = 4096
+"""Largest frame side the kept decoder is sized for (so that reconfiguring never reallocates)."""
 
 
 def available() -> bool:
@@ -38,9 +44,12 @@ class NvdecReader:
         if not available():
             raise UserError("NVDEC decoding needs PyNvVideoCodec: pip install pynvvideocodec (x86-64 or SBSA "
                             "Linux with an NVIDIA driver); or choose the pyav decoder")
+        from polygraphy import cuda
+
         self.gpu_id, self.chunk = gpu_id, chunk
         self._planner = PyAVReader()
         self._decoder = None
+        self._stream = cuda.Stream()
 
     def open(self, source, num_frames: int, total_frames: int | None = None) -> VideoPlan:
         """Plan the decode as PyAV would (header read only); UserError for anything but a file."""
@@ -51,7 +60,6 @@ class NvdecReader:
     def frames(self, plan: VideoPlan) -> Iterator[tuple[int, Tensor]]:
         """(source frame index, (H, W, 3) uint8 CUDA tensor) for every distinct sampled frame, in order."""
         wanted = np.unique(plan.indices).tolist()
-        synchronize_device()  # makes the primary CUDA context current on this (decoding) thread
         decoder = self._decoder_for(plan.source)
         for start in range(0, len(wanted), self.chunk):
             batch = wanted[start:start + self.chunk]
@@ -62,19 +70,21 @@ class NvdecReader:
                                 f"{str(error).splitlines()[0][:200]}") from error
             if len(frames) < len(batch):
                 raise StreamEndedEarly(batch[0] + len(frames))
-            synchronize_device()  # the decoder converts on its own stream and reuses its surfaces next call
-            for index, frame in zip(batch, frames):
-                copy = Tensor.cuda_empty((plan.height, plan.width, 3), "uint8")
-                copy.copy_from(_as_tensor(frame, plan))
-                yield index, copy
+            copies = [Tensor.cuda_empty((plan.height, plan.width, 3), "uint8") for _ in frames]
+            for copy, frame in zip(copies, frames):  # out of the surfaces the next call reuses
+                copy.copy_from(_as_tensor(frame, plan), stream=self._stream.ptr)
+            self._stream.synchronize()
+            yield from zip(batch, copies)
 
     def _decoder_for(self, source: str):
         import PyNvVideoCodec as nvc
 
         try:
             if self._decoder is None:
-                self._decoder = nvc.SimpleDecoder(source, gpu_id=self.gpu_id,
-                                                  output_color_type=nvc.OutputColorType.RGB)
+                self._decoder = nvc.SimpleDecoder(source, gpu_id=self.gpu_id, cuda_stream=self._stream.ptr,
+                                                  output_color_type=nvc.OutputColorType.RGB,
+                                                  bWaitForSessionWarmUp=True, max_width=MAX_SIDE,
+                                                  max_height=MAX_SIDE)
             else:
                 self._decoder.reconfigure_decoder(source)
         except Exception as error:  # PyNvVideoCodec raises plain exceptions

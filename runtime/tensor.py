@@ -76,11 +76,12 @@ class Tensor:
             return (out.astype(np.uint32) << 16).view(np.float32)
         return out
 
-    def copy_from(self, source: Tensor) -> None:
-        """Copy ``source`` (same number of bytes, any device) into this tensor."""
+    def copy_from(self, source: Tensor, stream: int | None = None) -> None:
+        """Copy ``source`` (same number of bytes, any device) into this tensor; synchronously, or
+        queued on the CUDA ``stream`` (a handle) when one is given."""
         if source.nbytes != self.nbytes:
             raise ValueError(f"copy of {source.nbytes} bytes into a tensor of {self.nbytes}")
-        _memcpy(self.ptr, self.device, source.ptr, source.device, self.nbytes)
+        _memcpy(self.ptr, self.device, source.ptr, source.device, self.nbytes, stream)
 
     def to_torch(self):
         """The same memory as a torch tensor, no copy (a device tensor through the CUDA array interface)."""
@@ -118,15 +119,8 @@ class CudaMemory:
             self.ptr = 0
 
 
-def synchronize_device() -> None:
-    """Wait for all work on the current CUDA device (another library's streams included)."""
-    from polygraphy import cuda
-
-    cuda.wrapper().check(cuda.wrapper().handle.cudaDeviceSynchronize())
-
-
-def _memcpy(dst: int, dst_device: str, src: int, src_device: str, nbytes: int) -> None:
-    """Synchronous copy between host and CUDA memory in any direction."""
+def _memcpy(dst: int, dst_device: str, src: int, src_device: str, nbytes: int, stream: int | None = None) -> None:
+    """Copy between host and CUDA memory in any direction (queued on ``stream`` if given)."""
     if nbytes == 0:
         return
     if dst_device == src_device == "cpu":
@@ -136,4 +130,4 @@ def _memcpy(dst: int, dst_device: str, src: int, src_device: str, nbytes: int) -
 
     kinds = {("cuda", "cuda"): cuda.MemcpyKind.DeviceToDevice, ("cuda", "cpu"): cuda.MemcpyKind.HostToDevice,
              ("cpu", "cuda"): cuda.MemcpyKind.DeviceToHost}
-    cuda.wrapper().memcpy(dst, src, nbytes, kinds[(dst_device, src_device)])
+    cuda.wrapper().memcpy(dst, src, nbytes, kinds[(dst_device, src_device)], stream)

@@ -145,6 +145,11 @@ def measure(args, checkpoint: Path) -> dict:
                 rows.append({"clip": clip, "decoder": decoder, "ratio": ratio, **row})
                 print(f"{clip} {decoder} r{ratio:g}: {row}", flush=True)
     result["clips"] = rows
+    if args.diagnose:
+        result["timelines"] = {decoder: timeline(pipelines[decoder, 0.25], args.media / "bigbuckbunny.mp4")
+                               for decoder in decoders}
+        result["pruner_profile"] = profile_pruner(args.work / "artifacts-r0.25")
+        result["encoder_variants"] = encoder_variants(args, checkpoint, pipelines[decoders[0], 0.25])
     result["stream"] = measure_stream(args, pipelines[decoders[0], 0.25], pipelines[decoders[0], 1.0])
     result["encoder"] = measure_encoder(pipelines[decoders[0], 0.25], llm)
     result["artifacts"] = artifact_sizes(args.work, llm)
@@ -191,8 +196,7 @@ def measure_encoder(pipeline, llm) -> dict:
         reference = eager(pixels).float()
         eager_ms = time_any(lambda: eager(pixels), 20, 3, device == "cuda")["median_ms"]
     session = pipeline.encoder
-    host = pixels.float().cpu().numpy()
-    inputs = {"pixel_values": session.upload(host) if pipeline.dtype == "float32" else _bf16_tensor(session, pixels)}
+    inputs = {"pixel_values": _device_tensor(session, pipeline.dtype, pixels)}
     tokens = session.empty((frames, pipeline.manifest.tokens_per_frame, pipeline.manifest.hidden_size), pipeline.dtype)
     outputs = {"video_tokens": tokens}
     ort_ms = time_any(lambda: session.run_bound(inputs, outputs), 20, 3, False)["median_ms"]
@@ -203,14 +207,105 @@ def measure_encoder(pipeline, llm) -> dict:
             "providers": session.providers}
 
 
-def _bf16_tensor(session, pixels):
-    """The bf16 pixels on the session's device, through their bit patterns (NumPy has no bfloat16)."""
+def _device_tensor(session, dtype: str, values: torch.Tensor):
+    """``values`` as a ``dtype`` tensor on the session's device (bfloat16 through its bit patterns)."""
     from mmg_runtime.tensor import Tensor
 
-    bits = pixels.contiguous().view(torch.int16).cpu().numpy()
+    if dtype != "bfloat16":
+        return session.upload(values.float().cpu().numpy().astype(dtype))
+    bits = values.to(torch.bfloat16).contiguous().view(torch.int16).cpu().numpy()
     tensor = session.empty(tuple(bits.shape), "bfloat16")
     tensor.copy_from(Tensor.from_numpy(bits.view(np.float16)))
     return tensor
+
+
+class _Recorder:
+    """A ChunkEncoder that notes when each chunk starts and ends."""
+
+    def __init__(self, inner, events: list, start: float) -> None:
+        self.inner, self.events, self.start = inner, events, start
+
+    def frame_buffer(self, height: int, width: int):
+        return self.inner.frame_buffer(height, width)
+
+    def __call__(self, frames, tokens, timings) -> None:
+        began = time.perf_counter()
+        self.inner(frames, tokens, timings)
+        self.events.append(("chunk", round((began - self.start) * 1e3, 1),
+                            round((time.perf_counter() - self.start) * 1e3, 1)))
+
+
+def timeline(pipeline, video) -> dict:
+    """When each frame left the decoder and each chunk was preprocessed + encoded, in ms from the question."""
+    events: list = []
+    start = time.perf_counter()
+    reader_frames, encoder = pipeline.reader.frames, pipeline.chunk_encoder
+
+    def frames(plan):
+        for item in reader_frames(plan):
+            events.append(("frame", round((time.perf_counter() - start) * 1e3, 1)))
+            yield item
+
+    pipeline.reader.frames, pipeline.chunk_encoder = frames, _Recorder(encoder, events, start)
+    try:
+        answer = pipeline.ask(video, QUESTION, max_new_tokens=1)
+    finally:
+        pipeline.chunk_encoder = encoder
+        del pipeline.reader.frames
+    return {"events": events, "qtft_ms": round(answer.timings.question_to_first_token * 1e3, 1)}
+
+
+def profile_pruner(directory: Path) -> dict:
+    """ONNX Runtime's own profile of the pruner (CUDA provider, no CUDA graph): which nodes cost what."""
+    import onnxruntime
+
+    from _bench_common import ort_profile_summary
+
+    from mmg_runtime.manifest import load_manifest
+    from mmg_runtime.sessions import OrtSession
+
+    manifest = load_manifest(directory)
+    dtype = manifest.components["pruner"].inputs["video_tokens"].dtype
+    options = onnxruntime.SessionOptions()
+    options.enable_profiling = True
+    providers = [(name, opts) for name, opts in manifest.extra["providers"]]
+    session = onnxruntime.InferenceSession(str(directory / "pruner.onnx"), options, providers=providers)
+    holder = OrtSession(directory / "pruner.onnx", manifest.extra["providers"])
+    tokens = _device_tensor(holder, dtype, torch.randn(manifest.frames, manifest.tokens_per_frame, manifest.hidden_size))
+    outputs = {"video_embeds": holder.empty((manifest.keep + 1, manifest.hidden_size), dtype),
+               "kept_indices": holder.empty((manifest.keep,), "int64"), "finite": holder.empty((), "bool")}
+    holder.session = session
+    holder._bindings.clear()
+    for _ in range(11):
+        holder.run_bound({"video_tokens": tokens}, outputs)
+    return ort_profile_summary(session.end_profiling(), skip_runs=1)
+
+
+def encoder_variants(args, checkpoint: Path, pipeline) -> dict:
+    """The encoder exported three ways from the same weights, each timed on the same bound buffers."""
+    from mmg_export.builder.export import export_encoder
+    from mmg_export.builder.onnxruntime import fuse_encoder
+    from mmg_export.models.encoder import VideoEncoder
+    from mmg_export.models.llava import load_llava
+    from mmg_runtime.sessions import OrtSession
+
+    manifest = pipeline.manifest
+    dtype, precision = pipeline.dtype, manifest.precision
+    encoder = VideoEncoder(load_llava(checkpoint, {"bfloat16": torch.bfloat16}.get(dtype, torch.float32)).model)
+    frames = manifest.frames
+    results = {}
+    for name in ("opset23-plain", "opset23-fastgelu", "opset18-tensorrt-flavour"):
+        path = args.work / f"encoder-{name}.onnx"
+        export_encoder(encoder, frames, precision, path, "tensorrt" if "opset18" in name else "onnxruntime")
+        if name == "opset23-fastgelu":
+            fuse_encoder(path, encoder.vision_heads, encoder.vision_hidden)
+        session = OrtSession(path, manifest.extra["providers"])
+        pixels = _device_tensor(session, dtype, torch.randn(frames, 3, 384, 384, generator=torch.Generator().manual_seed(0)))
+        tokens = session.empty((frames, manifest.tokens_per_frame, manifest.hidden_size), dtype)
+        run = lambda: session.run_bound({"pixel_values": pixels}, {"video_tokens": tokens})  # noqa: E731
+        results[name] = round(time_any(run, 20, 3, False)["median_ms"], 2)
+        path.unlink()
+    return results
 
 
 def artifact_sizes(work: Path, llm) -> dict:
@@ -265,6 +360,8 @@ def main() -> None:
     parser.add_argument("--sample-fps", type=float, default=2.0)
     parser.add_argument("--stream-seconds", type=float, default=20.0)
     parser.add_argument("--smoke", action="store_true", help="tiny geometry on the CPU")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="also: decode/encode timelines, ONNX Runtime's profile of the pruner, encoder variants")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     args.target = "cpu" if args.smoke else "h100"
