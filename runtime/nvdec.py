@@ -104,19 +104,24 @@ def _as_tensor(frame, plan: VideoPlan) -> Tensor:
 
 
 @contextlib.contextmanager
-def warm_up_file() -> Iterator[Path | None]:
-    """A one-frame 1280x720 H.264 clip in a temporary folder (None where PyAV has no H.264 encoder),
-    so that loading can create the NVDEC session before the first question."""
+def warm_up_file(frames: int = 24) -> Iterator[Path | None]:
+    """A 1280x720 H.264 clip with moving content in a temporary folder (None where PyAV has no H.264
+    encoder), so that loading creates the NVDEC session, reference surfaces included (an encoder
+    uses several for moving content), before the first question."""
     import av
 
+    noise = np.random.default_rng(0).integers(0, 256, (720, 1280 + frames * 8, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory(prefix="mmg-warm-up-") as folder:
         path = Path(folder) / "warm-up.mp4"
         try:
             with av.open(str(path), "w") as container:
                 stream = container.add_stream("h264", rate=25)
                 stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
-                frame = av.VideoFrame.from_ndarray(np.zeros((720, 1280, 3), np.uint8), format="rgb24")
-                for packet in [*stream.encode(frame), *stream.encode()]:
+                for index in range(frames):
+                    image = np.ascontiguousarray(noise[:, index * 8:index * 8 + 1280])
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                        container.mux(packet)
+                for packet in stream.encode():
                     container.mux(packet)
         except (av.FFmpegError, ValueError):
             yield None

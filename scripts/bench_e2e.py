@@ -109,6 +109,8 @@ def measure_clip(pipeline, video, runs: int) -> dict:
     stages = {name: summary([getattr(a.timings, name) for a in answers])
               for name in ("decode", "preprocess", "encode", "prune", "prefill")}
     return {"first_qtft_ms": round(first.timings.question_to_first_token * 1e3, 2),
+            "first_stages_ms": {name: round(getattr(first.timings, name) * 1e3, 2)
+                                for name in ("decode", "preprocess", "encode", "prune", "prefill")},
             "qtft_ms": summary([a.timings.question_to_first_token for a in answers]),
             "qtft_spread_ms": [round(min(a.timings.question_to_first_token for a in answers) * 1e3, 2),
                                round(max(a.timings.question_to_first_token for a in answers) * 1e3, 2)],
