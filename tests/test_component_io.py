@@ -1,0 +1,66 @@
+"""Component I/O specs against real ONNX Runtime sessions (mmg_runtime.component_io)."""
+from dataclasses import replace
+
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from mmg_runtime.component_io import check_component_io, onnxruntime_specs
+from mmg_runtime.errors import UserError
+from mmg_runtime.manifest import Component, TensorSpec, verify_artifacts
+
+
+def open_session(path):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return onnxruntime_specs(session.get_inputs()), onnxruntime_specs(session.get_outputs())
+
+
+def test_every_built_graph_matches_its_manifest(artifacts):
+    manifest = verify_artifacts(artifacts)
+    graphs = {name: c for name, c in manifest.components.items() if c.file.endswith(".onnx")}
+    assert set(graphs) == {"encoder", "frame_encoder", "pruner", "encoder_onnx", "frame_encoder_onnx", "pruner_onnx"}
+    for component in graphs.values():
+        check_component_io(artifacts / component.file, component, *open_session(artifacts / component.file))
+    inputs, outputs = open_session(artifacts / "pruner.ort.onnx")
+    assert inputs == {"video_tokens": TensorSpec((32, 196, 64), "float32")}
+    assert outputs == {"kept_tokens": TensorSpec((1568, 64), "float32"), "kept_indices": TensorSpec((1568,), "int64")}
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: replace(c, outputs={**c.outputs, "kept_indices": TensorSpec((1568,), "int32")}),
+     "output 'kept_indices' is int64 [1568], the manifest says int32 [1568]"),
+    (lambda c: replace(c, outputs={**c.outputs, "kept_tokens": TensorSpec((1000, 64), "float32")}),
+     "output 'kept_tokens' is float32 [1568, 64], the manifest says float32 [1000, 64]"),
+    (lambda c: replace(c, inputs={"video_tokens": TensorSpec(("frames", 196, 64), "float32")}),
+     "input 'video_tokens' is float32 [32, 196, 64], the manifest says float32 [frames, 196, 64]"),
+    (lambda c: replace(c, inputs={"tokens": c.inputs["video_tokens"]}),
+     "inputs are ['video_tokens'], the manifest says ['tokens']"),
+    (lambda c: replace(c, outputs={"kept_tokens": c.outputs["kept_tokens"]}),
+     "outputs are ['kept_indices', 'kept_tokens'], the manifest says ['kept_tokens']"),
+])
+def test_a_spec_that_differs_from_the_graph_is_refused(artifacts, edit, message):
+    component = verify_artifacts(artifacts).components["pruner"]
+    path = artifacts / component.file
+    with pytest.raises(UserError) as error:
+        check_component_io(path, edit(component), *open_session(path))
+    assert str(error.value) == f"{path}: {message}; rebuild with mmg-export build"
+
+
+def test_dynamic_axes(tmp_path):
+    """Named and unnamed dynamic axes are dynamic; their names are not compared."""
+    x = helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT16, ["frames", 3, 8, 8])
+    y = helper.make_tensor_value_info("video_tokens", TensorProto.FLOAT16, [None, 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Relu", ["pixel_values"], ["video_tokens"])], "g", [x], [y])
+    path = tmp_path / "encoder.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    inputs, outputs = open_session(path)
+    assert inputs == {"pixel_values": TensorSpec(("frames", 3, 8, 8), "float16")}
+    assert outputs["video_tokens"].shape[1:] == (3, 8, 8) and isinstance(outputs["video_tokens"].shape[0], str)
+    component = Component("encoder.onnx", "0" * 64, {"pixel_values": TensorSpec(("T", 3, 8, 8), "float16")},
+                          {"video_tokens": TensorSpec(("T", 3, 8, 8), "float16")})
+    check_component_io(path, component, inputs, outputs)
+    static = replace(component, inputs={"pixel_values": TensorSpec((32, 3, 8, 8), "float16")})
+    with pytest.raises(UserError, match=r"input 'pixel_values' is float16 \[frames, 3, 8, 8\], the manifest says "
+                                        r"float16 \[32, 3, 8, 8\]"):
+        check_component_io(path, static, inputs, outputs)
