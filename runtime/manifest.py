@@ -422,6 +422,9 @@ def _verify_files(directory: Path, manifest: Manifest) -> None:
     manifest_path = directory / MANIFEST_NAME
     for folder in runtime_cache_dirs(manifest):
         confined_path(directory, folder, "a provider cache path in the manifest")
+    model = manifest.extra.get("model")
+    if isinstance(model, str) and model and not Path(model).is_absolute():  # absolute: see model_directory()
+        confined_path(directory, model, "the model path in the manifest")
     unlisted = unlisted_files(directory, manifest)
     if unlisted:
         raise UserError(f"{directory / unlisted[0]}: not listed in {manifest_path}; the artifact directory changed "

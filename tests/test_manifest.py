@@ -286,6 +286,17 @@ def test_a_linked_folder_inside_the_directory_is_not_followed(tmp_path: Path) ->
         verify_artifacts(artifacts)
 
 
+@pytest.mark.parametrize("model", ["../..", "model/../../elsewhere", "link"])
+def test_verify_refuses_a_relative_model_path_that_leads_out(tmp_path: Path, model) -> None:
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    manifest = make_manifest(artifacts)
+    write_manifest(artifacts, replace(manifest, extra={**manifest.extra, "model": model}))
+    (artifacts / "link").symlink_to(tmp_path, target_is_directory=True)  # checked before the unlisted files
+    with pytest.raises(UserError, match="the model path in the manifest leads outside the artifact directory"):
+        verify_artifacts(artifacts)
+
+
 def test_model_directory_is_confined(tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
     (artifacts / "model").mkdir(parents=True)
