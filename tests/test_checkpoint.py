@@ -1,5 +1,5 @@
 """Checkpoint directories checked before anything is instantiated (mmg_runtime.checkpoint), through
-``run --model`` and ``build --model``: each bad checkpoint of issue 12 is one line, exit 2."""
+``run --model`` and ``build --model``: each bad checkpoint of issue 12 is one line, exit 1."""
 import json
 import pickle
 import shutil
@@ -38,8 +38,8 @@ def edit_config(directory: Path, edit) -> None:
 
 
 def fails(capsys, argv: list[str], expected: str) -> str:
-    """``main(argv)`` exits 2; its last line (after the build's progress lines) holds ``expected``."""
-    assert main(argv) == 2
+    """``main(argv)`` exits 1; its last line (after the build's progress lines) holds ``expected``."""
+    assert main(argv) == 1
     err = capsys.readouterr().err
     error = err.strip().splitlines()[-1]
     assert expected in error and error.startswith(f"mmg-export {argv[0]}: error: ") and "Traceback" not in err, err

@@ -18,26 +18,30 @@ def open_session(path):
 
 def test_every_built_graph_matches_its_manifest(artifacts):
     manifest = verify_artifacts(artifacts)
-    graphs = {name: c for name, c in manifest.components.items() if c.file.endswith(".onnx")}
-    assert set(graphs) == {"encoder", "frame_encoder", "pruner", "encoder_onnx", "frame_encoder_onnx", "pruner_onnx"}
-    for component in graphs.values():
+    assert set(manifest.components) == {"preprocess", "encoder", "pruner"}
+    for component in manifest.components.values():
         check_component_io(artifacts / component.file, component, *open_session(artifacts / component.file))
-    inputs, outputs = open_session(artifacts / "pruner.ort.onnx")
+    inputs, outputs = open_session(artifacts / manifest.components["pruner"].file)
     assert inputs == {"video_tokens": TensorSpec((32, 196, 64), "float32")}
-    assert outputs == {"kept_tokens": TensorSpec((1568, 64), "float32"), "kept_indices": TensorSpec((1568,), "int64")}
+    assert outputs == {"video_embeds": TensorSpec((1569, 64), "float32"), "kept_indices": TensorSpec((1568,), "int64"),
+                       "finite": TensorSpec((), "bool")}
+    inputs, outputs = open_session(artifacts / manifest.components["encoder"].file)
+    assert inputs == {"pixel_values": TensorSpec(("frames", 3, 384, 384), "float32")}
 
 
 @pytest.mark.parametrize("edit,message", [
     (lambda c: replace(c, outputs={**c.outputs, "kept_indices": TensorSpec((1568,), "int32")}),
      "output 'kept_indices' is int64 [1568], the manifest says int32 [1568]"),
-    (lambda c: replace(c, outputs={**c.outputs, "kept_tokens": TensorSpec((1000, 64), "float32")}),
-     "output 'kept_tokens' is float32 [1568, 64], the manifest says float32 [1000, 64]"),
+    (lambda c: replace(c, outputs={**c.outputs, "video_embeds": TensorSpec((1000, 64), "float32")}),
+     "output 'video_embeds' is float32 [1569, 64], the manifest says float32 [1000, 64]"),
+    (lambda c: replace(c, outputs={**c.outputs, "finite": TensorSpec((1,), "bool")}),
+     "output 'finite' is bool [], the manifest says bool [1]"),
     (lambda c: replace(c, inputs={"video_tokens": TensorSpec(("frames", 196, 64), "float32")}),
      "input 'video_tokens' is float32 [32, 196, 64], the manifest says float32 [frames, 196, 64]"),
     (lambda c: replace(c, inputs={"tokens": c.inputs["video_tokens"]}),
      "inputs are ['video_tokens'], the manifest says ['tokens']"),
-    (lambda c: replace(c, outputs={"kept_tokens": c.outputs["kept_tokens"]}),
-     "outputs are ['kept_indices', 'kept_tokens'], the manifest says ['kept_tokens']"),
+    (lambda c: replace(c, outputs={"video_embeds": c.outputs["video_embeds"]}),
+     "outputs are ['finite', 'kept_indices', 'video_embeds'], the manifest says ['video_embeds']"),
 ])
 def test_a_spec_that_differs_from_the_graph_is_refused(artifacts, edit, message):
     component = verify_artifacts(artifacts).components["pruner"]
