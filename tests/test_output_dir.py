@@ -144,16 +144,17 @@ def test_a_checked_directory_replaced_or_changed_during_the_build_is_left_alone(
 
 
 def test_stale_temporary_directories_of_killed_builds_are_removed(tmp_path: Path) -> None:
-    stale = tmp_path / ".out.tmp-0123abcd"
-    (stale / "model").mkdir(parents=True)
-    (stale / "model" / "weights").write_bytes(b"half written")
-    kept = [tmp_path / ".out.tmp-notours", tmp_path / ".other.tmp-0123abcd", tmp_path / ".out.tmp-0123abcd0"]
+    stale = [tmp_path / ".out.tmp-0123abcd", tmp_path / ".out.tmp-x_9kq2ze"]  # token_hex(4), tempfile
+    for path in stale:
+        (path / "model").mkdir(parents=True)
+        (path / "model" / "weights").write_bytes(b"half written")
+    kept = [tmp_path / ".out.tmp-not-ours", tmp_path / ".other.tmp-0123abcd", tmp_path / ".out.tmp-0123abcd0"]
     for path in kept:
         path.mkdir()
     (tmp_path / ".out.tmp-89abcdef").write_text("a file, not our directory")
     with atomic_output_dir(tmp_path / "out"):
-        assert not stale.exists()
-    assert siblings(tmp_path / "out") == sorted([".out.tmp-0123abcd0", ".out.tmp-89abcdef", ".out.tmp-notours",
+        assert not any(path.exists() for path in stale)
+    assert siblings(tmp_path / "out") == sorted([".out.tmp-0123abcd0", ".out.tmp-89abcdef", ".out.tmp-not-ours",
                                                   ".other.tmp-0123abcd", "out"])
 
 

@@ -111,8 +111,13 @@ def _locked(final: Path) -> Iterator[None]:
 
 
 def _remove_stale(final: Path) -> None:
-    """Remove ``.NAME.tmp-XXXXXXXX`` directories of killed builds (called with the lock held)."""
-    pattern = re.compile(rf"\.{re.escape(final.name)}\.tmp-[0-9a-f]{{8}}")
+    """Remove ``.NAME.tmp-XXXXXXXX`` directories of killed builds (called with the lock held).
+
+    Eight characters as ``secrets.token_hex(4)`` or ``tempfile`` make them: a scratch directory
+    of the build made with ``tempfile.TemporaryDirectory(prefix=".NAME.tmp-", dir=...)`` is
+    cleaned up too.
+    """
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.tmp-[0-9a-z_]{{8}}")
     for entry in final.parent.iterdir():
         if pattern.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
