@@ -1,7 +1,7 @@
 """Artifact manifest: what ``mmg-export build`` wrote into an artifact directory, with hashes.
 
 ``manifest.json`` lists the SHA-256 of every file in the artifact directory (the graphs or
-engines, ``newline.npy``, ``tokenizer/``, the built-in ``model/``), each runnable component's I/O
+engines, ``tokenizer/``, the built-in ``model/``), each runnable component's I/O
 tensors, the model geometry, the library versions and the build GPU. The runtime verifies it
 before loading anything:
 
