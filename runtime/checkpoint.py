@@ -163,8 +163,9 @@ def _check_memory(directory: Path, size: int, dtype, device: str) -> None:
         free[f"free memory of {device}"] = torch.cuda.mem_get_info(torch.device(device))[0]
     for where, available in free.items():
         if available is not None and size > available:
-            raise UserError(f"{directory}: the model needs {size / 2**30:.1f} GiB in {str(dtype).removeprefix('torch.')}"
-                            f", more than the {available / 2**30:.1f} GiB of {where}")
+            dtype_name = str(dtype).removeprefix("torch.")
+            raise UserError(f"{directory}: the model needs {size / 2**30:.1f} GiB in {dtype_name}, more than the "
+                            f"{available / 2**30:.1f} GiB of {where}")
 
 
 def _available_host_memory() -> int | None:

@@ -53,7 +53,7 @@ def check_component_io(path: str | os.PathLike[str], component: Component, input
 def _agree(recorded: TensorSpec, actual: TensorSpec) -> bool:
     return (recorded.dtype == actual.dtype and len(recorded.shape) == len(actual.shape)
             and all(isinstance(a, str) == isinstance(b, str) and (isinstance(a, str) or a == b)
-                    for a, b in zip(recorded.shape, actual.shape)))
+                    for a, b in zip(recorded.shape, actual.shape, strict=True)))
 
 
 def _text(spec: TensorSpec) -> str:

@@ -283,7 +283,8 @@ def check_fields(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
     tokens = manifest.frames * manifest.tokens_per_frame
     if not 0 < manifest.ratio <= 1 or abs(manifest.keep - manifest.ratio * tokens) > 0.5:
         raise UserError(f"{source}: fields 'ratio' {manifest.ratio!r} and 'keep' {manifest.keep} disagree: keep must "
-                        f"be ratio x {tokens} video tokens, rounded; the manifest changed after the build, {REBUILD_HINT}")
+                        f"be ratio x {tokens} video tokens, rounded; the manifest changed after the build, "
+                        f"{REBUILD_HINT}")
     if not any(name in ("newline", "video_embeds") for _, name, _ in _specs(manifest)):
         raise UserError(f"{source}: no component gives the image_newline row (an output 'newline' or "
                         f"'video_embeds'); {REBUILD_HINT}")
@@ -314,8 +315,9 @@ def _specs(manifest: Manifest):
 def _check_spec(source: str, where: str, spec: TensorSpec, dims: tuple[str | int, ...],
                 values: dict[str, int]) -> set[str]:
     """The fields this spec gives exactly; UserError for a dimension that disagrees with its field."""
-    if len(spec.shape) == len(dims) and all(_dim_agrees(dim, name, values) for dim, name in zip(spec.shape, dims)):
-        return {DERIVED_FIELDS.get(name, name) for dim, name in zip(spec.shape, dims)
+    pairs = list(zip(spec.shape, dims, strict=True)) if len(spec.shape) == len(dims) else None
+    if pairs is not None and all(_dim_agrees(dim, name, values) for dim, name in pairs):
+        return {DERIVED_FIELDS.get(name, name) for dim, name in pairs
                 if isinstance(name, str) and dim == values[name]}
     names = ", ".join(f"{d}={values[d]}" if d in values else str(d) for d in dims)
     raise UserError(f"{source}: field '{where}.shape' is {list(spec.shape)}, but the manifest's fields give "

@@ -248,7 +248,8 @@ def test_files_the_manifest_does_not_list_are_refused(tmp_path: Path) -> None:
 
 
 def test_runtime_caches_of_the_providers_are_not_listed(tmp_path: Path) -> None:
-    providers = [["TensorrtExecutionProvider", {"trt_engine_cache_path": "ort_trt_cache"}], ["CPUExecutionProvider", {}]]
+    providers = [["TensorrtExecutionProvider", {"trt_engine_cache_path": "ort_trt_cache"}],
+                 ["CPUExecutionProvider", {}]]
     write_manifest(tmp_path, make_manifest(tmp_path, backend="onnxruntime", extra={
         **make_manifest(tmp_path).extra, "providers": providers}))
     (tmp_path / "ort_trt_cache").mkdir()

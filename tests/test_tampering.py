@@ -65,7 +65,8 @@ def test_an_added_tokenizer_file_is_refused(copy, bikes, capsys):
      "no component gives the image_newline row"),
     (lambda data: data.update(ratio=0.5), "fields 'ratio' 0.5 and 'keep' 1568 disagree"),
     (lambda data: data.update(keep=3136, ratio=0.5),
-     "pruner.outputs.video_embeds.shape' is [1569, 64], but the manifest's fields give [keep + 1=3137, hidden_size=64]"),
+     "pruner.outputs.video_embeds.shape' is [1569, 64], but the manifest's fields give "
+     "[keep + 1=3137, hidden_size=64]"),
 ])
 def test_edited_manifest_fields_are_refused(copy, bikes, capsys, edit, expected):
     edit_manifest(copy, edit)

@@ -133,8 +133,10 @@ def describe_backend(manifest: Manifest) -> tuple[str, str]:
 def profile(directory: Path, manifest: Manifest, ratios: list[float], iterations: int,
             warm_up: int) -> list[Measurement]:
     """Measure the encoder, the frame encoder and a pruner per ratio."""
-    files = {name: directory / manifest.component(name, directory).file for name in ("encoder", "frame_encoder", "pruner")}
-    results = [_measure(name, files[name], manifest, name, iterations, warm_up) for name in ("encoder", "frame_encoder")]
+    files = {name: directory / manifest.component(name, directory).file
+             for name in ("encoder", "frame_encoder", "pruner")}
+    results = [_measure(name, files[name], manifest, name, iterations, warm_up)
+               for name in ("encoder", "frame_encoder")]
     with tempfile.TemporaryDirectory() as scratch:
         for ratio in ratios:
             path = files["pruner"] if ratio == manifest.ratio else _extra_pruner(manifest, ratio, Path(scratch))
