@@ -94,7 +94,8 @@ def _sizes(vision: dict, text: dict) -> str:
 
 
 def weight_shapes(directory: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor in the directory's ``*.safetensors``, from their headers only.
+    """Name -> shape of every floating-point tensor in the directory's ``*.safetensors``, from their
+    headers only (integer tensors are index buffers such as old ``position_ids``, not weights).
 
     UserError when there are none (pickle weights are refused, never opened) or a file is
     truncated or not safetensors.
@@ -114,7 +115,9 @@ def weight_shapes(directory: str | os.PathLike[str]) -> dict[str, tuple[int, ...
     for path in files:
         try:
             with safe_open(path, framework="numpy") as handle:
-                shapes.update({name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()})
+                slices = {name: handle.get_slice(name) for name in handle.keys()}
+                shapes.update({name: tuple(tensor.get_shape()) for name, tensor in slices.items()
+                               if tensor.get_dtype().startswith(("F", "BF"))})
         except (SafetensorError, OSError) as error:
             raise UserError(f"{path}: not a complete safetensors file ({error}); copy the checkpoint again") from None
     return shapes

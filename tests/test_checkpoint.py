@@ -5,6 +5,7 @@ import pickle
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mmg_export.cli import main
@@ -108,6 +109,21 @@ def test_build_model_with_a_bad_config(tmp_path, checkpoint, capsys, case):
     damage(checkpoint / "config.json")
     fails(capsys, build_args(tmp_path, checkpoint), expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_index_buffers_of_older_checkpoints_are_not_weights(checkpoint):
+    """An int64 position_ids stored by an older transformers is accepted; an extra float tensor is not."""
+    from safetensors.numpy import load_file, save_file
+
+    weights = checkpoint / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["vision_tower.vision_model.embeddings.position_ids"] = np.arange(729, dtype=np.int64)[None]
+    save_file(tensors, weights, metadata={"format": "pt"})
+    check_checkpoint(checkpoint)
+    tensors["language_model.model.extra_norm.weight"] = np.ones(64, dtype=np.float32)
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(UserError, match=r"the weights hold 1 more tensor\(s\) of shape \[64\]"):
+        check_checkpoint(checkpoint)
 
 
 def test_truncated_weights(artifacts, bikes, checkpoint, capsys):
