@@ -10,7 +10,7 @@ before loading anything:
 * every path stays inside the artifact directory once resolved (no ``..``, no absolute path, no
   symbolic link that leads out);
 * every file is listed and has its recorded hash, so nothing is loaded that the build did not
-  write (ONNX Runtime's TensorRT caches, written at run time, are the one exception);
+  write;
 * TensorRT engines match this machine's TensorRT release and GPU.
 
 Standard library only (imports without torch, numpy or tensorrt).
@@ -374,31 +374,21 @@ def confined_path(directory: str | os.PathLike[str], relative: str, what: str) -
     return resolved
 
 
-def runtime_cache_dirs(manifest: Manifest) -> list[str]:
-    """Folders (relative) that ONNX Runtime's provider options write at run time (``*_path``)."""
-    folders = []
-    for entry in manifest.extra.get("providers", []):
-        options = entry[1] if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], dict) else {}
-        folders += [value for key, value in options.items() if key.endswith("_path") and isinstance(value, str)]
-    return folders
-
-
-def _present_files(directory: Path, skip: tuple[str, ...] = ()) -> list[str]:
+def _present_files(directory: Path) -> list[str]:
     """Relative POSIX paths of the files and symbolic links under ``directory`` (links not
-    followed), the manifest and the folders in ``skip`` left out."""
+    followed), the manifest left out."""
     found = []
     for root, folders, files in os.walk(directory):
         relative_root = Path(root).relative_to(directory)
         links = [name for name in folders if (Path(root) / name).is_symlink()]
-        folders[:] = [name for name in folders if name not in links and (relative_root / name).as_posix() not in skip]
+        folders[:] = [name for name in folders if name not in links]
         found += [(relative_root / name).as_posix() for name in files + links]
     return [path for path in found if path != MANIFEST_NAME]
 
 
 def unlisted_files(directory: str | os.PathLike[str], manifest: Manifest) -> list[str]:
-    """Files in ``directory`` that ``manifest.files`` does not list (runtime caches excepted)."""
-    skip = tuple(PurePosixPath(folder).as_posix() for folder in runtime_cache_dirs(manifest))
-    return sorted(set(_present_files(Path(directory), skip)) - set(manifest.files))
+    """Files (and links) in ``directory`` that ``manifest.files`` does not list."""
+    return sorted(set(_present_files(Path(directory))) - set(manifest.files))
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -422,8 +412,6 @@ def _device_matches(device: dict[str, str], compute_capability: str) -> bool:
 def _verify_files(directory: Path, manifest: Manifest) -> None:
     """Every file listed, inside the directory, and with its recorded hash; every component listed."""
     manifest_path = directory / MANIFEST_NAME
-    for folder in runtime_cache_dirs(manifest):
-        confined_path(directory, folder, "a provider cache path in the manifest")
     model = manifest.extra.get("model")
     if isinstance(model, str) and model and not Path(model).is_absolute():  # absolute: see model_directory()
         confined_path(directory, model, "the model path in the manifest")

@@ -247,22 +247,6 @@ def test_files_the_manifest_does_not_list_are_refused(tmp_path: Path) -> None:
         verify_artifacts(tmp_path)
 
 
-def test_runtime_caches_of_the_providers_are_not_listed(tmp_path: Path) -> None:
-    providers = [["TensorrtExecutionProvider", {"trt_engine_cache_path": "ort_trt_cache"}],
-                 ["CPUExecutionProvider", {}]]
-    write_manifest(tmp_path, make_manifest(tmp_path, backend="onnxruntime", extra={
-        **make_manifest(tmp_path).extra, "providers": providers}))
-    (tmp_path / "ort_trt_cache").mkdir()
-    (tmp_path / "ort_trt_cache" / "TensorrtExecutionProvider_cache.engine").write_bytes(b"written at run time")
-    verify_artifacts(tmp_path)
-    providers[0][1]["trt_engine_cache_path"] = "../../elsewhere"
-    write_manifest(tmp_path, make_manifest(tmp_path, backend="onnxruntime", extra={
-        **make_manifest(tmp_path).extra, "providers": providers}))
-    with pytest.raises(UserError, match="elsewhere: a provider cache path in the manifest leads outside the artifact "
-                                        "directory"):
-        verify_artifacts(tmp_path)
-
-
 def test_a_symbolic_link_out_of_the_directory_is_refused(tmp_path: Path) -> None:
     """Same content, same hash: the link itself is what is refused."""
     artifacts, outside = tmp_path / "artifacts", tmp_path / "outside.engine"
