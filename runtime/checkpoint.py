@@ -127,7 +127,7 @@ def check_checkpoint(directory: str | os.PathLike[str], dtype=None, device: str 
     """Every check, before ``from_pretrained``; returns the config.
 
     dtype: the torch dtype the model will be loaded in (default float32), for its size; device:
-    where it will live ("cpu" or "cuda[:N]"; the CPU must hold it on the way there too).
+    where it will live ("cpu": the host's available memory; "cuda[:N]": that GPU's free memory).
     """
     import torch
 
@@ -158,17 +158,17 @@ def _meta_model(config: dict, source: str):
 
 
 def _check_memory(directory: Path, size: int, dtype, device: str) -> None:
-    """UserError when the model does not fit the free host memory (or the GPU's, for CUDA)."""
-    free = {"memory available here": _available_host_memory()}
+    """UserError when the model does not fit the memory of ``device`` (host memory for the CPU)."""
     if device.startswith("cuda"):
         import torch
 
-        free[f"free memory of {device}"] = torch.cuda.mem_get_info(torch.device(device))[0]
-    for where, available in free.items():
-        if available is not None and size > available:
-            dtype_name = str(dtype).removeprefix("torch.")
-            raise UserError(f"{directory}: the model needs {size / 2**30:.1f} GiB in {dtype_name}, more than the "
-                            f"{available / 2**30:.1f} GiB of {where}")
+        where, available = f"free memory of {device}", torch.cuda.mem_get_info(torch.device(device))[0]
+    else:
+        where, available = "memory available here", _available_host_memory()
+    if available is not None and size > available:
+        dtype_name = str(dtype).removeprefix("torch.")
+        raise UserError(f"{directory}: the model needs {size / 2**30:.1f} GiB in {dtype_name}, more than the "
+                        f"{available / 2**30:.1f} GiB of {where}")
 
 
 def _available_host_memory() -> int | None:
