@@ -80,9 +80,9 @@ def test_an_injected_question_reaches_the_model_as_text(artifacts, bikes):
     from mmg_runtime.pipeline import Pipeline
 
     class Recording(TransformersBackend):
-        def generate(self, prompt, max_new_tokens):
+        def generate(self, prompt, *args, **kwargs):
             self.prompt = prompt
-            return super().generate(prompt, max_new_tokens)
+            return super().generate(prompt, *args, **kwargs)
 
     llm = Recording(artifacts / "model")
     pipeline = Pipeline.from_artifacts(artifacts, llm=llm)
