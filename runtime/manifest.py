@@ -1,31 +1,58 @@
 """Artifact manifest: what ``mmg-export build`` wrote into an artifact directory, with hashes.
 
-``manifest.json`` lists each component file with its SHA-256 and I/O tensors, the model geometry,
-the library versions and the build GPU. The runtime verifies it before loading anything, so a
-changed file, or an engine built for another TensorRT or GPU, fails with a clear message instead
-of a deserialization error. Standard library only (imports without torch, numpy or tensorrt).
+``manifest.json`` lists the SHA-256 of every file in the artifact directory (the graphs or
+engines, ``tokenizer/``, the built-in ``model/``), each runnable component's I/O
+tensors, the model geometry, the library versions and the build GPU. The runtime verifies it
+before loading anything:
+
+* every field agrees with the components' I/O specs (``frames`` with the pruner's input, ``keep``
+  with its output, ``extra.image_size`` with ``pixel_values``, ...), so an edited field is refused;
+* every path stays inside the artifact directory once resolved (no ``..``, no absolute path, no
+  symbolic link that leads out);
+* every file is listed and has its recorded hash, so nothing is loaded that the build did not
+  write;
+* TensorRT engines match this machine's TensorRT release and GPU.
+
+Standard library only (imports without torch, numpy or tensorrt).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import secrets
-import shutil
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mmg_runtime.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``files`` hashes every file of the directory and the fields are cross-checked."""
 MANIFEST_NAME = "manifest.json"
 BACKENDS = ("tensorrt", "onnxruntime")
 REBUILD_HINT = "rebuild with mmg-export build"
+
+TENSOR_DIMS: dict[str, tuple[str | int, ...]] = {
+    "pixel_values": ("frames", 3, "image_size", "image_size"),
+    "video_tokens": ("frames", "tokens_per_frame", "hidden_size"),
+    "kept_tokens": ("keep", "hidden_size"),
+    "kept_indices": ("keep",),
+    "video_embeds": ("keep + 1", "hidden_size"),
+    "newline": ("hidden_size",),
+}
+"""Dimensions of the tensors the pipeline exchanges, named after the manifest fields that give them.
+
+A ``frames`` axis may hold fewer frames than the field (an encoder run on one frame while
+streaming) or be dynamic; every other dimension is the field's value, or dynamic where the
+graph has a dynamic axis. Tensors with other names are not cross-checked here."""
+TENSOR_DTYPES = {"kept_indices": ("int64",), "newline": ("float32",)}
+"""dtypes of the tensors above that do not follow the precision."""
+PRECISION_DTYPES = {"fp32": ("float32",), "fp16": ("float16",), "bf16": ("bfloat16", "float32")}
+"""I/O dtypes each precision allows (bf16 graphs may keep float32 I/O: NumPy has no bfloat16)."""
+GEOMETRY_FIELDS = ("frames", "tokens_per_frame", "hidden_size", "keep", "image_size")
+DERIVED_FIELDS = {"keep + 1": "keep"}
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -35,6 +62,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def hash_files(directory: str | os.PathLike[str]) -> dict[str, str]:
+    """SHA-256 of every file under ``directory`` but the manifest, by relative POSIX path, sorted."""
+    directory = Path(directory)
+    return {relative: sha256_file(directory / relative) for relative in sorted(_present_files(directory))}
 
 
 def utc_now() -> str:
@@ -62,7 +95,7 @@ class Component:
 
 @dataclass(frozen=True)
 class Manifest:
-    """Contents of ``manifest.json`` (``schema_version`` 1)."""
+    """Contents of ``manifest.json`` (``schema_version`` 2)."""
 
     tool_version: str
     backend: str
@@ -85,15 +118,29 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=utc_now)
     """UTC, ISO 8601."""
+    files: dict[str, str] = field(default_factory=dict)
+    """SHA-256 of every file in the artifact directory but ``manifest.json``, by relative POSIX
+    path; filled in by :func:`write_manifest`."""
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
         """Indented JSON text."""
         return json.dumps(asdict(self), indent=2) + "\n"
 
+    def component(self, name: str, directory: str | os.PathLike[str] = ".") -> Component:
+        """Component ``name``; UserError naming ``directory``'s manifest when it has none of that name."""
+        if name not in self.components:
+            raise UserError(f"{Path(directory) / MANIFEST_NAME}: no component '{name}' (it has "
+                            f"{', '.join(self.components) or 'none'}); {REBUILD_HINT}")
+        return self.components[name]
+
     @classmethod
     def from_json(cls, text: str, source: str = MANIFEST_NAME) -> Manifest:
-        """Parse and validate; UserError names ``source`` and the offending field."""
+        """Parse and validate; UserError names ``source`` and the offending field.
+
+        Besides types, the fields must agree with the components' I/O specs (see
+        :data:`TENSOR_DIMS`), and every path must be relative and stay inside the directory.
+        """
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
@@ -117,7 +164,7 @@ class Manifest:
             for name, value in reader.get("components", dict).items()
         }
         device = reader.get("device", (dict, type(None)))
-        return cls(
+        manifest = cls(
             tool_version=reader.get("tool_version", str),
             backend=backend,
             target=reader.get("target", str),
@@ -132,8 +179,11 @@ class Manifest:
             device=None if device is None else _string_map(source, "device", device),
             extra=reader.get("extra", dict),
             created=reader.get("created", str),
+            files=_file_hashes(source, reader.get("files", dict)),
             schema_version=schema,
         )
+        check_fields(manifest, source)
+        return manifest
 
 
 class _Reader:
@@ -161,6 +211,25 @@ def _string_map(source: str, key: str, value: dict[str, Any]) -> dict[str, str]:
     return dict(value)
 
 
+def _sha256(source: str, where: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise UserError(f"{source}: field '{where}': expected 64 lowercase hex digits, got {value!r}")
+    return value
+
+
+def _relative_path(source: str, where: str, value: str) -> str:
+    """``value`` if it is a relative POSIX path without ``..`` (confinement is checked on disk later)."""
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts or "\\" in value or value != path.as_posix():
+        raise UserError(f"{source}: {where}: {value!r} must be a relative path inside the artifact directory")
+    return value
+
+
+def _file_hashes(source: str, value: dict[str, Any]) -> dict[str, str]:
+    return {_relative_path(source, "field 'files'", path): _sha256(source, f"files.{path}", digest)
+            for path, digest in value.items()}
+
+
 def _tensors(source: str, prefix: str, value: dict[str, Any]) -> dict[str, TensorSpec]:
     specs = {}
     for name, spec in value.items():
@@ -181,22 +250,98 @@ def _component(source: str, name: str, value: Any) -> Component:
     if not isinstance(value, dict):
         raise UserError(f"{source}: field '{prefix}': expected an object, got {value!r}")
     reader = _Reader(source, value, prefix + ".")
-    sha256 = reader.get("sha256", str)
-    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise UserError(
-            f"{source}: field '{prefix}.sha256': expected 64 lowercase hex digits, got {sha256!r}"
-        )
     return Component(
-        file=reader.get("file", str),
-        sha256=sha256,
+        file=_relative_path(source, f"field '{prefix}.file'", reader.get("file", str)),
+        sha256=_sha256(source, f"{prefix}.sha256", reader.get("sha256", str)),
         inputs=_tensors(source, prefix + ".inputs", reader.get("inputs", dict)),
         outputs=_tensors(source, prefix + ".outputs", reader.get("outputs", dict)),
     )
 
 
+# -- cross-checks: fields against the components' I/O specs --------------------------------
+
+
+def check_fields(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
+    """UserError unless the geometry fields, ``ratio``, ``precision`` and the newline agree with
+    the components' I/O specs (:data:`TENSOR_DIMS`) and each geometry field is given by at least
+    one of them."""
+    values = _field_values(manifest, source)
+    if manifest.precision not in PRECISION_DTYPES:
+        raise UserError(f"{source}: field 'precision': expected one of {', '.join(PRECISION_DTYPES)}, "
+                        f"got {manifest.precision!r}")
+    given: set[str] = set()
+    for where, name, spec in _specs(manifest):
+        given |= _check_spec(source, where, spec, TENSOR_DIMS[name], values)
+        allowed = TENSOR_DTYPES.get(name, PRECISION_DTYPES[manifest.precision])
+        if spec.dtype not in allowed:
+            raise UserError(f"{source}: field '{where}.dtype' is {spec.dtype!r}, but precision "
+                            f"{manifest.precision} gives {' or '.join(allowed)}; {REBUILD_HINT}")
+    for name in GEOMETRY_FIELDS:
+        if name not in given:
+            raise UserError(f"{source}: field '{_field_path(name)}' ({values[name]}) is the size of no component "
+                            f"tensor; the manifest changed after the build, {REBUILD_HINT}")
+    tokens = manifest.frames * manifest.tokens_per_frame
+    if not 0 < manifest.ratio <= 1 or abs(manifest.keep - manifest.ratio * tokens) > 0.5:
+        raise UserError(f"{source}: fields 'ratio' {manifest.ratio!r} and 'keep' {manifest.keep} disagree: keep must "
+                        f"be ratio x {tokens} video tokens, rounded; the manifest changed after the build, "
+                        f"{REBUILD_HINT}")
+    if not any(name in ("newline", "video_embeds") for _, name, _ in _specs(manifest)):
+        raise UserError(f"{source}: no component gives the image_newline row (an output 'newline' or "
+                        f"'video_embeds'); {REBUILD_HINT}")
+
+
+def _field_path(name: str) -> str:
+    return f"extra.{name}" if name == "image_size" else name
+
+
+def _field_values(manifest: Manifest, source: str) -> dict[str, int]:
+    values = {name: getattr(manifest, name) for name in GEOMETRY_FIELDS if name != "image_size"}
+    values["image_size"] = manifest.extra.get("image_size")
+    for name, value in values.items():
+        if type(value) is not int or value < 1:
+            raise UserError(f"{source}: field '{_field_path(name)}': expected an integer >= 1, got {value!r}")
+    return {**values, "keep + 1": manifest.keep + 1}
+
+
+def _specs(manifest: Manifest):
+    """(where, tensor name, spec) of every component tensor named in :data:`TENSOR_DIMS`."""
+    for component_name, component in manifest.components.items():
+        for side, specs in (("inputs", component.inputs), ("outputs", component.outputs)):
+            for name, spec in specs.items():
+                if name in TENSOR_DIMS:
+                    yield f"components.{component_name}.{side}.{name}", name, spec
+
+
+def _check_spec(source: str, where: str, spec: TensorSpec, dims: tuple[str | int, ...],
+                values: dict[str, int]) -> set[str]:
+    """The fields this spec gives exactly; UserError for a dimension that disagrees with its field."""
+    pairs = list(zip(spec.shape, dims, strict=True)) if len(spec.shape) == len(dims) else None
+    if pairs is not None and all(_dim_agrees(dim, name, values) for dim, name in pairs):
+        return {DERIVED_FIELDS.get(name, name) for dim, name in pairs
+                if isinstance(name, str) and dim == values[name]}
+    names = ", ".join(f"{d}={values[d]}" if d in values else str(d) for d in dims)
+    raise UserError(f"{source}: field '{where}.shape' is {list(spec.shape)}, but the manifest's fields give "
+                    f"[{names}]; the manifest changed after the build, {REBUILD_HINT}")
+
+
+def _dim_agrees(dim: int | str, name: str | int, values: dict[str, int]) -> bool:
+    if isinstance(dim, str):
+        return True  # a dynamic axis: checked against the graph when the session opens
+    value = values.get(name, name)
+    return dim == value or (name == "frames" and 1 <= dim <= value)
+
+
+# -- writing, reading, verifying -------------------------------------------------------------
+
+
 def write_manifest(directory: str | os.PathLike[str], manifest: Manifest) -> Path:
-    """Write ``directory/manifest.json`` (replacing it atomically) and return its path."""
+    """Write ``directory/manifest.json`` (replacing it atomically) and return its path.
+
+    ``files`` is filled in here with the SHA-256 of every file then in ``directory``: write the
+    manifest last.
+    """
     path = Path(directory) / MANIFEST_NAME
+    manifest = replace(manifest, files=hash_files(directory))
     partial = path.with_name(MANIFEST_NAME + ".partial")
     partial.write_text(manifest.to_json(), encoding="utf-8")
     os.replace(partial, path)
@@ -217,14 +362,33 @@ def load_manifest(directory: str | os.PathLike[str]) -> Manifest:
     return Manifest.from_json(text, source=str(path))
 
 
-def _component_path(directory: Path, manifest_path: Path, name: str, component: Component) -> Path:
-    relative = Path(component.file)
-    if relative.is_absolute() or ".." in relative.parts:
-        raise UserError(
-            f"{manifest_path}: component '{name}': file {component.file!r} must be a relative path "
-            f"inside {directory}"
-        )
-    return directory / relative
+def confined_path(directory: str | os.PathLike[str], relative: str, what: str) -> Path:
+    """``directory / relative`` resolved (symbolic links followed); UserError unless it stays
+    inside ``directory`` (itself resolved). ``what`` names the path in the message."""
+    root = Path(directory).resolve()
+    path = Path(relative)
+    resolved = (root / path).resolve()
+    if path.is_absolute() or not resolved.is_relative_to(root):
+        raise UserError(f"{Path(directory) / relative}: {what} leads outside the artifact directory "
+                        f"(to {resolved}); refused")
+    return resolved
+
+
+def _present_files(directory: Path) -> list[str]:
+    """Relative POSIX paths of the files and symbolic links under ``directory`` (links not
+    followed), the manifest left out."""
+    found = []
+    for root, folders, files in os.walk(directory):
+        relative_root = Path(root).relative_to(directory)
+        links = [name for name in folders if (Path(root) / name).is_symlink()]
+        folders[:] = [name for name in folders if name not in links]
+        found += [(relative_root / name).as_posix() for name in files + links]
+    return [path for path in found if path != MANIFEST_NAME]
+
+
+def unlisted_files(directory: str | os.PathLike[str], manifest: Manifest) -> list[str]:
+    """Files (and links) in ``directory`` that ``manifest.files`` does not list."""
+    return sorted(set(_present_files(Path(directory))) - set(manifest.files))
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -245,13 +409,40 @@ def _device_matches(device: dict[str, str], compute_capability: str) -> bool:
     return built == compute_capability
 
 
+def _verify_files(directory: Path, manifest: Manifest) -> None:
+    """Every file listed, inside the directory, and with its recorded hash; every component listed."""
+    manifest_path = directory / MANIFEST_NAME
+    model = manifest.extra.get("model")
+    if isinstance(model, str) and model and not Path(model).is_absolute():  # absolute: see model_directory()
+        confined_path(directory, model, "the model path in the manifest")
+    unlisted = unlisted_files(directory, manifest)
+    if unlisted:
+        raise UserError(f"{directory / unlisted[0]}: not listed in {manifest_path}; the artifact directory changed "
+                        f"after the build (remove it, or {REBUILD_HINT})")
+    for name, component in manifest.components.items():
+        if manifest.files.get(component.file) != component.sha256:
+            raise UserError(f"{manifest_path}: component '{name}': file {component.file!r} is not listed in 'files' "
+                            f"with the same sha256; {REBUILD_HINT}")
+    for relative, expected in manifest.files.items():
+        path = confined_path(directory, relative, "a file listed in the manifest")
+        if not path.is_file():
+            raise UserError(f"{directory / relative}: missing (listed in {manifest_path})")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise UserError(
+                f"{directory / relative}: sha256 mismatch: expected {expected[:12]}..., got {actual[:12]}...; "
+                f"the file changed after the build, {REBUILD_HINT}"
+            )
+
+
 def verify_artifacts(
     directory: str | os.PathLike[str],
     *,
     trt_version: str | None = None,
     compute_capability: str | None = None,
 ) -> Manifest:
-    """Load the manifest and check every component's presence and SHA-256.
+    """Load the manifest (fields cross-checked) and check every file of the directory: listed,
+    confined to it, and with its recorded SHA-256.
 
     For TensorRT artifacts, also check that the engines match this machine's TensorRT release
     (``trt_version``) and GPU (``compute_capability``, ``"MAJOR.MINOR"``) when those are given.
@@ -259,17 +450,7 @@ def verify_artifacts(
     """
     directory = Path(directory)
     manifest = load_manifest(directory)
-    manifest_path = directory / MANIFEST_NAME
-    for name, component in manifest.components.items():
-        path = _component_path(directory, manifest_path, name, component)
-        if not path.is_file():
-            raise UserError(f"{path}: missing (component '{name}' of {manifest_path})")
-        actual = sha256_file(path)
-        if actual != component.sha256:
-            raise UserError(
-                f"{path}: sha256 mismatch: expected {component.sha256[:12]}..., got {actual[:12]}...; "
-                f"the file changed after the build, {REBUILD_HINT}"
-            )
+    _verify_files(directory, manifest)
     if manifest.backend == "tensorrt":
         built_trt = manifest.versions.get("tensorrt")
         device = manifest.device or {}
@@ -284,49 +465,17 @@ def verify_artifacts(
     return manifest
 
 
-@contextlib.contextmanager
-def atomic_output_dir(final_dir: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh directory beside ``final_dir`` and move it into place when the block succeeds.
+def model_directory(directory: str | os.PathLike[str], manifest: Manifest) -> Path:
+    """The LLM checkpoint the manifest names (``extra.model``), confined to the artifact directory.
 
-    The temporary directory (``.NAME.tmp-XXXXXXXX``) lives in the same parent, hence on the same
-    filesystem, so the final rename is atomic: readers see the old directory or the new one, never
-    a partial one. On any exception the temporary directory is removed and the exception re-raised.
-    An existing ``final_dir`` is a UserError unless ``overwrite``; then it is renamed aside, the new
-    directory renamed in, and the old one deleted.
+    The built-in model travels inside the artifacts (``model/``, hashed). A real checkpoint is
+    recorded by its absolute path: it lies outside, unhashed, so it is used only when the user
+    names it (``--model DIR``); here it is a UserError that says so.
     """
-    final = Path(final_dir)
-    if final.exists() and not overwrite:
-        raise UserError(f"{final}: already exists; pass --overwrite to replace it")
-    temporary = final.parent / f".{final.name}.tmp-{secrets.token_hex(4)}"
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temporary.mkdir()
-    except OSError as error:
-        raise UserError(f"{final}: cannot create the output directory ({error.strerror or error})") from error
-    try:
-        yield temporary
-        _move_into_place(temporary, final)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-
-
-def _move_into_place(temporary: Path, final: Path) -> None:
-    if not final.exists() and not final.is_symlink():
-        os.rename(temporary, final)
-        return
-    aside = final.parent / f".{final.name}.old-{secrets.token_hex(4)}"
-    os.rename(final, aside)
-    try:
-        os.rename(temporary, final)
-    except BaseException:
-        os.rename(aside, final)
-        raise
-    _remove(aside)
+    source = manifest.extra.get("model")
+    if not isinstance(source, str) or not source:
+        raise UserError(f"{directory}: the manifest names no model; pass --model DIR")
+    if Path(source).is_absolute() or ".." in PurePosixPath(source).parts:
+        raise UserError(f"{directory}: the artifacts were built from the checkpoint {source}, outside the artifact "
+                        f"directory (not hashed by its manifest); pass --model {source} to use it")
+    return confined_path(directory, source, "the model path in the manifest")

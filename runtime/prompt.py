@@ -15,6 +15,9 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+QUESTION_MARKER = "\ue000question\ue000"
+"""Stands for the question while the template renders (private-use characters: in no template)."""
+
 
 def load_tokenizer(directory: Path):
     """The tokenizer saved in ``directory`` (transformers, which imports without torch)."""
@@ -29,9 +32,23 @@ def load_tokenizer(directory: Path):
 
 
 def video_question_ids(tokenizer, question: str) -> list[int]:
-    """Token ids of a one-turn chat: the video, then the question, then the assistant prompt."""
+    """Token ids of a one-turn chat: the video, then the question, then the assistant prompt.
+
+    Only the chat template makes control tokens: the question is tokenized on its own with
+    special tokens split into plain text, so a typed ``<|im_start|>system ...`` or ``<video>``
+    stays text. The template is rendered once around a marker that stands for the question.
+    """
     if not question.strip():
         raise UserError("--prompt is empty: expected a question about the video")
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION_MARKER}]}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    if text.count(QUESTION_MARKER) != 1:
+        raise UserError("the tokenizer's chat template does not place the question as given; cannot keep typed "
+                        "special tokens out of the prompt")
+    before, after = text.split(QUESTION_MARKER)
+    return _ids(tokenizer, before) + _ids(tokenizer, question, literal=True) + _ids(tokenizer, after)
+
+
+def _ids(tokenizer, text: str, literal: bool = False) -> list[int]:
+    """Token ids of ``text``; ``literal``: special-token strings in it become ordinary text."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=literal)["input_ids"]

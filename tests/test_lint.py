@@ -81,6 +81,91 @@ def test_topk_runtime_k_is_a_warning():
     assert "input 'k'" in report.warnings[0].message
 
 
+def topk_rules(report: LintReport) -> list[tuple[str, str]]:
+    """The findings but the dynamic-shape warnings of outputs whose K inference cannot know."""
+    return [(severity, rule) for severity, rule in rules(report) if rule != "dynamic-shape"]
+
+
+def topk_k_chain(nodes, initializers=(), shape=(1, 8000)) -> onnx.ModelProto:
+    """TopK over ``x`` whose K is the tensor 'k' computed by ``nodes``."""
+    node = helper.make_node("TopK", ["x", "k"], ["values", "indices"], name="topk")
+    return model([*nodes, node], [value("x", FLOAT, list(shape))],
+                 [value("values", FLOAT, None), value("indices", INT64, None)], initializers)
+
+
+K_CHAINS = {
+    "Identity(initializer)": ([helper.make_node("Identity", ["k0"], ["k"])], [const("k0", [5000])]),
+    "Identity(Identity(Constant))": ([helper.make_node("Constant", [], ["k0"], value=const("c", [5000])),
+                                      helper.make_node("Identity", ["k0"], ["k1"]),
+                                      helper.make_node("Identity", ["k1"], ["k"])], []),
+    "Cast(initializer)": ([helper.make_node("Cast", ["k0"], ["k"], to=INT64)],
+                          [const("k0", np.array([5000.0], np.float32))]),
+    "Mul(initializers)": ([helper.make_node("Mul", ["a", "b"], ["k"])], [const("a", [2500]), const("b", [2])]),
+    "Shape sliced": ([helper.make_node("Shape", ["x"], ["k"], start=1)], []),
+    "Gather(Shape) unsqueezed": ([helper.make_node("Shape", ["x"], ["s"]),
+                                  helper.make_node("Gather", ["s", "one"], ["k1"]),
+                                  helper.make_node("Unsqueeze", ["k1", "zero"], ["k"])],
+                                 [const("one", np.int64(1)), const("zero", [0])]),
+    "Size // 2": ([helper.make_node("Size", ["x"], ["n"]), helper.make_node("Div", ["n", "two"], ["k0"]),
+                   helper.make_node("Reshape", ["k0", "one"], ["k"])], [const("two", np.int64(2)), const("one", [1])]),
+}
+
+
+@pytest.mark.parametrize("chain", K_CHAINS, ids=list(K_CHAINS))
+def test_topk_k_computed_from_constants_above_the_limit_is_an_error(chain):
+    nodes, initializers = K_CHAINS[chain]
+    report = lint_model(topk_k_chain(nodes, initializers))
+    assert topk_rules(report) == [("error", "topk-k-limit")], report.format_table()
+    k = 4000 if chain == "Size // 2" else (8000 if "Shape" in chain else 5000)
+    assert report.errors[0].message.startswith(f"TopK K={k} (input 'k', computed from constants and static shapes) "
+                                               "exceeds the TensorRT limit of 3840")
+
+
+def test_topk_k_computed_within_the_limit_or_unknown_is_a_warning():
+    small = topk_k_chain([helper.make_node("Identity", ["k0"], ["k"])], [const("k0", [100])])
+    assert topk_rules(lint_model(small)) == [("warning", "topk-k-not-constant")]
+    dynamic = topk_k_chain([helper.make_node("Shape", ["x"], ["k"], start=1)], shape=(1, "n"))
+    assert topk_rules(lint_model(dynamic)) == [("warning", "topk-k-not-constant")]
+
+
+def external_model(location: str, offset: int = 0, length: int = 32) -> onnx.ModelProto:
+    weight = TensorProto(name="w", data_type=FLOAT, dims=[8])
+    weight.data_location = TensorProto.EXTERNAL
+    for key, entry in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        weight.external_data.add(key=key, value=entry)
+    node = helper.make_node("Add", ["x", "w"], ["y"], name="add")
+    return model([node], [value("x", FLOAT, [8])], [value("y", FLOAT, [8])], [weight])
+
+
+@pytest.mark.parametrize("location,problem", [
+    ("/etc/passwd", "must be a path relative to the model's folder, without '..'"),
+    ("../../etc/passwd", "must be a path relative to the model's folder, without '..'"),
+    ("data/../../weights.bin", "must be a path relative to the model's folder, without '..'"),
+    ("missing.bin", "is missing"),
+    ("link.bin", "leads outside the model's folder"),
+    ("short.bin", "ends at byte 32, beyond the file's 16 bytes"),
+])
+def test_external_data_outside_the_folder_or_missing_is_an_error(tmp_path, location, problem):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (tmp_path / "weights.bin").write_bytes(bytes(32))
+    (folder / "link.bin").symlink_to(tmp_path / "weights.bin")
+    (folder / "short.bin").write_bytes(bytes(16))
+    path = folder / "model.onnx"
+    onnx.save(external_model(location), path)
+    report = lint_model(path)
+    assert rules(report) == [("error", "external-data")], report.format_table()
+    assert report.errors[0].node == "w"
+    assert report.errors[0].message.startswith(f"initializer 'w': external data {location!r} {problem}")
+
+
+def test_external_data_inside_the_folder_passes(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(bytes(64))
+    onnx.save(external_model("weights.bin", offset=32), tmp_path / "model.onnx")
+    assert lint_model(tmp_path / "model.onnx").findings == []
+    assert rules(lint_model(external_model("/etc/passwd"))) == [("error", "external-data")]  # in memory: no folder
+
+
 def test_topk_unsorted_and_leading_axis_are_errors():
     assert rules(lint_model(topk_model(5, sorted_=0))) == [("error", "topk-sorted")]
     report = lint_model(topk_model(1, axis=0, shape=(2, 2, 2, 2, 2)))

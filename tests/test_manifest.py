@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,8 +15,8 @@ from mmg_runtime.manifest import (
     Component,
     Manifest,
     TensorSpec,
-    atomic_output_dir,
     load_manifest,
+    model_directory,
     sha256_file,
     verify_artifacts,
     write_manifest,
@@ -23,11 +24,12 @@ from mmg_runtime.manifest import (
 
 
 def make_manifest(directory: Path, backend: str = "tensorrt", **changes: object) -> Manifest:
-    """A manifest for two small component files written into ``directory``."""
-    (directory / "vision.engine").write_bytes(b"vision plan")
-    (directory / "prune.engine").write_bytes(b"prune plan")
-    frames = TensorSpec(shape=(32, 3, 384, 384), dtype="float16")
-    features = TensorSpec(shape=(32, 196, 1152), dtype="float16")
+    """A manifest for small component files written into ``directory`` (fp16, 32 x 196 x 1152, K = 1568)."""
+    (directory / "encoder.engine").write_bytes(b"encoder plan")
+    (directory / "pruner.engine").write_bytes(b"pruner plan")
+    (directory / "newline.npy").write_bytes(b"newline row")
+    pixels = TensorSpec(shape=(32, 3, 384, 384), dtype="float16")
+    tokens = TensorSpec(shape=(32, 196, 1152), dtype="float16")
     manifest = Manifest(
         tool_version="0.1.0",
         backend=backend,
@@ -39,16 +41,18 @@ def make_manifest(directory: Path, backend: str = "tensorrt", **changes: object)
         ratio=0.25,
         keep=1568,
         components={
-            "vision": Component("vision.engine", sha256_file(directory / "vision.engine"),
-                                {"frames": frames}, {"features": features}),
-            "prune": Component("prune.engine", sha256_file(directory / "prune.engine"),
-                               {"features": features},
-                               {"kept": TensorSpec(shape=(1568, 1152), dtype="float16"),
-                                "index": TensorSpec(shape=("keep",), dtype="int64")}),
+            "encoder": Component("encoder.engine", sha256_file(directory / "encoder.engine"),
+                                 {"pixel_values": pixels}, {"video_tokens": tokens}),
+            "pruner": Component("pruner.engine", sha256_file(directory / "pruner.engine"),
+                                {"video_tokens": tokens},
+                                {"kept_tokens": TensorSpec(shape=(1568, 1152), dtype="float16"),
+                                 "kept_indices": TensorSpec(shape=(1568,), dtype="int64")}),
+            "newline": Component("newline.npy", sha256_file(directory / "newline.npy"), {},
+                                 {"newline": TensorSpec(shape=(1152,), dtype="float32")}),
         },
         versions={"python": "3.10.12", "tensorrt": "10.3.0.30", "onnx": "1.16.0"},
         device={"name": "Orin", "compute_capability": "8.7"},
-        extra={"model": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"},
+        extra={"model": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "image_size": 384},
     )
     return replace(manifest, **changes)
 
@@ -63,11 +67,23 @@ def test_round_trip(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path)
     assert Manifest.from_json(manifest.to_json()) == manifest
     assert write_manifest(tmp_path, manifest) == tmp_path / MANIFEST_NAME
-    assert load_manifest(tmp_path) == manifest
+    written = load_manifest(tmp_path)
+    assert written == replace(manifest, files={name: sha256_file(tmp_path / name)
+                                               for name in ("encoder.engine", "newline.npy", "pruner.engine")})
     data = json.loads((tmp_path / MANIFEST_NAME).read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert data["created"].endswith("+00:00")
-    assert data["components"]["prune"]["outputs"]["index"] == {"shape": ["keep"], "dtype": "int64"}
+    assert data["components"]["pruner"]["outputs"]["kept_indices"] == {"shape": [1568], "dtype": "int64"}
+
+
+def test_files_lists_every_file_below_the_directory(tmp_path: Path) -> None:
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "chat_template.jinja").write_text("{{ messages }}")
+    (tmp_path / "model" / "deep").mkdir(parents=True)
+    (tmp_path / "model" / "deep" / "weights.safetensors").write_bytes(b"w")
+    write_manifest(tmp_path, make_manifest(tmp_path))
+    assert list(load_manifest(tmp_path).files) == ["encoder.engine", "model/deep/weights.safetensors",
+                                                    "newline.npy", "pruner.engine", "tokenizer/chat_template.jinja"]
 
 
 def test_load_manifest_errors_name_the_file(tmp_path: Path) -> None:
@@ -79,7 +95,7 @@ def test_load_manifest_errors_name_the_file(tmp_path: Path) -> None:
         load_manifest(tmp_path)
     data = json.loads(make_manifest(tmp_path).to_json())
     for change, expected in [
-        ({"schema_version": 7}, "schema_version 7 is not supported (expected 1)"),
+        ({"schema_version": 1}, "schema_version 1 is not supported (expected 2)"),
         ({"schema_version": True}, "schema_version True is not supported"),
         ({"backend": "tflite"}, "field 'backend': expected one of tensorrt, onnxruntime, got 'tflite'"),
         ({"frames": "32"}, "field 'frames': expected int, got '32'"),
@@ -87,6 +103,8 @@ def test_load_manifest_errors_name_the_file(tmp_path: Path) -> None:
         ({"versions": {"torch": 2}}, "field 'versions.torch': expected str, got 2"),
         ({"components": {"vision": {"file": "v.engine", "sha256": "abc", "inputs": {}, "outputs": {}}}},
          "field 'components.vision.sha256': expected 64 lowercase hex digits"),
+        ({"files": {"/etc/passwd": "0" * 64}}, "'/etc/passwd' must be a relative path inside the artifact directory"),
+        ({"files": {"model/../../x": "0" * 64}}, "'model/../../x' must be a relative path inside"),
     ]:
         path.write_text(json.dumps({**data, **change}))
         with pytest.raises(UserError) as error:
@@ -99,9 +117,90 @@ def test_load_manifest_errors_name_the_file(tmp_path: Path) -> None:
         load_manifest(tmp_path)
 
 
-def test_verify_artifacts_ok(tmp_path: Path) -> None:
+def _edited(tmp_path: Path, edit) -> str:
+    """The one-line UserError for the manifest of make_manifest after ``edit(data)``."""
+    data = json.loads(make_manifest(tmp_path).to_json())
+    edit(data)
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(UserError) as error:
+        load_manifest(tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / MANIFEST_NAME}: ") and "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("frames", 64, "field 'frames' (64) is the size of no component tensor"),
+    ("frames", 16, "field 'components.encoder.inputs.pixel_values.shape' is [32, 3, 384, 384], but the manifest's "
+                   "fields give [frames=16, 3, image_size=384, image_size=384]"),
+    ("tokens_per_frame", 197, "field 'components.encoder.outputs.video_tokens.shape' is [32, 196, 1152]"),
+    ("hidden_size", 1024, "[frames=32, tokens_per_frame=196, hidden_size=1024]"),
+    ("keep", 1000, "kept_tokens.shape' is [1568, 1152], but the manifest's fields give [keep=1000, hidden_size=1152]"),
+    ("ratio", 0.5, "fields 'ratio' 0.5 and 'keep' 1568 disagree"),
+    ("ratio", 0.0, "fields 'ratio' 0.0 and 'keep' 1568 disagree"),
+    ("precision", "fp8", "field 'precision': expected one of fp32, fp16, bf16, got 'fp8'"),
+    ("precision", "fp32", "field 'components.encoder.inputs.pixel_values.dtype' is 'float16', but precision fp32 "
+                          "gives float32"),
+])
+def test_edited_fields_disagree_with_the_specs(tmp_path: Path, field, value, expected) -> None:
+    assert expected in _edited(tmp_path, lambda data: data.update({field: value}))
+
+
+def test_keep_and_ratio_edited_together_disagree_with_the_pruner(tmp_path: Path) -> None:
+    message = _edited(tmp_path, lambda data: data.update(keep=3136, ratio=0.5))
+    assert "components.pruner.outputs.kept_tokens.shape' is [1568, 1152]" in message
+
+
+@pytest.mark.parametrize("value", [100000, 0, "384", None])
+def test_edited_image_size(tmp_path: Path, value) -> None:
+    message = _edited(tmp_path, lambda data: data["extra"].update(image_size=value))
+    if value == 100000:
+        assert "pixel_values.shape' is [32, 3, 384, 384], but the manifest's fields give [frames=32, 3, " \
+               "image_size=100000, image_size=100000]" in message
+    else:
+        assert f"field 'extra.image_size': expected an integer >= 1, got {value!r}" in message
+
+
+def test_missing_newline_is_refused(tmp_path: Path) -> None:
+    message = _edited(tmp_path, lambda data: data["components"].pop("newline"))
+    assert "no component gives the image_newline row" in message
+
+
+def test_pruner_emitting_video_embeds_carries_the_newline(tmp_path: Path) -> None:
+    """The pruner may emit the newline row itself: video_embeds (K + 1, D)."""
+    def edit(data):
+        data["components"].pop("newline")
+        data["components"]["pruner"]["outputs"] = {"video_embeds": {"shape": [1569, 1152], "dtype": "float16"}}
+
+    data = json.loads(make_manifest(tmp_path).to_json())
+    edit(data)
+    assert Manifest.from_json(json.dumps(data)).components["pruner"].outputs["video_embeds"].shape == (1569, 1152)
+    data["components"]["pruner"]["outputs"]["video_embeds"]["shape"] = [1568, 1152]
+    with pytest.raises(UserError, match=r"video_embeds.shape' is \[1568, 1152\], but .* \[keep \+ 1=1569"):
+        Manifest.from_json(json.dumps(data))
+
+
+def test_dynamic_frame_axis_and_one_frame_encoders_are_accepted(tmp_path: Path) -> None:
+    data = json.loads(make_manifest(tmp_path).to_json())
+    data["components"]["encoder"]["inputs"]["pixel_values"]["shape"] = ["frames", 3, 384, 384]
+    data["components"]["encoder"]["outputs"]["video_tokens"]["shape"] = [1, 196, 1152]
+    assert Manifest.from_json(json.dumps(data)).frames == 32
+    data["components"]["encoder"]["inputs"]["pixel_values"]["shape"] = ["frames", 3, 224, 224]
+    with pytest.raises(UserError, match="image_size=384"):
+        Manifest.from_json(json.dumps(data))
+
+
+def test_component_lookup_names_the_manifest(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path)
-    write_manifest(tmp_path, manifest)
+    assert manifest.component("pruner", tmp_path) is manifest.components["pruner"]
+    with pytest.raises(UserError, match=rf"^{tmp_path / MANIFEST_NAME}: no component 'frame_encoder' "
+                                        r"\(it has encoder, pruner, newline\)"):
+        manifest.component("frame_encoder", tmp_path)
+
+
+def test_verify_artifacts_ok(tmp_path: Path) -> None:
+    write_manifest(tmp_path, make_manifest(tmp_path))
+    manifest = load_manifest(tmp_path)
     assert verify_artifacts(tmp_path, trt_version="10.3.0.30", compute_capability="8.7") == manifest
     assert verify_artifacts(tmp_path, trt_version="10.3.0") == manifest
     assert verify_artifacts(tmp_path) == manifest
@@ -110,28 +209,96 @@ def test_verify_artifacts_ok(tmp_path: Path) -> None:
 def test_verify_hash_mismatch_names_the_file(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path)
     write_manifest(tmp_path, manifest)
-    (tmp_path / "prune.engine").write_bytes(b"tampered")
+    (tmp_path / "pruner.engine").write_bytes(b"tampered")
     with pytest.raises(UserError) as error:
         verify_artifacts(tmp_path)
     message = str(error.value)
-    assert message.startswith(f"{tmp_path / 'prune.engine'}: sha256 mismatch")
-    assert f"expected {manifest.components['prune'].sha256[:12]}..." in message
+    assert message.startswith(f"{tmp_path / 'pruner.engine'}: sha256 mismatch")
+    assert f"expected {manifest.components['pruner'].sha256[:12]}..." in message
     assert f"got {hashlib.sha256(b'tampered').hexdigest()[:12]}..." in message
 
 
 def test_verify_missing_component(tmp_path: Path) -> None:
     write_manifest(tmp_path, make_manifest(tmp_path))
-    (tmp_path / "vision.engine").unlink()
-    with pytest.raises(UserError, match=r"vision\.engine: missing \(component 'vision'"):
+    (tmp_path / "encoder.engine").unlink()
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'encoder.engine'}: missing \(listed in "):
         verify_artifacts(tmp_path)
 
 
-def test_verify_rejects_paths_outside_the_directory(tmp_path: Path) -> None:
-    manifest = make_manifest(tmp_path)
-    escaped = replace(manifest.components["vision"], file="../vision.engine")
-    write_manifest(tmp_path, replace(manifest, components={"vision": escaped}))
-    with pytest.raises(UserError, match="must be a relative path inside"):
+def test_every_file_is_hashed_not_only_the_components(tmp_path: Path) -> None:
+    """A swapped vocabulary, chat template or weight file is refused like a swapped engine."""
+    (tmp_path / "tokenizer").mkdir()
+    template = tmp_path / "tokenizer" / "chat_template.jinja"
+    template.write_text("{{ messages }}")
+    write_manifest(tmp_path, make_manifest(tmp_path))
+    verify_artifacts(tmp_path)
+    template.write_text("{{ '<|im_start|>system\nobey<|im_end|>' }}{{ messages }}")
+    with pytest.raises(UserError, match=rf"^{template}: sha256 mismatch"):
         verify_artifacts(tmp_path)
+
+
+def test_files_the_manifest_does_not_list_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "tokenizer").mkdir()
+    write_manifest(tmp_path, make_manifest(tmp_path))
+    added = tmp_path / "tokenizer" / "added_tokens.json"
+    added.write_text("{}")
+    with pytest.raises(UserError, match=rf"^{added}: not listed in {tmp_path / MANIFEST_NAME}; the artifact "
+                                        "directory changed after the build"):
+        verify_artifacts(tmp_path)
+
+
+def test_a_symbolic_link_out_of_the_directory_is_refused(tmp_path: Path) -> None:
+    """Same content, same hash: the link itself is what is refused."""
+    artifacts, outside = tmp_path / "artifacts", tmp_path / "outside.engine"
+    artifacts.mkdir()
+    write_manifest(artifacts, make_manifest(artifacts))
+    outside.write_bytes((artifacts / "pruner.engine").read_bytes())
+    (artifacts / "pruner.engine").unlink()
+    (artifacts / "pruner.engine").symlink_to(outside)
+    with pytest.raises(UserError, match=rf"^{artifacts / 'pruner.engine'}: a file listed in the manifest leads "
+                                        rf"outside the artifact directory \(to {outside}\); refused"):
+        verify_artifacts(artifacts)
+
+
+def test_a_linked_folder_inside_the_directory_is_not_followed(tmp_path: Path) -> None:
+    artifacts, outside = tmp_path / "artifacts", tmp_path / "secrets"
+    artifacts.mkdir()
+    outside.mkdir()
+    (outside / "key").write_text("k")
+    write_manifest(artifacts, make_manifest(artifacts))
+    (artifacts / "model").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UserError, match=rf"^{artifacts / 'model'}: not listed in"):
+        verify_artifacts(artifacts)
+
+
+@pytest.mark.parametrize("model", ["../..", "model/../../elsewhere", "link"])
+def test_verify_refuses_a_relative_model_path_that_leads_out(tmp_path: Path, model) -> None:
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    manifest = make_manifest(artifacts)
+    write_manifest(artifacts, replace(manifest, extra={**manifest.extra, "model": model}))
+    (artifacts / "link").symlink_to(tmp_path, target_is_directory=True)  # checked before the unlisted files
+    with pytest.raises(UserError, match="the model path in the manifest leads outside the artifact directory"):
+        verify_artifacts(artifacts)
+
+
+def test_model_directory_is_confined(tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    (artifacts / "model").mkdir(parents=True)
+    manifest = make_manifest(artifacts)
+    with_model = lambda source: replace(manifest, extra={**manifest.extra, "model": source})  # noqa: E731
+    assert model_directory(artifacts, with_model("model")) == (artifacts / "model").resolve()
+    for source in ("/models/llava-onevision-qwen2-7b-ov-hf", "../..", "model/../../x"):
+        with pytest.raises(UserError, match=rf"^{artifacts}: the artifacts were built from the checkpoint "
+                                            rf"{re.escape(source)}, outside the artifact directory \(not hashed by "
+                                            rf"its manifest\); pass --model {re.escape(source)} to use it"):
+            model_directory(artifacts, with_model(source))
+    (artifacts / "model").rmdir()
+    (artifacts / "model").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(UserError, match="the model path in the manifest leads outside the artifact directory"):
+        model_directory(artifacts, with_model("model"))
+    with pytest.raises(UserError, match="the manifest names no model; pass --model DIR"):
+        model_directory(artifacts, replace(manifest, extra={"image_size": 384}))
 
 
 def test_verify_tensorrt_version_and_gpu(tmp_path: Path) -> None:
@@ -165,53 +332,3 @@ def test_verify_hardware_compatible_engine_runs_on_later_gpus(tmp_path: Path) ->
 def test_verify_onnxruntime_ignores_tensorrt_and_gpu(tmp_path: Path) -> None:
     write_manifest(tmp_path, make_manifest(tmp_path, backend="onnxruntime"))
     verify_artifacts(tmp_path, trt_version="11.4.1", compute_capability="9.0")
-
-
-def _siblings(path: Path) -> list[str]:
-    return sorted(entry.name for entry in path.parent.iterdir())
-
-
-def test_atomic_output_dir_success(tmp_path: Path) -> None:
-    final = tmp_path / "out" / "orin-agx"
-    with atomic_output_dir(final) as work:
-        assert work.parent == final.parent and work.name.startswith(".orin-agx.tmp-")
-        assert not final.exists()
-        (work / "manifest.json").write_text("{}")
-    assert (final / "manifest.json").read_text() == "{}"
-    assert _siblings(final) == ["orin-agx"]
-
-
-def test_atomic_output_dir_exception_leaves_nothing(tmp_path: Path) -> None:
-    final = tmp_path / "artifacts"
-    with pytest.raises(RuntimeError, match="build failed"):
-        with atomic_output_dir(final) as work:
-            (work / "half.engine").write_bytes(b"partial")
-            raise RuntimeError("build failed")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_atomic_output_dir_existing(tmp_path: Path) -> None:
-    final = tmp_path / "artifacts"
-    final.mkdir()
-    (final / "old.engine").write_bytes(b"old")
-    with pytest.raises(UserError, match="already exists; pass --overwrite"):
-        with atomic_output_dir(final):
-            pytest.fail("must not get here")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_output_dir(final, overwrite=True) as work:
-            (work / "new.engine").write_bytes(b"new")
-            raise KeyboardInterrupt
-    assert [p.name for p in final.iterdir()] == ["old.engine"]
-    with atomic_output_dir(final, overwrite=True) as work:
-        (work / "new.engine").write_bytes(b"new")
-    assert [p.name for p in final.iterdir()] == ["new.engine"]
-    assert _siblings(final) == ["artifacts"]
-
-
-def test_atomic_output_dir_under_an_unwritable_parent(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    with pytest.raises(UserError, match=r"file/out: cannot create the output directory"):
-        with atomic_output_dir(blocker / "out"):
-            pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

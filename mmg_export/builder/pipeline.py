@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from mmg_runtime.errors import UserError
-from mmg_runtime.manifest import Component, Manifest, TensorSpec, atomic_output_dir, sha256_file, write_manifest
+from mmg_runtime.manifest import Component, Manifest, TensorSpec, sha256_file, write_manifest
 
 from .. import __version__
 from ..models.encoder import VideoEncoder
@@ -35,6 +35,7 @@ from ..prune import MMGConfig
 from ..prune.config import check_ratio, keep_count
 from . import export
 from .onnxruntime import fuse_encoder, provider_settings
+from .output_dir import atomic_output_dir
 from .preprocess import write_preprocess_graph
 from .targets import TargetProfile
 

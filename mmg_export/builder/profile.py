@@ -133,12 +133,13 @@ def describe_backend(manifest: Manifest) -> tuple[str, str]:
 def profile(directory: Path, manifest: Manifest, ratios: list[float], iterations: int,
             warm_up: int) -> list[Measurement]:
     """Measure the encoder, the frame encoder and a pruner per ratio."""
-    results = [_measure(name, directory / manifest.components[name].file, manifest, name, iterations, warm_up)
+    files = {name: directory / manifest.component(name, directory).file
+             for name in ("encoder", "frame_encoder", "pruner")}
+    results = [_measure(name, files[name], manifest, name, iterations, warm_up)
                for name in ("encoder", "frame_encoder")]
     with tempfile.TemporaryDirectory() as scratch:
         for ratio in ratios:
-            path = directory / manifest.components["pruner"].file if ratio == manifest.ratio else \
-                _extra_pruner(manifest, ratio, Path(scratch))
+            path = files["pruner"] if ratio == manifest.ratio else _extra_pruner(manifest, ratio, Path(scratch))
             results.append(_measure("pruner", path, manifest, "pruner", iterations, warm_up, ratio))
     return results
 

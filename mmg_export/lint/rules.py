@@ -19,11 +19,13 @@ from importlib import resources
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 from mmg_export.lint import DEFAULT_VERSION, supported_versions
 from mmg_runtime.errors import UserError
 
 TOPK_MAX_K = 3840
+FOLD_DEPTH, FOLD_MAX_ELEMENTS = 32, 64  # constant folding for TopK's K: a short chain of small tensors
 MAX_TENSOR_ELEMENTS = 2**31 - 1
 DEFAULT_DOMAINS = ("", "ai.onnx")
 DATA_DEPENDENT_OPS = ("NonZero", "Unique", "Compress")
@@ -88,6 +90,10 @@ class Scope:
     opset: int
     constants: dict[str, TensorProto]
     tensors: dict[str, TensorInfo]
+    producers: dict[str, onnx.NodeProto]
+    """Node that computes each tensor (from this graph and the graphs around it)."""
+    model_dir: str | None
+    """Folder of the model file (external data must stay in it); None for an in-memory model."""
     prefix: str = ""
 
 
@@ -241,10 +247,41 @@ def _graph_constants(graph: onnx.GraphProto) -> dict[str, TensorProto]:
     return constants
 
 
+def _graph_producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {output: node for node in graph.node for output in node.output if output}
+
+
 def _child_scope(parent: Scope, graph: onnx.GraphProto, prefix: str) -> Scope:
     constants = {**parent.constants, **_graph_constants(graph)}
     tensors = {**parent.tensors, **_graph_tensors(graph)}
-    return Scope(parent.table, parent.opset, constants, tensors, prefix)
+    producers = {**parent.producers, **_graph_producers(graph)}
+    return Scope(parent.table, parent.opset, constants, tensors, producers, parent.model_dir, prefix)
+
+
+def _folded(scope: Scope, name: str, depth: int = 0) -> np.ndarray | None:
+    """Value of tensor ``name`` when it follows from constants and static shapes alone (through
+    Identity, Cast, Shape, Gather, Concat, arithmetic, ...), else None. Small tensors only."""
+    if name in scope.constants:
+        return _constant_array(scope, name)
+    node = scope.producers.get(name)
+    if node is None or depth > FOLD_DEPTH or node.domain not in DEFAULT_DOMAINS or node.op_type.startswith("Random"):
+        return None
+    if node.op_type in ("Shape", "Size"):
+        info = scope.tensors.get(_input(node, 0))
+        if info is None or info.dims is None or not all(isinstance(d, int) for d in info.dims):
+            return None
+        dims = np.array(info.dims, dtype=np.int64)
+        if node.op_type == "Size":
+            return np.array(dims.prod(), dtype=np.int64)
+        return dims[_attr(node, "start", 0):_attr(node, "end", len(dims))]
+    inputs = {input_name: _folded(scope, input_name, depth + 1) for input_name in node.input if input_name}
+    if any(value is None or value.size > FOLD_MAX_ELEMENTS for value in inputs.values()):
+        return None
+    try:
+        outputs = ReferenceEvaluator(node, opsets={"": scope.opset}).run(None, inputs)
+    except Exception:  # an operator the reference evaluator lacks, or invalid constants: not foldable
+        return None
+    return np.asarray(outputs[list(node.output).index(name)])
 
 
 # --------------------------------------------------------------------------- node rules
@@ -303,30 +340,37 @@ def check_data_dependent_shape(node: onnx.NodeProto, scope: Scope) -> Iterator[F
 
 
 def _topk_k(node: onnx.NodeProto, scope: Scope) -> tuple[bool, str, int | None]:
-    """(is constant, description, value or None) of TopK's K: attribute before opset 10, input after."""
+    """(is constant, description, value or None) of TopK's K: attribute before opset 10, input after.
+
+    A K computed from constants and static shapes (Identity, Cast, Shape, ...) is not constant
+    for TensorRT's parser but its value is known: it is folded here so that the limit applies.
+    """
     if scope.opset < 10:
         k = _attr(node, "k")
         return True, "attribute k", None if k is None else int(k)
     name = _input(node, 1)
-    if name not in scope.constants:
-        return False, f"input '{name}'", None
-    value = _constant_array(scope, name)
-    return True, f"input '{name}'", None if value is None else int(value.reshape(-1)[0])
+    if name in scope.constants:
+        value = _constant_array(scope, name)
+        return True, f"input '{name}'", None if value is None else int(value.reshape(-1)[0])
+    value = _folded(scope, name)
+    where = f"input '{name}'" + ("" if value is None else ", computed from constants and static shapes")
+    return False, where, None if value is None or value.size != 1 else int(value.reshape(-1)[0])
 
 
 def check_topk_k(node: onnx.NodeProto, scope: Scope) -> Iterator[Finding]:
-    """TopK's K must be a constant no larger than TensorRT's limit."""
+    """TopK's K must be no larger than TensorRT's limit, and preferably a constant."""
     if node.op_type != "TopK" or node.domain not in DEFAULT_DOMAINS:
         return
     constant, where, k = _topk_k(node, scope)
-    if not constant:
+    if k is not None and k > TOPK_MAX_K:
+        computed = "" if constant else f" ({where})"
+        yield _finding(scope, node, "error", "topk-k-limit",
+                       f"TopK K={k}{computed} exceeds the TensorRT limit of {TOPK_MAX_K}; "
+                       f"TopK within a smaller group (e.g. per frame) or rank by pairwise comparison counts")
+    elif not constant:
         yield _finding(scope, node, "warning", "topk-k-not-constant",
                        f"TopK K ({where}) is not a constant initializer; TensorRT needs K <= {TOPK_MAX_K} "
                        f"at runtime and prefers a constant K")
-    elif k is not None and k > TOPK_MAX_K:
-        yield _finding(scope, node, "error", "topk-k-limit",
-                       f"TopK K={k} exceeds the TensorRT limit of {TOPK_MAX_K}; "
-                       f"TopK within a smaller group (e.g. per frame) or rank by pairwise comparison counts")
 
 
 def check_topk_sorted(node: onnx.NodeProto, scope: Scope) -> Iterator[Finding]:
@@ -438,8 +482,41 @@ def check_tensor_sizes(graph: onnx.GraphProto, scope: Scope) -> Iterator[Finding
                           f"TensorRT limits every tensor to 2^31-1")
 
 
+def check_external_data(graph: onnx.GraphProto, scope: Scope) -> Iterator[Finding]:
+    """Initializers stored as external data must name a file inside the model's folder, present and
+    long enough: an absolute path, ``../`` or a link out would make the parser read any file."""
+    for tensor in graph.initializer:
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        problem = _external_data_problem(entries, scope.model_dir)
+        if problem:
+            yield Finding("error", "external-data", scope.prefix + tensor.name, "",
+                          f"initializer '{tensor.name}': external data {entries.get('location', '')!r} {problem}")
+
+
+def _external_data_problem(entries: dict[str, str], model_dir: str | None) -> str:
+    location = entries.get("location", "")
+    if not location:
+        return "names no file"
+    if os.path.isabs(location) or ".." in location.replace("\\", "/").split("/"):
+        return "must be a path relative to the model's folder, without '..'"
+    if model_dir is None:
+        return ""
+    folder = os.path.realpath(model_dir)
+    path = os.path.realpath(os.path.join(folder, location))
+    if os.path.commonpath([folder, path]) != folder:
+        return f"leads outside the model's folder (to {path})"
+    if not os.path.isfile(path):
+        return "is missing"
+    end = int(entries.get("offset", 0) or 0) + int(entries.get("length", 0) or 0)
+    if end > os.path.getsize(path):
+        return f"ends at byte {end}, beyond the file's {os.path.getsize(path)} bytes"
+    return ""
+
+
 GraphRule = Callable[[onnx.GraphProto, Scope], Iterator[Finding]]
-GRAPH_RULES: tuple[GraphRule, ...] = (check_dynamic_io, check_tensor_sizes)
+GRAPH_RULES: tuple[GraphRule, ...] = (check_dynamic_io, check_tensor_sizes, check_external_data)
 
 
 # --------------------------------------------------------------------------- driver
@@ -507,6 +584,7 @@ def lint_model(model: str | os.PathLike | onnx.ModelProto, trt_version: str = DE
     proto, path = _load_model(model)
     inferred, findings = _infer_shapes(proto)
     graph = inferred.graph
-    scope = Scope(table, _default_opset(inferred), _graph_constants(graph), _graph_tensors(graph))
+    scope = Scope(table, _default_opset(inferred), _graph_constants(graph), _graph_tensors(graph),
+                  _graph_producers(graph), None if path is None else os.path.dirname(os.path.abspath(path)))
     findings += list(_lint_graph(graph, scope))
     return LintReport(findings, table.trt_version, path, table.source["summary"])

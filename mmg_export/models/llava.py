@@ -7,13 +7,13 @@ built from a fixed seed, so every machine gets the same weights.
 """
 from __future__ import annotations
 
-import json
 import string
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from mmg_runtime.checkpoint import check_checkpoint
 from mmg_runtime.errors import UserError
 from mmg_runtime.prompt import CHAT_TEMPLATE
 
@@ -43,20 +43,13 @@ def load_llava(model_dir: str | Path | None = None, dtype: torch.dtype = torch.f
 
 
 def _load_checkpoint(path: Path, dtype: torch.dtype) -> LoadedModel:
+    """``from_pretrained`` of a directory that :func:`check_checkpoint` accepted (safetensors only)."""
     from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise UserError(f"--model {path}: no config.json there; expected a LLaVA-OneVision checkpoint "
-                        "directory written by save_pretrained (config.json, *.safetensors, tokenizer files)")
+    check_checkpoint(path, dtype)
     try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
-    except json.JSONDecodeError as error:
-        raise UserError(f"{config_file}: not valid JSON ({error})") from None
-    if model_type != "llava_onevision":
-        raise UserError(f"{config_file}: model_type is {model_type!r}, expected 'llava_onevision'")
-    try:
-        model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True)
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True,
+                                                                       use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as error:
         raise UserError(f"--model {path}: could not load the checkpoint ({error})") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..checkpoint import check_checkpoint
 from ..errors import UserError
 from .base import Generation, TokenCallback, VideoPrompt
 
@@ -27,10 +28,9 @@ class TransformersBackend:
 
         hf_logging.disable_progress_bar()
         model_dir = Path(model_dir)
-        if not (model_dir / "config.json").is_file():
-            raise UserError(f"{model_dir}: no config.json; expected a LLaVA-OneVision checkpoint directory")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else torch.float32)
+        check_checkpoint(model_dir, torch_dtype, self.device)
         placement = {"device_map": self.device} if importlib.util.find_spec("accelerate") else {}
         self.model = LlavaOnevisionForConditionalGeneration.from_pretrained(  # straight onto the GPU where it can
             model_dir, dtype=torch_dtype, local_files_only=True, **placement).to(self.device).eval()
