@@ -51,6 +51,9 @@ def check_options(args: argparse.Namespace) -> None:
         raise UserError("--prompt is empty: expected a question about the video")
     if args.video is not None and not args.video.strip():
         raise UserError("--video is empty: expected a video file or a folder of images")
+    if args.stream is not None and not args.stream.strip():
+        raise UserError("--stream is empty: expected a video file, a folder of images, a camera such as /dev/video0, "
+                        "a network URL or gst:<pipeline>")
     if args.keep_positions and args.llm != "transformers":
         raise UserError(f"--keep-positions needs --llm transformers: {args.llm} derives positions from token order")
     if not args.stream and (args.ask_after is not None or args.sample_fps != 1.0):
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     check_options(args)
     pipeline = Pipeline.from_artifacts(args.artifacts, llm=args.llm, model_dir=args.model,
                                        keep_positions=args.keep_positions, decoder=args.decoder)
-    if args.stream:
+    if args.stream is not None:
         answer, header = _stream(pipeline, args)
     else:
         answer = pipeline.ask(args.video, args.prompt, args.max_new_tokens)

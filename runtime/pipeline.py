@@ -25,7 +25,8 @@ import numpy as np
 from .device import device_info
 from .errors import UserError
 from .llm.base import Generation, LLMBackend, TokenCallback, VideoPrompt
-from .manifest import Manifest, verify_artifacts
+from .component_io import check_component_io
+from .manifest import Manifest, model_directory, verify_artifacts
 from .preprocess import Preprocessor
 from .prompt import load_tokenizer, video_question_ids
 from .tensor import Tensor
@@ -130,7 +131,7 @@ class Pipeline:
         self.preprocessor = Preprocessor(self._open("preprocess"), size)
         self.encoder = self._open("encoder")
         self.pruner = self._open("pruner", cuda_graph=True)
-        dtype = manifest.components["encoder"].outputs["video_tokens"].dtype
+        dtype = manifest.component("encoder", directory).outputs["video_tokens"].dtype
         frames, tokens, hidden = manifest.frames, manifest.tokens_per_frame, manifest.hidden_size
         self.dtype = dtype
         self.tokens = self.encoder.empty((frames, tokens, hidden), dtype)
@@ -192,16 +193,19 @@ class Pipeline:
                 "llm": getattr(self.llm, "name", type(self.llm).__name__)}
 
     def _open(self, name: str, cuda_graph: bool = False):
+        """Component ``name`` as a session (ONNX Runtime) or engine (TensorRT), its I/O checked against the manifest."""
         from .sessions import OrtSession
 
-        if name not in self.manifest.components:
-            raise UserError(f"{self.directory}: the manifest has no component '{name}'; rebuild with mmg-export build")
-        path = self.directory / self.manifest.components[name].file
+        component = self.manifest.component(name, self.directory)
+        path = self.directory / component.file
         if self.manifest.backend == "tensorrt":
             from .trt_engine import TrtEngine
 
-            return TrtEngine(path)
-        return OrtSession(path, self.manifest.extra["providers"], cuda_graph=cuda_graph)
+            session = TrtEngine(path)
+        else:
+            session = OrtSession(path, self.manifest.extra["providers"], cuda_graph=cuda_graph)
+        check_component_io(path, component, session.inputs, session.outputs)
+        return session
 
     # -- stages ---------------------------------------------------------------------------
     def ask(self, video: str | Path | np.ndarray | VideoClip, question: str, max_new_tokens: int = 64,
@@ -367,13 +371,7 @@ def make_llm(name: str, directory: Path, manifest: Manifest, model_dir: str | Pa
     if name == "transformers":
         from .llm.hf import TransformersBackend
 
-        if model_dir is not None:
-            return TransformersBackend(Path(model_dir))
-        source = manifest.extra.get("model")
-        if source is None:
-            raise UserError(f"{directory}: the manifest names no model; pass --model DIR")
-        path = Path(source)  # relative paths in the manifest are inside the artifact directory
-        return TransformersBackend(path if path.is_absolute() else directory / path)
+        return TransformersBackend(Path(model_dir) if model_dir is not None else model_directory(directory, manifest))
     if model_dir is None:
         raise UserError(f"--llm {name} needs --model DIR (the TensorRT-LLM engine or model directory)")
     if importlib.util.find_spec("tensorrt_llm") is None:

@@ -124,7 +124,7 @@ def build(options: BuildOptions) -> Manifest:
     progress = Progress(total=6)
     dtype = export.IO_DTYPES[options.precision]
     with atomic_output_dir(options.out, overwrite=options.overwrite) as work, \
-            tempfile.TemporaryDirectory(prefix=".mmg-onnx-", dir=work.parent) as scratch:
+            tempfile.TemporaryDirectory(prefix=f".{options.out.name}.tmp-", dir=work.parent) as scratch:
         onnx_dir = work if options.backend == "onnxruntime" else Path(scratch)
         with progress.stage(f"load model ({options.model_dir or TINY_NAME})"):
             loaded = load_llava(options.model_dir, export.torch_dtype(options.precision))
