@@ -127,9 +127,9 @@ class Pipeline:
         self.keep_positions = keep_positions
         self.tokenizer = load_tokenizer(directory / "tokenizer")
         size = int(manifest.extra["image_size"])
-        self.preprocessor = Preprocessor(self._open("preprocess"), size)
-        self.encoder = self._open("encoder")
-        self.pruner = self._open("pruner", cuda_graph=True)
+        self.preprocessor = Preprocessor(open_component(manifest, directory, "preprocess"), size)
+        self.encoder = open_component(manifest, directory, "encoder")
+        self.pruner = open_component(manifest, directory, "pruner", cuda_graph=True)
         dtype = manifest.components["encoder"].outputs["video_tokens"].dtype
         frames, tokens, hidden = manifest.frames, manifest.tokens_per_frame, manifest.hidden_size
         self.dtype = dtype
@@ -190,18 +190,6 @@ class Pipeline:
         return {"decoder": self.reader.name, "preprocess": self.preprocessor.session.providers,
                 "encoder": self.encoder.providers, "pruner": self.pruner.providers,
                 "llm": getattr(self.llm, "name", type(self.llm).__name__)}
-
-    def _open(self, name: str, cuda_graph: bool = False):
-        from .sessions import OrtSession
-
-        if name not in self.manifest.components:
-            raise UserError(f"{self.directory}: the manifest has no component '{name}'; rebuild with mmg-export build")
-        path = self.directory / self.manifest.components[name].file
-        if self.manifest.backend == "tensorrt":
-            from .trt_engine import TrtEngine
-
-            return TrtEngine(path)
-        return OrtSession(path, self.manifest.extra["providers"], cuda_graph=cuda_graph)
 
     # -- stages ---------------------------------------------------------------------------
     def ask(self, video: str | Path | np.ndarray | VideoClip, question: str, max_new_tokens: int = 64,
@@ -288,6 +276,25 @@ class Pipeline:
                 if path is not None:
                     list(self.reader.frames(self.reader.open(path, 2)))
 
+
+
+def open_component(manifest: Manifest, directory: Path, name: str, cuda_graph: bool = False):
+    """Component ``name`` of the artifacts in ``directory``, opened as the pipeline runs it (see :func:`open_model`)."""
+    if name not in manifest.components:
+        raise UserError(f"{directory}: the manifest has no component '{name}'; rebuild with mmg-export build")
+    return open_model(manifest, directory / manifest.components[name].file, cuda_graph)
+
+
+def open_model(manifest: Manifest, path: Path, cuda_graph: bool = False):
+    """A model file under the manifest's backend: a :class:`TrtEngine`, or an :class:`OrtSession` on
+    exactly the manifest's providers (``cuda_graph``: captured and replayed, CUDA provider only)."""
+    if manifest.backend == "tensorrt":
+        from .trt_engine import TrtEngine
+
+        return TrtEngine(path)
+    from .sessions import OrtSession
+
+    return OrtSession(path, manifest.extra["providers"], cuda_graph=cuda_graph)
 
 
 def make_reader(decoder: str, device: str):
