@@ -164,7 +164,9 @@ def check_profile(out: Path) -> bool:
                str(out / ".." / "verify_profile.png")]
     result = subprocess.run(command, capture_output=True, text=True)
     print(result.stdout)
-    return report("profile", result.returncode == 0, result.stderr.strip().splitlines()[0] if result.stderr else "")
+    lines = result.stderr.strip().splitlines() or ["(no output)"]
+    detail = "report and plot beside the artifacts" if result.returncode == 0 else lines[-1]
+    return report("profile", result.returncode == 0, detail)
 
 
 if __name__ == "__main__":
