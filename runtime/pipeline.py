@@ -128,9 +128,9 @@ class Pipeline:
         self.keep_positions = keep_positions
         self.tokenizer = load_tokenizer(directory / "tokenizer")
         size = int(manifest.extra["image_size"])
-        self.preprocessor = Preprocessor(self._open("preprocess"), size)
-        self.encoder = self._open("encoder")
-        self.pruner = self._open("pruner", cuda_graph=True)
+        self.preprocessor = Preprocessor(open_component(manifest, directory, "preprocess"), size)
+        self.encoder = open_component(manifest, directory, "encoder")
+        self.pruner = open_component(manifest, directory, "pruner", cuda_graph=True)
         dtype = manifest.component("encoder", directory).outputs["video_tokens"].dtype
         frames, tokens, hidden = manifest.frames, manifest.tokens_per_frame, manifest.hidden_size
         self.dtype = dtype
@@ -162,7 +162,7 @@ class Pipeline:
         directory = Path(directory)
         if decoder not in DECODERS:
             raise UserError(f"decoder={decoder!r}: expected one of {', '.join(DECODERS)}")
-        manifest = verify_artifacts(directory, **_this_machine())
+        manifest = verify_artifacts(directory, **this_machine())
         if isinstance(llm, str):
             llm = make_llm(llm, directory, manifest, model_dir)
         pipeline = cls(directory, manifest, llm, keep_positions, decoder, warm_up)
@@ -191,21 +191,6 @@ class Pipeline:
         return {"decoder": self.reader.name, "preprocess": self.preprocessor.session.providers,
                 "encoder": self.encoder.providers, "pruner": self.pruner.providers,
                 "llm": getattr(self.llm, "name", type(self.llm).__name__)}
-
-    def _open(self, name: str, cuda_graph: bool = False):
-        """Component ``name`` as a session (ONNX Runtime) or engine (TensorRT), its I/O checked against the manifest."""
-        from .sessions import OrtSession
-
-        component = self.manifest.component(name, self.directory)
-        path = self.directory / component.file
-        if self.manifest.backend == "tensorrt":
-            from .trt_engine import TrtEngine
-
-            session = TrtEngine(path)
-        else:
-            session = OrtSession(path, self.manifest.extra["providers"], cuda_graph=cuda_graph)
-        check_component_io(path, component, session.inputs, session.outputs)
-        return session
 
     # -- stages ---------------------------------------------------------------------------
     def ask(self, video: str | Path | np.ndarray | VideoClip, question: str, max_new_tokens: int = 64,
@@ -294,6 +279,28 @@ class Pipeline:
 
 
 
+def open_component(manifest: Manifest, directory: Path, name: str, cuda_graph: bool = False):
+    """Component ``name`` of the artifacts in ``directory``, opened as the pipeline runs it (see
+    :func:`open_model`), its inputs and outputs checked against the manifest's."""
+    component = manifest.component(name, directory)
+    path = directory / component.file
+    session = open_model(manifest, path, cuda_graph)
+    check_component_io(path, component, session.inputs, session.outputs)
+    return session
+
+
+def open_model(manifest: Manifest, path: Path, cuda_graph: bool = False):
+    """A model file under the manifest's backend: a :class:`TrtEngine`, or an :class:`OrtSession` on
+    exactly the manifest's providers (``cuda_graph``: captured and replayed, CUDA provider only)."""
+    if manifest.backend == "tensorrt":
+        from .trt_engine import TrtEngine
+
+        return TrtEngine(path)
+    from .sessions import OrtSession
+
+    return OrtSession(path, manifest.extra["providers"], cuda_graph=cuda_graph)
+
+
 def make_reader(decoder: str, device: str):
     """The video reader for ``decoder`` ("auto": NVDEC for GPU components when PyNvVideoCodec is there)."""
     from . import nvdec
@@ -350,7 +357,7 @@ def _check_generation(question: str, max_new_tokens: int) -> None:
         raise UserError(f"max_new_tokens={max_new_tokens!r}: expected an integer >= 1")
 
 
-def _this_machine() -> dict:
+def this_machine() -> dict:
     """TensorRT version and GPU compute capability that engines must match (where TensorRT exists;
     ``verify_artifacts`` checks them for TensorRT artifacts only)."""
     try:

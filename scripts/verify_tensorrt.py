@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2}
+FRAME_SIZE = {"height": 720, "width": 1280}
+"""Size of the random frames fed to the preprocessing graph."""
 
 
 def main() -> int:
@@ -41,7 +43,7 @@ def main() -> int:
             from mmg_runtime.manifest import load_manifest
 
             manifest = load_manifest(out)
-            checks += [compare(out, manifest, name) for name in ("encoder", "frame_encoder")]
+            checks += [compare(out, manifest, name) for name in ("preprocess", "encoder")]
             checks.append(compare_pruner_indices(out, manifest, Path(scratch)))
             checks.append(check_profile(out))
     print(f"{sum(checks)} passed, {len(checks) - sum(checks)} failed")
@@ -64,21 +66,55 @@ def check_build(args: argparse.Namespace, out: Path) -> bool:
 
 
 def ort_runner(onnx_path: Path):
-    from mmg_export.builder.profile import runner
+    """Polygraphy's ONNX Runtime runner, on the CUDA provider where this onnxruntime has it, else the CPU."""
+    import onnxruntime
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
 
-    return runner(onnx_path, "onnxruntime")
+    cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    return OnnxrtRunner(SessionFromOnnx(str(onnx_path), providers=["cuda", "cpu"] if cuda else ["cpu"]))
 
 
 def trt_runner(engine_path: Path):
-    from mmg_export.builder.profile import runner
+    """Polygraphy's TensorRT runner over a serialized engine."""
+    from polygraphy.backend.common import BytesFromPath
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
-    return runner(engine_path, "tensorrt")
+    return TrtRunner(EngineFromBytes(BytesFromPath(str(engine_path))))
 
 
-def feeds(manifest, name: str, count: int = 2) -> list[dict[str, np.ndarray]]:
-    from mmg_export.builder.profile import random_feeds
+def random_feeds(manifest, name: str, seed: int = 0, precision: str | None = None) -> dict:
+    """Seeded inputs of component ``name`` at the artifacts' frame count: uint8 frames of FRAME_SIZE, the
+    runtime's resampling matrices, standard-normal features in ``precision`` (default: the artifacts')."""
+    from mmg_runtime.preprocess import resize_matrix
 
-    return [random_feeds(manifest, name, seed) for seed in range(count)]
+    generator = np.random.default_rng(seed)
+    sizes = {"frames": manifest.frames, **FRAME_SIZE}
+    size = int(manifest.extra["image_size"])
+    feeds = {}
+    for tensor, spec in manifest.components[name].inputs.items():
+        shape = tuple(sizes.get(dim, dim) for dim in spec.shape)
+        if spec.dtype == "uint8":
+            feeds[tensor] = generator.integers(0, 256, shape, dtype=np.uint8)
+        elif tensor == "resize_rows":
+            feeds[tensor] = resize_matrix(FRAME_SIZE["height"], size).copy()
+        elif tensor == "resize_cols":
+            feeds[tensor] = np.ascontiguousarray(resize_matrix(FRAME_SIZE["width"], size).T)
+        else:
+            feeds[tensor] = typed(generator.standard_normal(shape).astype(np.float32), precision or manifest.precision)
+    return feeds
+
+
+def typed(array: np.ndarray, precision: str):
+    """``array`` in ``precision``: NumPy for fp32 / fp16, a torch tensor for bf16 (NumPy has none)."""
+    if precision == "bf16":
+        import torch
+
+        return torch.from_numpy(array).to(torch.bfloat16)
+    return array.astype(np.float16 if precision == "fp16" else np.float32)
+
+
+def feeds(manifest, name: str, count: int = 2, precision: str | None = None) -> list[dict]:
+    return [random_feeds(manifest, name, seed, precision) for seed in range(count)]
 
 
 def compare(out: Path, manifest, name: str) -> bool:
@@ -108,7 +144,7 @@ def compare_pruner_indices(out: Path, manifest, scratch: Path) -> bool:
     engine = scratch / "pruner32.engine"
     target = manifest_target(manifest.target, manifest.extra.get("target_file"))
     build_engine(onnx_path, engine, target, scratch / "timing.cache", log=lambda _: None)
-    data = [{"video_tokens": f["video_tokens"].astype(np.float32)} for f in feeds(manifest, "pruner")]
+    data = feeds(manifest, "pruner", precision="fp32")
     results = Comparator.run([trt_runner(engine), ort_runner(onnx_path)], data_loader=data)
     exact = bool(Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(
         rtol={"kept_indices": 0.0, "": 1e-3}, atol={"kept_indices": 0.0, "": 1e-3}, check_error_stat="max")))
@@ -128,7 +164,9 @@ def check_profile(out: Path) -> bool:
                str(out / ".." / "verify_profile.png")]
     result = subprocess.run(command, capture_output=True, text=True)
     print(result.stdout)
-    return report("profile", result.returncode == 0, result.stderr.strip().splitlines()[0] if result.stderr else "")
+    lines = result.stderr.strip().splitlines() or ["(no output)"]
+    detail = "report and plot beside the artifacts" if result.returncode == 0 else lines[-1]
+    return report("profile", result.returncode == 0, detail)
 
 
 if __name__ == "__main__":

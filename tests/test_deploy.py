@@ -3,6 +3,7 @@ pruner path, profile). CI runs this module in a second virtual environment that 
 against artifacts built beforehand (``MMG_TEST_ARTIFACTS``); here it runs with the others."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -96,11 +97,27 @@ def test_encoder_and_pruner_path(artifacts: Path) -> None:
     assert prompt.input_ids.count(prompt.video_token_id) == 1
 
 
-def test_profile_writes_its_report(artifacts: Path, tmp_path: Path) -> None:
+def test_profile_runs_what_the_pipeline_runs(artifacts: Path, tmp_path: Path) -> None:
+    """Same sessions and providers as run; without torch (CI's deploy venv) no prefill, and a note says why."""
+    from mmg_runtime.pipeline import Pipeline
+
     report = tmp_path / "profile.json"
-    assert main(["profile", str(artifacts), "--iterations", "2", "--warm-up", "0", "--json", str(report)]) == 0
-    rows = [(m["component"], m["keep"]) for m in json.loads(report.read_text())["measurements"]]
-    assert ("pruner", json.loads((artifacts / "manifest.json").read_text())["keep"]) in rows
+    assert main(["profile", str(artifacts), "--iterations", "2", "--warm-up", "0", "--frame-size", "64x48",
+                 "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    pipeline = Pipeline.from_artifacts(artifacts, llm=RecordingLLM(), warm_up=False)
+    stages = ("preprocess", "encoder", "pruner")
+    assert {name: data["components"][name]["providers"] for name in stages} == {
+        name: pipeline.providers[name] for name in stages}
+    keep, have_torch = data["keep"], importlib.util.find_spec("torch") is not None
+    rows = [(m["component"], m["frames"], m["ratio"], m["keep"], len(m["times_ms"])) for m in data["measurements"]]
+    assert rows == [("upload", 32, None, None, 2), ("upload", 8, None, None, 2), ("preprocess", 32, None, None, 2),
+                    ("preprocess", 8, None, None, 2), ("encoder", 32, None, None, 2), ("encoder", 8, None, None, 2),
+                    ("pruner", 32, 0.25, keep, 2), ("download", 32, 0.25, keep, 2)] + (
+                       [("prefill", 32, 0.25, keep, 2)] if have_torch else [])
+    assert data["notes"] == ([] if have_torch else [
+        "prefill not measured: the transformers LLM needs torch, which this install lacks: "
+        "pip install 'mmg-export[export]'"])
 
 
 @pytest.mark.parametrize("args,message", [
@@ -109,6 +126,7 @@ def test_profile_writes_its_report(artifacts: Path, tmp_path: Path) -> None:
     (["--json", "{tmp}/missing/r.json"], "--json {tmp}/missing/r.json: the directory {tmp}/missing does not exist"),
     (["--json", "{tmp}"], "--json {tmp}: is a directory; expected a file name"),
     (["--plot", "{tmp}/missing/p.png"], "--plot {tmp}/missing/p.png: the directory {tmp}/missing does not exist"),
+    (["--frame-size", "720p"], "--frame-size 720p: expected WIDTHxHEIGHT in pixels, such as 1280x720"),
 ])
 def test_profile_refuses_before_running(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         args: list[str], message: str) -> None:
