@@ -1,4 +1,4 @@
-"""Shared helpers of the GPU benchmarks (bench_pruner.py, bench_prefill.py, bench_encoder.py).
+"""Shared helpers of the GPU benchmarks (bench_e2e.py, bench_pruner.py, bench_prefill.py).
 
 * ``setup_path()``: makes ``mmg_export`` (repo root) and ``mmg_runtime`` (folder ``runtime/``)
   importable when the package is not pip-installed (as on the GPU machine).

@@ -286,7 +286,6 @@ def profile_pruner(directory: Path) -> dict:
 def encoder_variants(args, checkpoint: Path, pipeline) -> dict:
     """The encoder exported three ways from the same weights, each timed on the same bound buffers."""
     from mmg_export.builder.export import export_encoder
-    from mmg_export.builder.onnxruntime import fuse_encoder
     from mmg_export.models.encoder import VideoEncoder
     from mmg_export.models.llava import load_llava
     from mmg_runtime.sessions import OrtSession
@@ -296,11 +295,9 @@ def encoder_variants(args, checkpoint: Path, pipeline) -> dict:
     encoder = VideoEncoder(load_llava(checkpoint, {"bfloat16": torch.bfloat16}.get(dtype, torch.float32)).model)
     frames = manifest.frames
     results = {}
-    for name in ("opset23-plain", "opset23-fastgelu", "opset18-tensorrt-flavour"):
-        path = args.work / f"encoder-{name}.onnx"
-        export_encoder(encoder, frames, precision, path, "tensorrt" if "opset18" in name else "onnxruntime")
-        if name == "opset23-fastgelu":
-            fuse_encoder(path, encoder.vision_heads, encoder.vision_hidden)
+    for name in ("onnxruntime-flavour (opset 23)", "tensorrt-flavour (opset 18)"):
+        path = args.work / "encoder-variant.onnx"
+        export_encoder(encoder, frames, precision, path, "tensorrt" if "opset 18" in name else "onnxruntime")
         session = OrtSession(path, manifest.extra["providers"])
         pixels = _device_tensor(session, dtype, torch.randn(frames, 3, 384, 384, generator=torch.Generator().manual_seed(0)))
         tokens = session.empty((frames, manifest.tokens_per_frame, manifest.hidden_size), dtype)
@@ -326,8 +323,8 @@ def artifact_sizes(work: Path, llm) -> dict:
 def cli_json(args) -> dict:
     """``mmg-export run --json`` as a user types it (its own process: load included)."""
     command = [sys.executable, "-m", "mmg_export.cli", "run", "--artifacts", str(args.work / "artifacts-r0.25"),
-               "--video", str(args.media / "bigbuckbunny.mp4"), "--prompt", QUESTION, "--max-new-tokens", "8",
-               "--json"]
+               "--model", str(args.work / "checkpoint"), "--video", str(args.media / "bigbuckbunny.mp4"),
+               "--prompt", QUESTION, "--max-new-tokens", "8", "--json"]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:

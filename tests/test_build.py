@@ -39,9 +39,8 @@ def test_manifest_describes_the_artifacts(artifacts):
 
 
 @pytest.mark.parametrize("frames", [32, 5, 1])
-def test_encoder_matches_transformers_within_1e4(artifacts, frames):
-    """The one encoder graph takes 1 to 32 frames (whole clips, chunks, live frames). Bound: ONNX
-    Runtime's FastGelu kernel rounds its tanh to 5e-5 relative (measured); without it, 1.6e-6."""
+def test_encoder_matches_transformers_within_1e5(artifacts, frames):
+    """The one encoder graph takes 1 to 32 frames (whole clips, chunks, live frames)."""
     model = tiny_llava().model
     pixels = torch.randn(frames, 3, 384, 384, generator=torch.Generator().manual_seed(frames))
     with torch.no_grad():
@@ -49,7 +48,7 @@ def test_encoder_matches_transformers_within_1e4(artifacts, frames):
     tokens = session(artifacts / "encoder.onnx").run(None, {"pixel_values": pixels.numpy()})[0]
     expected_tokens = expected[:-1].reshape(frames, 196, 64).numpy()
     relative = np.abs(tokens - expected_tokens).max() / np.abs(expected_tokens).max()
-    assert relative < 1e-4
+    assert relative < 1e-5
 
 
 def test_encoder_attention_is_fused_for_onnx_runtime_and_plain_for_tensorrt(artifacts, tmp_path):
@@ -58,7 +57,7 @@ def test_encoder_attention_is_fused_for_onnx_runtime_and_plain_for_tensorrt(arti
     from mmg_export.builder.export import export_encoder
 
     ops = {n.op_type for n in onnx.load(artifacts / "encoder.onnx").graph.node}
-    assert {"Attention", "FastGelu"} <= ops and not {"Softmax", "BiasGelu"} & ops
+    assert {"Attention", "Gelu"} <= ops and "Softmax" not in ops
     plain = onnx.load(export_encoder(VideoEncoder(tiny_llava().model), 32, "fp32", tmp_path / "e.onnx", "tensorrt"))
     assert "Attention" not in {n.op_type for n in plain.graph.node}
     for version in supported_versions():

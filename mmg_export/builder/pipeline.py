@@ -34,7 +34,7 @@ from ..models.llava import TINY_NAME, load_llava
 from ..prune import MMGConfig
 from ..prune.config import check_ratio, keep_count
 from . import export
-from .onnxruntime import fuse_encoder, provider_settings
+from .onnxruntime import provider_settings
 from .output_dir import atomic_output_dir
 from .preprocess import write_preprocess_graph
 from .targets import TargetProfile
@@ -135,9 +135,6 @@ def build(options: BuildOptions) -> Manifest:
             write_preprocess_graph(onnx_dir / "preprocess.onnx", encoder.image_size, dtype, form)
             export.export_encoder(encoder, options.frames, options.precision, onnx_dir / "encoder.onnx",
                                   options.backend)
-            if options.backend == "onnxruntime":
-                fused = fuse_encoder(onnx_dir / "encoder.onnx", encoder.vision_heads, encoder.vision_hidden)
-                progress.note(f"encoder.onnx: ONNX Runtime fusions {fused}")
         keep = keep_count(options.frames * encoder.tokens_per_frame, options.ratio)
         with progress.stage(f"export pruner.onnx (ratio {options.ratio}, K = {keep})"):
             export.export_pruner(options.frames, encoder.tokens_per_frame, encoder.hidden_size, options.ratio,

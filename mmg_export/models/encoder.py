@@ -112,14 +112,6 @@ class VideoEncoder(torch.nn.Module):
     def hidden_size(self) -> int:
         return self.newline.shape[0]
 
-    @property
-    def vision_hidden(self) -> int:
-        return self.vision_tower.config.hidden_size
-
-    @property
-    def vision_heads(self) -> int:
-        return self.vision_tower.config.num_attention_heads
-
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         hidden = self.vision_tower(pixel_values, output_hidden_states=True).hidden_states[self.layer]
         if self.drop_cls:
