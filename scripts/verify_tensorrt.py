@@ -57,7 +57,7 @@ def report(name: str, ok: bool, detail: str) -> bool:
 
 def check_build(args: argparse.Namespace, out: Path) -> bool:
     command = [sys.executable, "-m", "mmg_export.cli", "build", "--backend", "tensorrt", "--target", args.target,
-               "--ratio", str(args.ratio), "--out", str(out), "--overwrite"]
+               "--ratio", str(args.ratio), "--out", str(out), "--overwrite", "--keep-onnx"]
     command += ["--model", args.model] if args.model else []
     command += ["--frames", str(args.frames)] if args.frames else []
     result = subprocess.run(command, capture_output=True, text=True)
@@ -121,7 +121,7 @@ def compare(out: Path, manifest, name: str) -> bool:
     """TensorRT engine vs ONNX Runtime on the same ONNX, with Polygraphy's Comparator."""
     from polygraphy.comparator import Comparator, CompareFunc
 
-    runners = [trt_runner(out / manifest.components[name].file), ort_runner(out / f"{name}.onnx")]
+    runners = [trt_runner(out / manifest.components[name].file), ort_runner(out / "onnx" / f"{name}.onnx")]
     results = Comparator.run(runners, data_loader=feeds(manifest, name))
     tolerance = TOLERANCE[manifest.precision]
     accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(
@@ -151,7 +151,7 @@ def compare_pruner_indices(out: Path, manifest, scratch: Path) -> bool:
     ok = report("pruner fp32: kept indices identical", exact, "TensorRT vs ONNX Runtime, 2 seeded inputs")
     if manifest.precision != "fp32":
         native = Comparator.run([trt_runner(out / manifest.components["pruner"].file),
-                                 ort_runner(out / "pruner.onnx")], data_loader=feeds(manifest, "pruner"))
+                                 ort_runner(out / "onnx" / "pruner.onnx")], data_loader=feeds(manifest, "pruner"))
         first, second = (iterations[0]["kept_indices"] for _, iterations in native)
         agreement = len(np.intersect1d(first, second)) / len(first)
         report(f"pruner {manifest.precision}: kept-index agreement", True, f"{agreement:.4f} (informational)")

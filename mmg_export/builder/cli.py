@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"artifact directory (default: {DEFAULT_OUT}/MODEL-TARGET-BACKEND-PRECISION-"
                              "FRAMESf-rRATIO)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact directory")
+    parser.add_argument("--keep-onnx", action="store_true",
+                        help="tensorrt backend: also keep the engines' ONNX sources in onnx/ (for verification; "
+                             "each weight is then stored twice)")
     parser.add_argument("--merge", action="store_true", help="merge dropped tokens into their nearest kept token")
     parser.add_argument("--list-targets", action="store_true", help="list the build profiles and exit")
     parser.set_defaults(handler=run)
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from .pipeline import BuildOptions, build
 
     options = BuildOptions(out=out, target=target, ratio=args.ratio, frames=frames, precision=precision,
-                           backend=backend, model_dir=args.model, overwrite=args.overwrite,
+                           backend=backend, model_dir=args.model, overwrite=args.overwrite, keep_onnx=args.keep_onnx,
                            pruning=MMGConfig(merge=args.merge))
     if backend == "tensorrt":
         from .tensorrt import require_tensorrt

@@ -60,6 +60,8 @@ class BuildOptions:
     backend: str = "onnxruntime"
     model_dir: Path | None = None
     overwrite: bool = False
+    keep_onnx: bool = False
+    """TensorRT builds: also keep the engines' ONNX sources, in ``onnx/`` (for ``scripts/verify_tensorrt.py``)."""
     pruning: MMGConfig = field(default_factory=MMGConfig)
 
     def __post_init__(self) -> None:
@@ -125,7 +127,8 @@ def build(options: BuildOptions) -> Manifest:
     dtype = export.IO_DTYPES[options.precision]
     with atomic_output_dir(options.out, overwrite=options.overwrite) as work, \
             tempfile.TemporaryDirectory(prefix=f".{options.out.name}.tmp-", dir=work.parent) as scratch:
-        onnx_dir = work if options.backend == "onnxruntime" else Path(scratch)
+        onnx_dir = work if options.backend == "onnxruntime" else work / "onnx" if options.keep_onnx else Path(scratch)
+        onnx_dir.mkdir(exist_ok=True)
         with progress.stage(f"load model ({options.model_dir or TINY_NAME})"):
             loaded = load_llava(options.model_dir, export.torch_dtype(options.precision))
             encoder = VideoEncoder(loaded.model)
