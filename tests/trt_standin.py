@@ -40,6 +40,10 @@ class Scenario:
     network_inputs: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"frames": (32, 3, 384, 384)})
     gpu: bool = True
     """False: ``Builder(logger)`` fails as on a machine without a usable GPU."""
+    max_rows: int = 32
+    """Largest first dimension the engine's optimisation profile takes (runtime stand-in)."""
+    executes: bool = True
+    """False: ``execute_async_v3`` returns False."""
 
 
 NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
@@ -255,9 +259,65 @@ class OnnxParser:
         return self.errors[index]
 
 
+class ExecutionContext:
+    """``IExecutionContext`` as the runtime drives it (TensorRT 10/11: name-based tensor API,
+    ``execute_async_v3``). Addresses are host addresses here: the test binds host tensors, and
+    running the engine computes ``output = 2 * input + 1`` row by row, so a test can check which
+    memory was read and written."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.shapes, self.addresses = engine, {}, {}
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        _record(f"set_input_shape {name} {tuple(shape)}")
+        mode, built, _ = self.engine._tensors[name]
+        assert mode == "INPUT", f"set_input_shape on output {name}"
+        fits = len(shape) == len(built) and all(b in (-1, s) for b, s in zip(built, shape))
+        fits = fits and shape[0] <= STATE.scenario.max_rows
+        if fits:
+            self.shapes[name] = tuple(shape)
+        return fits
+
+    def set_tensor_address(self, name: str, address: int) -> bool:
+        _record(f"set_tensor_address {name}")
+        assert name in self.engine._tensors and isinstance(address, int) and address
+        self.addresses[name] = address
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        mode, built, _ = self.engine._tensors[name]
+        if mode == "INPUT":
+            return self.shapes.get(name, built)
+        rows = next(iter(self.shapes.values()), (1,))[0]
+        return (rows, *built[1:])
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        _record("execute_async_v3")
+        assert isinstance(stream_handle, int), "execute_async_v3 takes the stream handle as an int"
+        inputs = [n for n, (mode, _, _) in self.engine._tensors.items() if mode == "INPUT"]
+        assert set(self.shapes) == set(inputs), "every input needs set_input_shape before execute_async_v3"
+        assert set(self.addresses) == set(self.engine._tensors), "every tensor needs an address"
+        if not STATE.scenario.executes:
+            return False
+        import ctypes
+
+        import numpy as np
+
+        (source,), (target,) = inputs, [n for n in self.engine._tensors if n not in inputs]
+        count = int(np.prod(self.shapes[source]))
+        values = np.frombuffer((ctypes.c_float * count).from_address(self.addresses[source]), np.float32)
+        out = np.frombuffer((ctypes.c_float * count).from_address(self.addresses[target]), np.float32)
+        out[:] = 2 * values + 1
+        return True
+
+
 class Engine:
     def __init__(self, tensors: dict[str, tuple[str, tuple[int, ...], str]]) -> None:
         self._tensors = tensors
+
+    def create_execution_context(self) -> ExecutionContext:
+        _record("create_execution_context")
+        return ExecutionContext(self)
 
     @property
     def num_io_tensors(self) -> int:
@@ -282,6 +342,7 @@ class Runtime:
 
     def deserialize_cuda_engine(self, data: bytes) -> Engine | None:
         _record("deserialize_cuda_engine")
+        assert isinstance(data, (bytes, bytearray, memoryview)), "deserialize_cuda_engine takes the plan's bytes"
         return Engine(STATE.scenario.io_tensors) if STATE.scenario.deserialized else None
 
 
