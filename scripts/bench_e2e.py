@@ -150,7 +150,8 @@ def measure(args, checkpoint: Path) -> dict:
     if args.diagnose:
         result["timelines"] = {decoder: timeline(pipelines[decoder, 0.25], args.media / "bigbuckbunny.mp4")
                                for decoder in decoders}
-        result["pruner_profile"] = profile_pruner(args.work / "artifacts-r0.25")
+        result["pruner_profile"] = profile_component(args.work / "artifacts-r0.25", "pruner")
+        result["encoder_profile"] = profile_component(args.work / "artifacts-r0.25", "encoder")
         result["encoder_variants"] = encoder_variants(args, checkpoint, pipelines[decoders[0], 0.25])
     result["stream"] = measure_stream(args, pipelines[decoders[0], 0.25], pipelines[decoders[0], 1.0])
     result["encoder"] = measure_encoder(pipelines[decoders[0], 0.25], llm)
@@ -257,8 +258,8 @@ def timeline(pipeline, video) -> dict:
     return {"events": events, "qtft_ms": round(answer.timings.question_to_first_token * 1e3, 1)}
 
 
-def profile_pruner(directory: Path) -> dict:
-    """ONNX Runtime's own profile of the pruner (CUDA provider, no CUDA graph): which nodes cost what."""
+def profile_component(directory: Path, name: str) -> dict:
+    """ONNX Runtime's own profile of a component (CUDA provider, no CUDA graph): which nodes cost what."""
     import onnxruntime
 
     from _bench_common import ort_profile_summary
@@ -267,20 +268,22 @@ def profile_pruner(directory: Path) -> dict:
     from mmg_runtime.sessions import OrtSession
 
     manifest = load_manifest(directory)
-    dtype = manifest.components["pruner"].inputs["video_tokens"].dtype
+    component = manifest.components[name]
     options = onnxruntime.SessionOptions()
     options.enable_profiling = True
-    providers = [(name, opts) for name, opts in manifest.extra["providers"]]
-    session = onnxruntime.InferenceSession(str(directory / "pruner.onnx"), options, providers=providers)
-    holder = OrtSession(directory / "pruner.onnx", manifest.extra["providers"])
-    tokens = _device_tensor(holder, dtype, torch.randn(manifest.frames, manifest.tokens_per_frame, manifest.hidden_size))
-    outputs = {"video_embeds": holder.empty((manifest.keep + 1, manifest.hidden_size), dtype),
-               "kept_indices": holder.empty((manifest.keep,), "int64"), "finite": holder.empty((), "bool")}
-    holder.session = session
-    holder._bindings.clear()
-    for _ in range(11):
-        holder.run_bound({"video_tokens": tokens}, outputs)
-    return ort_profile_summary(session.end_profiling(), skip_runs=1)
+    holder = OrtSession(directory / component.file, manifest.extra["providers"])
+    holder.session = onnxruntime.InferenceSession(str(directory / component.file), options,
+                                                  providers=[tuple(p) for p in manifest.extra["providers"]])
+    shapes = {"frames": manifest.frames}
+    inputs = {tensor: _device_tensor(holder, spec.dtype, torch.randn(*[shapes.get(d, d) for d in spec.shape]))
+              for tensor, spec in component.inputs.items()}
+    outputs = {tensor: holder.empty(tuple(shapes.get(d, d) for d in spec.shape), spec.dtype)
+               for tensor, spec in component.outputs.items()}
+    for _ in range(6):
+        holder.run_bound(inputs, outputs)
+    summary = ort_profile_summary(holder.session.end_profiling(), skip_runs=1)
+    summary["op_types"] = sorted({op for op, _ in summary["top_ops_ms_per_run"]})
+    return summary
 
 
 def encoder_variants(args, checkpoint: Path, pipeline) -> dict:
