@@ -55,6 +55,13 @@ def wait_until(condition, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+def settled(scheduler) -> dict:
+    """The scheduler's counts once no job is pending (a reply reaches its client just before the
+    worker counts it)."""
+    wait_until(lambda: scheduler.pending == 0)
+    return dict(scheduler.counts)
+
+
 def file_url(path: Path) -> str:
     return path.as_uri()
 
@@ -156,7 +163,7 @@ def test_sixteen_clients_and_a_queue_of_two(server, client, pipeline, media):
     """With the pipeline held busy, one question runs and two wait; the other thirteen are refused at
     once (429, Retry-After); once it is free, the three are answered. None is lost, none hangs."""
     scheduler, url = server.service.scheduler, file_url(media.root / "bikes.mp4")
-    before, calls = dict(scheduler.counts), pipeline.llm.calls
+    before, calls = settled(scheduler), pipeline.llm.calls
     pipeline.llm.gate.clear()
     try:
         with ThreadPoolExecutor(16) as pool:
@@ -175,8 +182,9 @@ def test_sixteen_clients_and_a_queue_of_two(server, client, pipeline, media):
         error = json.loads(body)["error"]
         assert int(retry_after) >= 1 and error["code"] == "queue_full" and error["type"] == "rate_limit_error"
         assert body.count("\n") == 0 and "queue holds 2" in error["message"]
-    assert scheduler.counts["refused"] == before["refused"] + 13
-    assert scheduler.counts["answered"] == before["answered"] + 3 and pipeline.llm.calls == calls + 3
+    after = settled(scheduler)
+    assert after["refused"] == before["refused"] + 13
+    assert after["answered"] == before["answered"] + 3 and pipeline.llm.calls == calls + 3
 
 
 def _raw_request(url: str, payload: dict) -> socket.socket:
@@ -193,7 +201,7 @@ def test_a_client_that_leaves_the_queue_gives_back_its_place(server, client, pip
     """A runs (held), B and C wait: the queue is full. B hangs up: its place is free at once, so D is
     queued instead of refused, and B's question never runs (three answers, three LLM calls)."""
     scheduler, url = server.service.scheduler, file_url(media.root / "bikes.mp4")
-    before, calls = dict(scheduler.counts), pipeline.llm.calls
+    before, calls = settled(scheduler), pipeline.llm.calls
     pipeline.llm.gate.clear()
     try:
         with ThreadPoolExecutor(3) as pool:
@@ -212,13 +220,14 @@ def test_a_client_that_leaves_the_queue_gives_back_its_place(server, client, pip
     finally:
         pipeline.llm.gate.set()
     assert results == [200, 200, 200]
-    assert scheduler.counts["left"] == before["left"] + 1 and scheduler.counts["refused"] == before["refused"]
+    after = settled(scheduler)
+    assert after["left"] == before["left"] + 1 and after["refused"] == before["refused"]
     assert pipeline.llm.calls == calls + 3
 
 
 def test_a_streamed_client_that_leaves_stops_the_generation(server, media):
     scheduler = server.service.scheduler
-    stopped = scheduler.counts["stopped"]
+    stopped = settled(scheduler)["stopped"]
     payload = {"messages": video_messages(file_url(media.root / "bikes.mp4")), "max_tokens": 256, "stream": True}
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=payload, timeout=120) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -432,6 +441,15 @@ def test_serve_options_and_a_missing_extra(artifacts, tmp_path, capsys, monkeypa
     assert main(base) == 1
     assert "this command needs fastapi, which this install lacks: pip install 'mmg-export[serve]'" in \
         capsys.readouterr().err
+
+
+def test_help_needs_no_fastapi():
+    """Only running the server imports FastAPI and uvicorn: `mmg-export serve --help` works without them."""
+    code = ("import sys; sys.modules['fastapi'] = sys.modules['uvicorn'] = None\n"
+            "from mmg_export.cli import main; main(['serve', '--help'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--media-root" in result.stdout and "--allow-sources" in result.stdout and "--artifacts" in result.stdout
 
 
 def _free_port() -> int:
