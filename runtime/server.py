@@ -479,7 +479,14 @@ class StreamEntry:
                 "frames_dropped": stats.frames_dropped, "window_frames": stream.ring.shape[0],
                 "window_seconds": round(stats.window_seconds, 3), "stream_seconds": round(stats.stream_seconds, 3),
                 "encode_ms_per_frame": round(stats.encode_seconds * 1e3 / max(1, stats.frames_encoded), 3),
-                "error": None if stream.error is None else public_error(stream.error).message}
+                "error": stream_error(stream.error)}
+
+
+def stream_error(error: BaseException | None) -> str | None:
+    """Why a live stream stopped, as its client may see it (a UserError's line, else the error's kind)."""
+    if error is None:
+        return None
+    return one_line(str(error)) if isinstance(error, UserError) else f"the stream stopped: {type(error).__name__}"
 
 
 @dataclass(frozen=True)

@@ -288,6 +288,23 @@ def test_standing_question_answers_until_the_source_ends(server, media):
     httpx.delete(f"{server.url}/v1/streams/{created['id']}")
 
 
+def test_a_stream_whose_source_fails_says_why(server, media):
+    """The source opens on the stream's thread: its failure shows in the stream's card, in a question
+    about it (400) and in its standing question's events (an error, then [DONE])."""
+    created = httpx.post(f"{server.url}/v1/streams", json={"source": file_url(media.root / "bad.mp4")}).json()
+    url = f"{server.url}/v1/streams/{created['id']}"
+    wait_until(lambda: not httpx.get(url).json()["running"])
+    card = httpx.get(url).json()
+    assert card["error"].startswith(f"cannot open video stream {media.root / 'bad.mp4'}") and card["frames_encoded"] == 0
+    content = [{"type": "stream", "stream_id": created["id"]}, {"type": "text", "text": QUESTION}]
+    asked = httpx.post(f"{server.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": content}]})
+    assert asked.status_code == 400 and asked.json()["error"]["message"] == card["error"]
+    with httpx.stream("GET", f"{url}/events", params={"question": QUESTION}, timeout=60) as response:
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert len(events) == 2 and json.loads(events[0])["error"]["message"] == card["error"] and events[1] == "[DONE]"
+    httpx.delete(url)
+
+
 def _chat(media, url: str, **extra) -> dict:
     return {"messages": video_messages(url), "max_tokens": 2, **extra}
 
