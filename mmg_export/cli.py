@@ -31,6 +31,7 @@ COMMANDS = {
     "lint": "mmg_export.lint.cli",
     "profile": "mmg_export.builder.profile",
     "run": "mmg_runtime.cli",
+    "serve": "mmg_runtime.serve_cli",
     "trtllm-adapter": "mmg_export.builder.trtllm_adapter",
 }
 
@@ -41,6 +42,8 @@ INSTALL_OF_MODULE = {
     "onnxruntime": "'mmg-export[cpu]' or 'mmg-export[gpu]'",
     "tensorrt": "'mmg-export[tensorrt]' (on Jetson: JetPack's python3-libnvinfer)",
     "tensorrt_llm": "'mmg-export[trtllm]' or 'mmg-export[trtllm-engine]' (docs/trtllm.md)",
+    "fastapi": "'mmg-export[serve]'", "uvicorn": "'mmg-export[serve]'", "starlette": "'mmg-export[serve]'",
+    "pydantic": "'mmg-export[serve]'",
 }
 """Top-level module -> what installs it, for a one-line hint when a command needs it."""
 

@@ -18,6 +18,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--stream", help="live source: a video file replayed at its frame rate, a folder of images, "
                                          "a camera (/dev/video0), an rtsp:// or http:// URL, or gst:<pipeline>")
     parser.add_argument("--prompt", required=True, help="the question")
+    add_pipeline_options(parser)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--sample-fps", type=float, default=1.0,
+                        help="with --stream: frames sampled and encoded per second of video (default 1: the window "
+                             "of T frames covers T seconds)")
+    parser.add_argument("--ask-after", type=float, default=None, metavar="SECONDS",
+                        help="with --stream: ask after this much video (default: at its end)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (answer, timings, tokens, providers) to stdout instead of text")
+    parser.set_defaults(handler=run)
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """--artifacts, --llm, --model, --decoder and --keep-positions: what :func:`load_pipeline` reads
+    (``run`` and ``serve`` share them)."""
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS,
                         help=f"artifact directory from mmg-export build (default: {DEFAULT_ARTIFACTS})")
     parser.add_argument("--llm", choices=["transformers", "trtllm-engine", "trtllm-api"], default="transformers",
@@ -28,17 +43,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--decoder", choices=["auto", "pyav", "nvdec"], default="auto",
                         help="video decoder: nvdec (NVIDIA hardware, files) or pyav (CPU); auto: nvdec where the "
                              "components run on a GPU and PyNvVideoCodec is installed")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--keep-positions", action="store_true",
                         help="give the kept video tokens their original position ids")
-    parser.add_argument("--sample-fps", type=float, default=1.0,
-                        help="with --stream: frames sampled and encoded per second of video (default 1: the window "
-                             "of T frames covers T seconds)")
-    parser.add_argument("--ask-after", type=float, default=None, metavar="SECONDS",
-                        help="with --stream: ask after this much video (default: at its end)")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object (answer, timings, tokens, providers) to stdout instead of text")
-    parser.set_defaults(handler=run)
+
+
+def check_pipeline_options(args: argparse.Namespace) -> None:
+    """The pipeline options' own checks (UserError with one line), before anything loads."""
+    from .errors import UserError
+
+    if args.keep_positions and args.llm != "transformers":
+        raise UserError(f"--keep-positions needs --llm transformers: {args.llm} derives positions from token order")
+
+
+def load_pipeline(args: argparse.Namespace):
+    """The :class:`~mmg_runtime.pipeline.Pipeline` that the pipeline options describe (verified, warmed up)."""
+    from .pipeline import Pipeline
+
+    return Pipeline.from_artifacts(args.artifacts, llm=args.llm, model_dir=args.model,
+                                   keep_positions=args.keep_positions, decoder=args.decoder)
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -54,8 +76,7 @@ def check_options(args: argparse.Namespace) -> None:
     if args.stream is not None and not args.stream.strip():
         raise UserError("--stream is empty: expected a video file, a folder of images, a camera such as /dev/video0, "
                         "a network URL or gst:<pipeline>")
-    if args.keep_positions and args.llm != "transformers":
-        raise UserError(f"--keep-positions needs --llm transformers: {args.llm} derives positions from token order")
+    check_pipeline_options(args)
     if not args.stream and (args.ask_after is not None or args.sample_fps != 1.0):
         raise UserError("--ask-after and --sample-fps work with --stream only")
     if args.ask_after is not None and not (math.isfinite(args.ask_after) and args.ask_after >= 0):
@@ -65,11 +86,8 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline
-
     check_options(args)
-    pipeline = Pipeline.from_artifacts(args.artifacts, llm=args.llm, model_dir=args.model,
-                                       keep_positions=args.keep_positions, decoder=args.decoder)
+    pipeline = load_pipeline(args)
     if args.stream is not None:
         answer, header = _stream(pipeline, args)
     else:

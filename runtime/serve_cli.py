@@ -1,0 +1,103 @@
+"""``mmg-export serve``: the OpenAI-compatible HTTP server (:mod:`mmg_runtime.server`) over one artifact directory.
+
+This module only registers the command and checks its options: the server itself (FastAPI,
+uvicorn) is imported when the command runs, so ``mmg-export --help`` stays fast and the install
+without the ``serve`` extra still has every other command.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
+from .cli import add_pipeline_options, check_pipeline_options, load_pipeline
+from .errors import UserError
+
+SOURCE_KINDS = ("device", "url", "gst")
+"""Live-stream sources a server may allow beyond files under its media root: V4L2 devices
+(/dev/videoN), network URLs (rtsp://, http://, ...) and GStreamer pipelines (gst:...)."""
+API_KEY_VARIABLE = "MMG_API_KEY"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="serve the artifacts over an OpenAI-compatible HTTP API",
+                                   description=__doc__.splitlines()[0])
+    add_pipeline_options(parser)
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 listens on every "
+                             "network, in plain HTTP)")
+    server.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    server.add_argument("--media-root", type=Path, default=None,
+                        help="folder whose videos and image folders requests may name as file:// URLs (symlinks "
+                             "are resolved first); default: none, requests may name no local file")
+    server.add_argument("--allow-sources", default="", metavar="KINDS",
+                        help="comma-separated live-stream sources allowed beyond files under --media-root: "
+                             "device (/dev/videoN), url (rtsp://, http://, ...: the server connects where a client "
+                             "says), gst (GStreamer pipelines: they can read and write files; trusted clients only). "
+                             "Default: none")
+    server.add_argument("--max-queue", type=int, default=8,
+                        help="questions that may wait while one is answered (default 8); past that 429")
+    server.add_argument("--max-streams", type=int, default=4, help="live streams open at once (default 4)")
+    server.add_argument("--max-tokens", type=int, default=1024,
+                        help="largest max_tokens a request may ask (default 1024)")
+    server.add_argument("--api-key", default=None,
+                        help=f"require 'Authorization: Bearer KEY' on /v1 (default: ${API_KEY_VARIABLE} if set, "
+                             "else no key)")
+    parser.set_defaults(handler=serve)
+
+
+def server_settings(args: argparse.Namespace) -> dict:
+    """The :class:`~mmg_runtime.server.ServerSettings` fields the options give, checked (UserError, one line)."""
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: expected a TCP port from 1 to 65535")
+    if args.media_root is not None and not args.media_root.is_dir():
+        raise UserError(f"--media-root {args.media_root}: not a folder; expected the folder whose videos requests "
+                        "may name")
+    kinds = frozenset(kind.strip() for kind in args.allow_sources.split(",") if kind.strip())
+    if not kinds <= set(SOURCE_KINDS):
+        unknown = ", ".join(sorted(kinds - set(SOURCE_KINDS)))
+        raise UserError(f"--allow-sources: unknown kind {unknown}; expected a comma-separated list of "
+                        f"{', '.join(SOURCE_KINDS)}")
+    for name in ("max_queue", "max_streams", "max_tokens"):
+        minimum = 0 if name == "max_queue" else 1
+        if getattr(args, name) < minimum:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected an integer >= {minimum}")
+    return {"media_root": args.media_root, "allow_sources": kinds, "max_queue": args.max_queue,
+            "max_streams": args.max_streams, "max_tokens": args.max_tokens,
+            "api_key": args.api_key or os.environ.get(API_KEY_VARIABLE) or None}
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Listen at once (``/health`` answers 503), load and warm up the pipeline on a thread, then serve;
+    a pipeline that fails to load stops the server with exit status 1."""
+    settings = server_settings(args)
+    check_pipeline_options(args)
+    from .server import ServerSettings, Service, create_app, uvicorn_config
+
+    import uvicorn
+
+    service = Service(lambda: load_pipeline(args), ServerSettings(**settings), model_id=args.artifacts.resolve().name)
+    verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
+    log_level = "warning" if verbosity < 0 else "info" if verbosity == 0 else "debug"
+    server = uvicorn.Server(uvicorn_config(create_app(service), args.host, args.port, log_level))
+    if not _loopback(args.host) and settings["api_key"] is None:
+        print(f"mmg-export serve: warning: listening on {args.host} without --api-key: anyone who reaches this "
+              "port can ask questions", file=sys.stderr)
+    print(f"mmg-export serve: loading {args.artifacts}; /health answers 200 once it is ready", file=sys.stderr)
+    service.start(on_failure=lambda: setattr(server, "should_exit", True))
+    server.run()
+    if service.load_error is not None:
+        raise service.load_error
+    return 0
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
