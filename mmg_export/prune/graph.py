@@ -4,8 +4,9 @@ It selects exactly the tokens of :func:`.reference.select_tokens` (tests pin the
 with every decision written as static-shape tensor algebra:
 
 * no data-dependent Python control flow, no NonZero / Unique / Compress;
-* no TopK at all: ranks come from comparison counts over T x T (frames) or P x P (tokens of one
-  frame), on quantised values turned into unique integer keys (:mod:`.scores`);
+* TopK only within a frame (k = P), never over all tokens; other ranks come from comparison
+  counts over T x T (frames) or P x P (tokens of one frame); every decision compares quantised
+  values turned into unique integer keys (:mod:`.scores`), so no runtime breaks a tie;
 * budget arithmetic on integers held in float32 (every product stays below 2**24, so it is
   exact), so that no runtime needs integer division;
 * the token stage is ``rounds * stride`` batched picks over all frames at once (6 by default),
@@ -44,6 +45,7 @@ class PruningGraph(torch.nn.Module):
         self.register_buffer("frame_index", frame_index, persistent=False)
         groups = torch.arange(self.config.stride).unsqueeze(1)
         self.register_buffer("group_mask", (frame_index % self.config.stride == groups).float(), persistent=False)
+        self.register_buffer("token_index", torch.arange(tokens_per_frame), persistent=False)
         self.register_buffer("flat_index", torch.arange(frames * tokens_per_frame), persistent=False)
         gap = (frame_index[:, None] - frame_index[None, :]).abs()
         self.register_buffer("near_cut", (gap > 0) & (gap < self.config.min_segment_frames), persistent=False)
@@ -133,7 +135,7 @@ class PruningGraph(torch.nn.Module):
         """(T, P) bool: the tokens every frame keeps (see :func:`.reference.pick_tokens`).
 
         Each of the ``rounds * stride`` picks is batched over all frames: the frames of the
-        group take their ``need`` best candidates, ranked by comparison counts of unique keys.
+        group take their ``need`` best candidates, ranked within the frame by unique keys.
         """
         config = self.config
         reach = band(stats, starts)
@@ -143,15 +145,24 @@ class PruningGraph(torch.nn.Module):
             # floor(budget * r / rounds), off every integer boundary by half a step: exact in float32
             target = torch.floor((budget.float() * round_ + 0.5) / config.rounds)
             for group in range(config.stride):
-                cover = coverage(reach, kept, cover, config.chain_steps)
+                if round_ > 1 or group > 0:  # before the first pick nothing is covered
+                    cover = coverage(reach, kept, cover, config.chain_steps)
                 gain_q = quantise(marginal_gain(reach, cover), self.gain_levels)
                 peak = peak_scores(reach.squared_distance, rank_keys(gain_q, kept, -1.0), gain_q)
                 score = quantise(peak, self.score_levels)
                 # kept tokens rank first (key above every candidate): a frame keeps its top `target`
                 score_key = rank_keys(score, kept, float(KEY_LIMIT))
-                rank = (score_key.unsqueeze(1) > score_key.unsqueeze(2)).float().sum(dim=2)
-                kept = kept | (rank < (target * self.group_mask[group]).unsqueeze(1))
+                kept = kept | (self.rank_in_frame(score_key) < (target * self.group_mask[group]).unsqueeze(1))
         return kept
+
+    def rank_in_frame(self, keys: torch.Tensor) -> torch.Tensor:
+        """keys: (T, P) unique within each frame -> (T, P) float32 rank (0 = highest key).
+
+        A TopK over the P tokens of each frame (k = P, never over all tokens) and its inverse
+        permutation, scattered without reduction."""
+        order = torch.topk(keys, self.tokens, dim=1).indices
+        position = self.token_index.float().expand(self.frames, self.tokens)
+        return torch.zeros_like(keys).scatter(1, order, position)
 
     def compact(self, keep: torch.Tensor) -> torch.Tensor:
         """keep: (N,) bool with exactly K True -> (K,) int64 their indices, ascending."""

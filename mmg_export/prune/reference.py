@@ -148,7 +148,8 @@ def pick_tokens(stats: TokenStats, starts: torch.Tensor, budget: list[int],
     gain = torch.zeros(frames, tokens)
     for round_ in range(1, config.rounds + 1):
         for group in range(config.stride):
-            cover = coverage(reach, kept, cover, config.chain_steps)
+            if round_ > 1 or group > 0:  # before the first pick nothing is covered
+                cover = coverage(reach, kept, cover, config.chain_steps)
             gain = marginal_gain(reach, cover)
             gain_q = quantise(gain, gain_levels)
             peak = peak_scores(reach.squared_distance, rank_keys(gain_q, kept, -1.0), gain_q)

@@ -41,37 +41,33 @@ class TokenStats(NamedTuple):
 def token_stats(features: torch.Tensor, config: MMGConfig) -> TokenStats:
     """Compute :class:`TokenStats` for ``features: (T, P, D)``.
 
-    Tokens are divided by their largest absolute entry before normalising, so that squares
-    neither overflow (x 1e30) nor underflow (x 1e-30) in float32.
+    The video is first divided by its largest absolute entry (one scalar), so that the dot
+    products neither overflow (features x 1e30) nor underflow (x 1e-30) in float32; cosines then
+    come from the two products and the tokens' norms on their diagonal (no unit-token pass).
     """
-    unit32 = _unit_tokens(features)
-    unit = unit32.to(features.dtype)  # the two products below run in the input dtype
-    gram = (unit @ unit.transpose(1, 2)).float()
-    previous = torch.cat([gram.new_zeros(1, *gram.shape[1:]),
-                          (unit[1:] @ unit[:-1].transpose(1, 2)).float()])
+    tokens = features.float()
+    tiny = torch.finfo(torch.float32).tiny
+    largest = torch.maximum(tokens.amax(dim=(0, 1, 2)), -tokens.amin(dim=(0, 1, 2))).clamp(min=tiny)
+    scaled32 = tokens / largest
+    scaled = scaled32.to(features.dtype)  # the two products below run in the input dtype
+    dot = (scaled @ scaled.transpose(1, 2)).float()
+    eye = torch.eye(dot.shape[1], dtype=torch.bool, device=dot.device)
+    norm = torch.where(eye, dot, 0.0).sum(dim=2).clamp(min=tiny).sqrt()
+    gram = dot / (norm.unsqueeze(2) * norm.unsqueeze(1))
+    previous = (scaled[1:] @ scaled[:-1].transpose(1, 2)).float() / (norm[1:].unsqueeze(2) * norm[:-1].unsqueeze(1))
+    previous = torch.cat([torch.zeros_like(gram[:1]), previous])
     uniqueness = (1.0 - previous.amax(dim=2)).clamp(0.0, 1.0)  # (T, P): share the previous frame lacks
     uniqueness[0] = 1.0
     floor = config.novelty_floor
     novelty = floor + (1.0 - floor) * uniqueness.mean(dim=1)
+    # frame embedding: normalised mean of the unit tokens, one (1, P) x (P, D) product per frame
+    frame = torch.nn.functional.normalize((1.0 / norm).unsqueeze(1) @ scaled32, dim=-1).squeeze(1)
     return TokenStats(
-        frame_similarity=_adjacent_frame_similarity(unit32),
+        frame_similarity=(frame[:-1] * frame[1:]).sum(dim=-1),
         gram=gram,
         previous=previous,
         novelty_level=torch.round(novelty * config.novelty_levels),
     )
-
-
-def _unit_tokens(features: torch.Tensor) -> torch.Tensor:
-    """(T, P, D) any float dtype -> (T, P, D) float32 unit tokens (all-zero tokens stay 0)."""
-    tokens = features.float()
-    largest = tokens.abs().amax(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
-    return torch.nn.functional.normalize(tokens / largest, dim=-1)
-
-
-def _adjacent_frame_similarity(unit: torch.Tensor) -> torch.Tensor:
-    """unit: (T, P, D) float32 unit tokens -> (T-1,) cosine of consecutive frame embeddings."""
-    frames = torch.nn.functional.normalize(unit.mean(dim=1), dim=-1)
-    return (frames[:-1] * frames[1:]).sum(dim=-1)
 
 
 def quantise(values: torch.Tensor, levels: int) -> torch.Tensor:
@@ -147,7 +143,7 @@ def marginal_gain(band: Band, cover: torch.Tensor) -> torch.Tensor:
     token near it in time to a kept token.
     """
     room = band.reach - _with_neighbours(cover, cover).unsqueeze(1)  # [t, j, i]: sim(i, j) - cover(i)
-    return room.clamp(min=0.0).sum(dim=2)
+    return room.clamp_(min=0.0).sum(dim=2)
 
 
 def key_levels(tokens: int, largest: float) -> float:
@@ -175,7 +171,7 @@ def rank_keys(values_q: torch.Tensor, kept: torch.Tensor, kept_key: float) -> to
     """
     tokens = values_q.shape[1]
     reverse_index = torch.arange(tokens - 1, -1, -1, device=values_q.device, dtype=torch.float32)
-    return torch.where(kept, torch.full_like(values_q, kept_key), values_q * float(tokens) + reverse_index)
+    return torch.where(kept, kept_key, values_q * float(tokens) + reverse_index)
 
 
 def peak_scores(squared_distance: torch.Tensor, gain_key: torch.Tensor, gain_q: torch.Tensor) -> torch.Tensor:
@@ -189,7 +185,7 @@ def peak_scores(squared_distance: torch.Tensor, gain_key: torch.Tensor, gain_q: 
     (kept tokens -1); gain_q: quantised gains.
     """
     better = gain_key.unsqueeze(1) > gain_key.unsqueeze(2)  # [t, j, k]: k beats j
-    delta = torch.where(better, squared_distance, torch.full_like(squared_distance, 4.0)).amin(dim=2)
+    delta = torch.where(better, squared_distance, 4.0).amin(dim=2)
     return gain_q * delta
 
 
@@ -200,7 +196,7 @@ def merge_keys(gram: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
     levels = key_levels(tokens, 2.0)
     reverse_index = torch.arange(tokens - 1, -1, -1, device=gram.device, dtype=torch.float32)
     keys = quantise(gram.clamp(-1.0, 1.0) + 1.0, levels) * float(tokens) + reverse_index
-    return torch.where(kept.unsqueeze(1), keys, torch.full_like(keys, -1.0))
+    return torch.where(kept.unsqueeze(1), keys, -1.0)
 
 
 def frame_weight(segment_level: torch.Tensor, segment_frames: torch.Tensor, scale: float) -> torch.Tensor:
