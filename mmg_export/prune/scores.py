@@ -124,13 +124,15 @@ def coverage(band: Band, kept: torch.Tensor, carried: torch.Tensor, steps: int) 
     A token is covered by its best kept token of the same frame (cosine), and along the segment
     through the neighbouring frames: cover_t(i) >= link(i, j) * cover_{t+-1}(j) for every token j
     of frame t-1 or t+1, so a kept token's reach decays with every frame it is carried.
-    ``carried`` (T, P) is the coverage before (it only grows as tokens are kept); the step is
-    applied ``steps`` times (at least once, which adds the kept tokens). kept: (T, P) bool.
+    ``carried`` (T, P) is the coverage before (it only grows as tokens are kept). Each of the
+    ``steps`` steps adds the kept tokens and carries coverage one frame further; with 0 steps only
+    the kept tokens of the same frame count. kept: (T, P) bool.
     """
     kept = kept.float()
     cover = carried
     for _ in range(max(steps, 1)):
-        weight = _with_neighbours(cover, kept).unsqueeze(1)
+        neighbours = cover if steps else torch.zeros_like(cover)
+        weight = _with_neighbours(neighbours, kept).unsqueeze(1)
         cover = torch.maximum(cover, (band.reach * weight).amax(dim=2))
     return cover
 
