@@ -243,19 +243,26 @@ def test_quantise_rounds_half_to_even_and_key_levels_fit_float32():
     assert scores.quantise(torch.tensor([0.5, 1.5, 2.5, -0.5]) / 4, 4).tolist() == [0.0, 2.0, 2.0, -0.0]
     # P = 196: gains <= 588; 128 levels: (588 * 128 + 1) * 196 = 14,751,940 <= 2**24, 256 would be 29.5 M
     assert scores.key_levels(196, 588.0) == 128
-    gain_levels, score_levels = scores.pick_levels(196)
-    assert (gain_levels, score_levels) == (128, 0.25)  # scores <= 4 * 588 * 128 = 301,056: 0.25 * 301,056 * 196 < 2**24
+    # scores <= 4 * 588 * 128 = 301,056: 0.25 * 301,056 * 196 = 14.75 M < 2**24
+    assert scores.pick_levels(196) == (128, 0.25)
+    # few tokens: capped at 128 and 0.25 (a coarse grid is robust); many: fewer levels so that keys fit
+    assert scores.pick_levels(5) == (128, 0.25)
+    assert scores.pick_levels(729) == (8, 0.25)  # (3 * 729 * 8 + 1) * 729 = 12.76 M; 16 would be 25.5 M
     for tokens in (1, 5, 196, 729, 5000):
         levels = scores.key_levels(tokens, 3.0 * tokens)
         assert (3.0 * tokens * levels + 1) * tokens <= 2**24 < (3.0 * tokens * levels * 2 + 1) * tokens
 
 
 def test_cut_threshold_by_hand():
-    # median 0.98 on the 2**-16 grid is 64225; 65536 - 64225 = 1311; factor 4: 65536 - 5244 = 60292
-    median = torch.tensor(64225.0)
-    assert float(scores.cut_threshold(median, median, MMGConfig(cut_factor=4.0))) == 60292.0
-    # factor 1: 64225, capped by tau = 0.95 -> round(0.95 * 65536) = round(62259.2) = 62259
-    assert float(scores.cut_threshold(median, median, MMGConfig(cut_factor=1.0))) == 62259.0
+    # median 0.98 on the 2**-12 grid is round(4014.08) = 4014; 4096 - 4014 = 82; factor 4: 4096 - 328 = 3768
+    median = torch.tensor(4014.0)
+    assert float(scores.cut_threshold(median, median, MMGConfig(cut_factor=4.0))) == 3768.0
+    # factor 2.5: 82 * 2.5 = 205 -> 3891; factor 1: 4014, capped by tau = 0.95 -> round(3891.2) = 3891
+    assert float(scores.cut_threshold(median, median, MMGConfig(cut_factor=2.5))) == 3891.0
+    assert float(scores.cut_threshold(median, median, MMGConfig(cut_factor=1.0))) == 3891.0
+    # a half step rounds to even: median 4055 (0.99), 41 * 1.5 = 61.5 -> 62 -> 4034
+    median = torch.tensor(4055.0)
+    assert float(scores.cut_threshold(median, median, MMGConfig(cut_factor=1.5, tau=1.0))) == 4034.0
 
 
 def test_frame_weight_and_its_scale_by_hand():

@@ -40,15 +40,15 @@ def test_segment_starts_cuts_at_low_similarity_and_respects_minimum_length():
 
 def test_segment_threshold_follows_the_clips_own_similarities():
     # sorted: 0.80 0.96 0.97 0.98 0.98 0.99 0.99 -> lower median (index 3 of 7) 0.98, dissimilarity 0.02;
-    # on the 2**-16 grid: median 64225, 65536 - 64225 = 1311
+    # on the 2**-12 grid: median round(4014.08) = 4014, 4096 - 4014 = 82
     sims = torch.tensor([0.98, 0.97, 0.99, 0.80, 0.98, 0.96, 0.99])
-    # factor 4: threshold 65536 - 5244 = 60292 (0.92, under tau): only 0.80 (before frame 4) is below
+    # factor 4: threshold 4096 - 328 = 3768 (0.92, under tau): only 0.80 (3277, before frame 4) is below
     assert segment_starts(sims, 8, MMGConfig()) == [0, 4]
-    # factor 2, no cap (tau = 1): 65536 - 2622 = 62914; 0.96 is 62915 on the grid, not below
+    # factor 2, no cap (tau = 1): 4096 - 164 = 3932; 0.96 is round(3932.16) = 3932, not below
     assert segment_starts(sims, 8, MMGConfig(cut_factor=2.0, tau=1.0)) == [0, 4]
-    # factor 1.5: 1311 * 1.5 = 1966.5 rounds (half to even) to 1966 -> 63570 (0.97 is 63570: not below)
+    # factor 1.5: 4096 - 123 = 3973: 0.96 (3932) is below, 0.97 (3973) is not
     assert segment_starts(sims, 8, MMGConfig(cut_factor=1.5, tau=1.0)) == [0, 4, 6]
-    # ... but tau = 0.95 caps it at 62259 (0.95): 0.96 is above again
+    # ... but tau = 0.95 caps it at round(3891.2) = 3891: 0.96 is above again
     assert segment_starts(sims, 8, MMGConfig(cut_factor=1.5)) == [0, 4]
     # the same dip in a clip whose frames all differ as much (CNN features: sim ~0.6) is no cut
     assert segment_starts(torch.tensor([0.6, 0.62, 0.58, 0.55, 0.61]), 6, MMGConfig()) == [0]

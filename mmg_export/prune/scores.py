@@ -76,8 +76,9 @@ def quantise(values: torch.Tensor, levels: int) -> torch.Tensor:
 
 
 def similarity_levels() -> int:
-    """Grid of frame similarities and of the cut threshold: 2**16 steps per unit."""
-    return 2**16
+    """Grid of frame similarities and of the cut threshold: 2**12 steps per unit (runtimes differ
+    by ~1e-7, a step is 2.4e-4: a flip needs a similarity within that much of a grid boundary)."""
+    return 2**12
 
 
 def cut_threshold(similarity_q: torch.Tensor, median_q: torch.Tensor, config: MMGConfig) -> torch.Tensor:
@@ -158,11 +159,19 @@ def key_levels(tokens: int, largest: float) -> float:
     return levels
 
 
+GAIN_LEVELS = 128.0
+"""Gains are compared on a 1/128 grid (runtimes differ by ~1e-5 on a sum of 3P terms)."""
+SCORE_LEVELS = 0.25
+"""Peak scores (quantised gain x squared distance) are compared on a grid of 4."""
+
+
 def pick_levels(tokens: int) -> tuple[float, float]:
     """(gain levels, score levels) of the token stage for P = ``tokens``: gains lie in [0, 3P],
-    peak scores (quantised gain times a squared distance <= 4) in [0, 12 P * gain levels]."""
-    gain_levels = key_levels(tokens, 3.0 * tokens)
-    return gain_levels, key_levels(tokens, 4.0 * 3.0 * tokens * gain_levels)
+    peak scores (quantised gain times a squared distance <= 4) in [0, 12 P * gain levels]. At most
+    GAIN_LEVELS and SCORE_LEVELS (robust to runtime differences), fewer where P is large enough
+    that the keys would not fit below 2**24."""
+    gain_levels = min(GAIN_LEVELS, key_levels(tokens, 3.0 * tokens))
+    return gain_levels, min(SCORE_LEVELS, key_levels(tokens, 4.0 * 3.0 * tokens * gain_levels))
 
 
 def rank_keys(values_q: torch.Tensor, kept: torch.Tensor, kept_key: float) -> torch.Tensor:
