@@ -256,6 +256,10 @@ def ablation_table(results: list[ClipResult]) -> list[str]:
     return lines
 
 
+def _settings(config: MMGConfig) -> str:
+    return ", ".join(f"{field.name}={getattr(config, field.name)!r}" for field in dataclasses.fields(config))
+
+
 def _bold(value: float, on: bool) -> str:
     return f"**{value:.4f}**" if on else f"{value:.4f}"
 
@@ -277,7 +281,7 @@ def report(results: list[ClipResult], seconds: float) -> str:
         f"(14 x 14 = 196 tokens per frame, ImageNet mean/std), {NUM_FRAMES} frames sampled uniformly by "
         f"`mmg_runtime.video.load_video`, {NUM_FRAMES * 196} tokens per clip. These are CNN features, not "
         "the SigLIP tokens LLaVA-OneVision prunes. Methods: `mmg_export.prune.baselines.METHODS` with the "
-        f"default `MMGConfig` ({', '.join(f'{f.name}={getattr(config, f.name)!r}' for f in dataclasses.fields(config))}).",
+        f"default `MMGConfig` ({_settings(config)}).",
         "",
         "* coverage: mean over the dropped tokens of the best cosine similarity to a kept token (any frame);",
         "* facility value: mean over all tokens of max(0, best cosine similarity to a kept token), kept ones "

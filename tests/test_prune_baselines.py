@@ -1,0 +1,76 @@
+"""The comparison baselines on inputs small enough to work out by hand (arithmetic in comments)."""
+import math
+
+import pytest
+import torch
+
+from mmg_export.prune import baselines
+from synthetic_videos import make_video
+
+
+def degrees(*angles: float) -> torch.Tensor:
+    """(1, len(angles), 2): one frame of unit tokens at the given angles."""
+    return torch.tensor([[[math.cos(math.radians(a)), math.sin(math.radians(a))] for a in angles]])
+
+
+# a = 0 deg, b = 10 deg, c = 90 deg, d = 180 deg: cos(a, b) = 0.985, cos(b, c) = sin 10 deg = 0.174, cos(a, d) = -1
+FOUR = degrees(0, 10, 90, 180)
+
+
+def test_grid_spreads_each_frames_budget_evenly_in_raster_order():
+    video = make_video("random", 0, 2, 8, 3)
+    # K = 4 of 16: budgets [2, 2]; positions (2i + 1) * 8 // 4 = 2, 6
+    assert baselines.grid(video, 0.25).indices.tolist() == [2, 6, 10, 14]
+    # K = floor(4.8 + 0.5) = 5: budgets [3, 2]; frame 0: (2i + 1) * 8 // 6 = 1, 4, 6
+    assert baselines.grid(video, 0.3).indices.tolist() == [1, 4, 6, 10, 14]
+
+
+def test_random_depends_on_its_seed_only():
+    video = make_video("random", 0, 4, 8, 4)
+    first = baselines.random(video, 0.25).indices.tolist()
+    assert first == baselines.random(video * 3.0 + 1.0, 0.25).indices.tolist()
+    assert first != baselines.random(video, 0.25, seed=1).indices.tolist()
+    assert len(first) == 8 and first == sorted(set(first))
+
+
+def test_divprune_keeps_the_most_isolated_token_then_the_farthest():
+    # nearest-neighbour cosine distances: a 0.015, b 0.015, c 0.826, d 1.0 -> d first;
+    # farthest from d: a (2), then from {d, a}: b min(1.985, 0.015), c min(1, 1) -> c
+    assert baselines.divprune(FOUR, 0.75).indices.tolist() == [0, 2, 3]
+    assert baselines.divprune(FOUR, 0.25).indices.tolist() == [3]
+
+
+def test_facility_location_greedy_by_hand():
+    # clamped similarities; gains with nothing kept: a 1 + 0.985 = 1.985, b 0.985 + 1 + 0.174 = 2.159,
+    # c 0.174 + 1 = 1.174, d 1 -> b. Cover [0.985, 1, 0.174, 0]: a adds 0.015, c 0.826, d 1 -> d; then c
+    assert baselines.facility_location(FOUR, 0.25).indices.tolist() == [1]
+    assert baselines.facility_location(FOUR, 0.5).indices.tolist() == [1, 3]
+    assert baselines.facility_location(FOUR, 0.75).indices.tolist() == [1, 2, 3]
+
+
+def test_vidcom2_gives_the_distinct_frame_more_and_keeps_atypical_tokens():
+    # frame embeddings e0 = (1, 0), e1 = e2 = (0, 1); video embedding normalize((1, 2)) = (0.447, 0.894);
+    # distinctiveness 1 - e.v: 0.553, 0.106, 0.106 -> softmax(d / 0.01) = (1.0, 1.8e-20, 1.8e-20);
+    # weights 1 + s - 1/3 = (1.667, 0.667, 0.667); K = 3 of 9: shares (1.667, 0.667, 0.667) -> floors (1, 0, 0),
+    # the two leftover units to the largest remainders (0.667 each), frames 0 and 1 -> [2, 1, 0]
+    video = torch.tensor([[[1.0, 0.0], [1.0, 0.1], [1.0, -0.2]], [[0.0, 1.0]] * 3, [[0.0, 1.0]] * 3])
+    selection = baselines.vidcom2(video, 1 / 3)
+    assert selection.budget_per_frame.tolist() == [2, 1, 0]
+    # frame 0 (unit tokens (1, 0), (0.995, 0.0995), (0.981, -0.196); e0 = (0.9995, -0.032), video (0.453, 0.892)):
+    # typicality cos(token, e0) + cos(token, video) = 1.452, 1.531, 1.256 -> the least typical two: tokens 2, 0
+    assert selection.indices.tolist() == [0, 2, 3]
+
+
+def test_temporal_difference_keeps_frame_zero_then_the_biggest_changes():
+    video = torch.zeros(3, 2, 2)
+    video[:, :, 0] = 1.0
+    video[1, 1] = torch.tensor([0.0, 1.0])  # token (1, 1) changes completely: 1 - cos = 1; then back at frame 2
+    assert baselines.temporal_difference(video, 0.5).indices.tolist() == [0, 1, 3]
+    assert baselines.temporal_difference(video, 5 / 6).indices.tolist() == [0, 1, 2, 3, 5]
+
+
+@pytest.mark.parametrize("method", baselines.REFERENCE_METHODS)
+def test_reference_methods_keep_k_sorted_unique_tokens(method):
+    selection = baselines.REFERENCE_METHODS[method](make_video("drifting", 2, 4, 6, 3), 0.3)
+    assert selection.indices.tolist() == sorted(set(selection.indices.tolist()))
+    assert selection.indices.numel() == 7  # floor(7.2 + 0.5)
