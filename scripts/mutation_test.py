@@ -49,7 +49,7 @@ def stage(work: Path, scopes: list[str]) -> None:
     tests = sorted({test for scope in scopes for test in SCOPES[scope][1]})
     settings = {"source_paths": list(PACKAGES), "only_mutate": only, "pytest_add_cli_args_test_selection": tests,
                 "pytest_add_cli_args": ["-x", "-q", "-p", "no:cacheprovider", "-k", TEST_FILTER]}
-    (work / "setup.cfg").write_text("[mutmut]\n" + "".join(
+    (work / "setup.cfg").write_text("[mutmut]\ntimeout_multiplier = 5.0\n" + "".join(
         f"{key} =\n" + "".join(f"    {value}\n" for value in values) for key, values in settings.items()))
     (work / "pytest.ini").write_text("[pytest]\ntestpaths = tests\nmarkers =\n    slow: end-to-end tests\n")
 
