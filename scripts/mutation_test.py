@@ -15,6 +15,7 @@ the survivors are for a person to read (kill with a test, or explain as equivale
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -49,7 +50,7 @@ def stage(work: Path, scopes: list[str]) -> None:
     tests = sorted({test for scope in scopes for test in SCOPES[scope][1]})
     settings = {"source_paths": list(PACKAGES), "only_mutate": only, "pytest_add_cli_args_test_selection": tests,
                 "pytest_add_cli_args": ["-x", "-q", "-p", "no:cacheprovider", "-k", TEST_FILTER]}
-    (work / "setup.cfg").write_text("[mutmut]\ntimeout_multiplier = 5.0\n" + "".join(
+    (work / "setup.cfg").write_text("[mutmut]\ntimeout_multiplier = 2.0\ntimeout_constant = 30.0\n" + "".join(
         f"{key} =\n" + "".join(f"    {value}\n" for value in values) for key, values in settings.items()))
     (work / "pytest.ini").write_text("[pytest]\ntestpaths = tests\nmarkers =\n    slow: end-to-end tests\n")
 
@@ -67,8 +68,10 @@ def main() -> None:
     if shutil.which("mutmut") is None and subprocess.run([sys.executable, "-c", "import mutmut"]).returncode:
         raise SystemExit("mutmut is not installed: pip install -e '.[mutation]'")
     stage(args.work, args.scope)
+    # one intra-op thread: mutmut forks a child per mutant, and a forked torch thread pool deadlocks
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
-                         cwd=args.work, text=True)
+                         cwd=args.work, text=True, env=env)
     if run.returncode:
         raise SystemExit(f"mutmut run failed (exit {run.returncode}); see above")
     results = mutmut(args.work, "results", "--all", "true").stdout

@@ -1,10 +1,12 @@
 """The comparison baselines on inputs small enough to work out by hand (arithmetic in comments)."""
 import math
+from fractions import Fraction
 
 import pytest
 import torch
 
 from mmg_export.prune import baselines
+from mmg_export.prune.reference import allocate
 from synthetic_videos import make_video
 
 
@@ -74,3 +76,57 @@ def test_reference_methods_keep_k_sorted_unique_tokens(method):
     selection = baselines.REFERENCE_METHODS[method](make_video("drifting", 2, 4, 6, 3), 0.3)
     assert selection.indices.tolist() == sorted(set(selection.indices.tolist()))
     assert selection.indices.numel() == 7  # floor(7.2 + 0.5)
+
+
+@pytest.mark.parametrize("method", {**baselines.METHODS, **baselines.REFERENCE_METHODS})
+def test_every_method_keeps_a_quarter_by_default(method):
+    video = make_video("cuts", 3, 4, 10, 3)
+    method_fn = {**baselines.METHODS, **baselines.REFERENCE_METHODS}[method]
+    assert method_fn(video).indices.numel() == 10  # floor(0.25 * 40 + 0.5)
+
+
+def test_temporal_difference_scores_a_reversed_token_as_the_largest_change():
+    video = torch.zeros(2, 3, 2)
+    video[:, :, 0] = 1.0
+    video[1, 2] = torch.tensor([-1.0, 0.0])  # 1 - cos = 2: ties frame 0's 2, which wins on the lower index
+    selection = baselines.temporal_difference(video, 0.5)  # K = 3: frame 0 only
+    assert selection.indices.tolist() == [0, 1, 2]
+    assert selection.scores.tolist() == [[2.0, 2.0, 2.0], [0.0, 0.0, 2.0]]
+    assert baselines.temporal_difference(video, 4 / 6).indices.tolist() == [0, 1, 2, 5]
+
+
+def vidcom2_by_hand(video: torch.Tensor, ratio: float) -> tuple[list[float], list[list[float]]]:
+    """VidCom2-style frame weights and token typicality in plain Python, from the baseline's docstring."""
+    def unit(v):
+        n = math.sqrt(sum(x * x for x in v))
+        return [x / n for x in v]
+
+    def dot(u, v):
+        return sum(a * b for a, b in zip(u, v))
+
+    frames = [[unit(token) for token in frame] for frame in video.tolist()]
+    dims = len(frames[0][0])
+    frame_embedding = [unit([sum(t[d] for t in frame) / len(frame) for d in range(dims)]) for frame in frames]
+    video_embedding = unit([sum(e[d] for e in frame_embedding) / len(frames) for d in range(dims)])
+    logits = [(1.0 - dot(e, video_embedding)) / 0.01 for e in frame_embedding]
+    exp = [math.exp(x - max(logits)) for x in logits]
+    share = [x / sum(exp) for x in exp]
+    weights = [1.0 + s - sum(share) / len(share) for s in share]
+    typical = [[dot(token, frame_embedding[t]) + dot(token, video_embedding) for token in frame]
+               for t, frame in enumerate(frames)]
+    return weights, typical
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_vidcom2_matches_its_formulas(seed):
+    video = make_video("random", seed, 3, 4, 3)
+    selection = baselines.vidcom2(video, 0.5)  # K = 6
+    weights, typical = vidcom2_by_hand(video, 0.5)
+    shares = [6 * w / sum(weights) for w in weights]
+    remainders = sorted(x - math.floor(x) for x in shares)
+    if min(b - a for a, b in zip(remainders, remainders[1:])) > 1e-4:  # no near-tie for float rounding to break
+        assert selection.budget_per_frame.tolist() == allocate(6, [Fraction(w) for w in weights], 4)
+    budget = selection.budget_per_frame.tolist()
+    least_typical = [sorted(range(4), key=lambda p: (typical[t][p], p))[:budget[t]] for t in range(3)]
+    assert selection.indices.tolist() == [t * 4 + p for t in range(3) for p in sorted(least_typical[t])]
+    torch.testing.assert_close(selection.scores, -torch.tensor(typical, dtype=torch.float32))

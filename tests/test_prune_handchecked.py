@@ -243,9 +243,9 @@ def test_quantise_rounds_half_to_even_and_key_levels_fit_float32():
     assert scores.quantise(torch.tensor([0.5, 1.5, 2.5, -0.5]) / 4, 4).tolist() == [0.0, 2.0, 2.0, -0.0]
     # P = 196: gains <= 588; 128 levels: (588 * 128 + 1) * 196 = 14,751,940 <= 2**24, 256 would be 29.5 M
     assert scores.key_levels(196, 588.0) == 128
-    # scores <= 4 * 588 * 128 = 301,056: 0.25 * 301,056 * 196 = 14.75 M < 2**24
+    # scores <= 4 * 588 * 128 = 301,056, quantised * 0.25: at most 75,264, the largest quantised gain
     assert scores.pick_levels(196) == (128, 0.25)
-    # few tokens: capped at 128 and 0.25 (a coarse grid is robust); many: fewer levels so that keys fit
+    # few tokens: capped at 128 (a coarse grid is robust); many: fewer levels so that keys fit
     assert scores.pick_levels(5) == (128, 0.25)
     assert scores.pick_levels(729) == (8, 0.25)  # (3 * 729 * 8 + 1) * 729 = 12.76 M; 16 would be 25.5 M
     for tokens in (1, 5, 196, 729, 5000):
@@ -281,3 +281,55 @@ def test_merge_keys_order_kept_tokens_by_similarity_then_index():
     # row 0: cos 0.5 to both kept tokens -> equal quantised value 1.5 * levels; token 1 (reverse index 1) wins
     assert keys[0, 0].tolist() == [-1.0, 1.5 * levels * 3 + 1, 1.5 * levels * 3 + 0]
     assert int(keys[0, 0].argmax()) == 1
+
+
+def test_band_holds_the_squared_distances_of_unit_tokens():
+    stats, _, band = small_band()
+    torch.testing.assert_close(band.squared_distance, (2.0 - 2.0 * stats.gram).clamp(min=0.0))
+    video = torch.tensor([[A, C, G]])
+    band = scores.band(scores.token_stats(video, MMGConfig()), torch.tensor([True]))
+    # |A - C|^2 = 2, |A - G|^2 = 0.4^2 + 0.8^2 = 0.8, |C - G|^2 = 0.6^2 + 0.2^2 = 0.4
+    torch.testing.assert_close(band.squared_distance[0], torch.tensor([[0.0, 2.0, 0.8], [2.0, 0.0, 0.4],
+                                                                        [0.8, 0.4, 0.0]]), atol=1e-6, rtol=0)
+
+
+def test_one_coverage_step_carries_coverage_one_frame():
+    stats, starts, band = small_band()
+    kept = torch.zeros(3, 4, dtype=torch.bool)
+    kept[0, 2] = True
+    cover = scores.coverage(band, kept, torch.zeros(3, 4), 1)
+    # one step: frame 0 is covered by its kept token; frame 1 only by what was carried in (nothing yet)
+    torch.testing.assert_close(cover[0], stats.gram[0, :, 2].clamp(min=0.0))
+    assert cover[1:].abs().sum() == 0
+    two = scores.coverage(band, kept, torch.zeros(3, 4), 2)
+    assert float(two[1].sum()) > 0 and two[2].abs().sum() == 0  # frame 2 starts a segment: no link
+
+
+def test_weight_scale_keeps_budget_products_exact():
+    # 1024 tokens: (2**24 - 1) // 2048 = 8191 (not 8192: products must stay below 2**24)
+    assert scores.weight_scale(1024, 64)[0] == 8191
+    video = make_video("cuts", 0, 32, 196, 8)
+    stats = scores.token_stats(video, MMGConfig())
+    graph = PruningGraph(32, 196, 8, 0.25)
+    weights = graph.frame_weights(stats, graph.segment_starts(stats.frame_similarity))
+    assert graph.weight_scale == scores.weight_scale(32 * 196, 64)[1] == 167.125
+    assert 196 * float(weights.sum()) < 2**24 and float(weights.max()) <= 1337
+
+
+def test_merge_goes_on_past_a_frame_that_keeps_nothing():
+    # NEW_SHOT at 0.3 keeps [e1 | e2 | - | - | e3] (budgets [1, 1, 0, 0, 1]); frame 4 drops e4 into e3
+    selection = select_tokens(NEW_SHOT, 0.3, MMGConfig(merge=True))
+    assert selection.indices.tolist() == [0, 3, 8]
+    expected = torch.tensor([[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]])
+    torch.testing.assert_close(selection.features, expected)
+    kept_features, _ = PruningGraph(5, 2, 4, 0.3, MMGConfig(merge=True))(NEW_SHOT)
+    torch.testing.assert_close(kept_features, expected)
+
+
+def test_the_graph_runs_on_any_device_it_is_moved_to():
+    """Every tensor the graph creates follows its input's device (checked on the meta device)."""
+    graph = PruningGraph(4, 6, 3, 0.5, MMGConfig(merge=True)).to("meta")
+    kept_features, kept_indices = graph(torch.empty(4, 6, 3, device="meta"))
+    assert kept_features.device.type == kept_indices.device.type == "meta"
+    assert kept_indices.shape == (12,) and kept_indices.dtype == torch.int64
+    assert PruningGraph(4, 6, 3).state_dict() == {}  # index tables are not weights: nothing to load or save

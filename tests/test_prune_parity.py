@@ -54,10 +54,21 @@ def test_graph_matches_reference_for_every_option(name, kind):
     assert_same_selection(make_video(kind, 7, 12, 20, 16), 0.2, CONFIGS[name])
 
 
+@pytest.mark.parametrize("merge", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("kind", ["cuts", "clustered"])
-def test_graph_matches_reference_in_half_precision(kind, dtype):
-    assert_same_selection(make_video(kind, 5, 8, 20, 16).to(dtype), 0.25, MMGConfig())
+def test_graph_matches_reference_in_half_precision(kind, dtype, merge):
+    features = make_video(kind, 5, 8, 20, 16).to(dtype)
+    frames, tokens, dim = features.shape
+    expected = select_tokens(features, 0.25, MMGConfig(merge=merge))
+    kept_features, kept_indices = PruningGraph(frames, tokens, dim, 0.25, MMGConfig(merge=merge))(features)
+    assert kept_indices.tolist() == expected.indices.tolist()
+    assert kept_features.dtype == expected.features.dtype == dtype
+    torch.testing.assert_close(kept_features, expected.features, rtol=1e-2, atol=1e-2)
+
+
+def test_merge_handles_more_frames_than_tokens():
+    assert_same_selection(make_video("cuts", 2, 12, 3, 4), 0.5, MMGConfig(merge=True))
 
 
 @pytest.mark.parametrize("kind", ["cuts", "drifting", "clustered"])

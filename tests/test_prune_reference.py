@@ -202,3 +202,89 @@ def test_temporal_difference_keeps_frame_zero_then_the_biggest_changes():
 def test_random_is_seeded():
     video = make_video("random", 0, 4, 8, 4)
     assert METHODS["random"](video, 0.25).indices.tolist() == METHODS["random"](video, 0.25).indices.tolist()
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("tau", 0.0, "a float in (0, 1]"), ("tau", 1.01, "a float in (0, 1]"),
+    ("cut_factor", 0.99, "a float >= 1"),
+    ("min_segment_frames", 0, "an int >= 1"), ("min_segment_frames", 2.0, "an int >= 1"),
+    ("max_segments", 0, "an int >= 1"), ("max_segments", True, "an int >= 1"),
+    ("rounds", 0, "an int in [1, 8]"), ("rounds", 9, "an int in [1, 8]"), ("rounds", 2.0, "an int in [1, 8]"),
+    ("stride", 0, "an int in [1, 8]"), ("stride", 9, "an int in [1, 8]"),
+    ("chain_steps", -1, "an int in [0, 8]"), ("chain_steps", 9, "an int in [0, 8]"),
+    ("novelty_levels", 0, "an int in [1, 1024]"), ("novelty_levels", 1025, "an int in [1, 1024]"),
+    ("novelty_levels", 64.0, "an int in [1, 1024]"),
+    ("novelty_floor", -0.01, "a float in [0, 1]"), ("novelty_floor", 1.01, "a float in [0, 1]"),
+    ("budget", "fancy", "'marginal' or 'uniform'"), ("merge", 1, "True or False"),
+])
+def test_config_names_the_field_the_value_and_what_was_expected(field, value, expected):
+    with pytest.raises(ValueError) as error:
+        MMGConfig(**{field: value})
+    assert str(error.value) == f"{field}={value!r}: expected {expected}"
+
+
+@pytest.mark.parametrize("field,value", [
+    ("tau", 1.0), ("cut_factor", 1.0), ("min_segment_frames", 1), ("max_segments", 1), ("rounds", 1), ("rounds", 8),
+    ("stride", 1), ("stride", 8), ("chain_steps", 0), ("chain_steps", 8), ("novelty_levels", 1),
+    ("novelty_levels", 1024), ("novelty_floor", 0.0), ("novelty_floor", 1.0), ("budget", "uniform"), ("merge", True),
+])
+def test_config_accepts_its_boundaries(field, value):
+    assert getattr(MMGConfig(**{field: value}), field) == value
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(frames=0, tokens_per_frame=5, dim=4), "frames=0: expected an int >= 1"),
+    (dict(frames=2, tokens_per_frame=0, dim=4), "tokens_per_frame=0: expected an int >= 1"),
+    (dict(frames=2, tokens_per_frame=5.0, dim=4), "tokens_per_frame=5.0: expected an int >= 1"),
+    (dict(frames=2, tokens_per_frame=5, dim=0), "dim=0: expected an int >= 1"),
+    (dict(frames=2, tokens_per_frame=5, dim=True), "dim=True: expected an int >= 1"),
+])
+def test_graph_shape_errors_are_one_exact_line(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        PruningGraph(**kwargs)
+    assert str(error.value) == message
+
+
+def test_graph_accepts_the_smallest_shape():
+    assert PruningGraph(1, 1, 1, 1.0)(torch.ones(1, 1, 1))[1].tolist() == [0]
+
+
+def test_feature_errors_are_one_exact_line():
+    with pytest.raises(ValueError) as error:
+        select_tokens([1, 2, 3], 0.25)
+    assert str(error.value) == "features='list': expected a torch.Tensor or numpy array of shape (T, P, D)"
+    with pytest.raises(ValueError) as error:
+        select_tokens(torch.zeros(4, 5), 0.25)
+    assert str(error.value) == ("features='tensor of shape (4, 5)': expected rank 3: "
+                                "(frames T, tokens per frame P, dim D)")
+
+
+def test_select_tokens_keeps_a_quarter_by_default():
+    assert select_tokens(make_video("random", 0, 4, 10, 3)).indices.numel() == 10
+
+
+@pytest.mark.parametrize("total,weights,cap", [
+    (9, [100, 10, 1], 4),  # two capping passes: 8.1 > 4, then 5 * 10 / 11 = 4.5 > 4 -> [4, 4, 1]
+    (5, [100, 1], 3),  # one free frame of weight 1 takes the rest
+    (10, [8, 1, 1], 4), (12, [8, 1, 1], 4), (7, [1, 1, 1], 5), (13, [5, 3, 3, 2, 1], 4), (20, [1, 1, 1, 1, 1], 4),
+])
+def test_graph_allocation_matches_the_reference_water_filling(total, weights, cap):
+    graph = PruningGraph(len(weights), cap, 2, total / (len(weights) * cap))
+    assert graph.keep == total
+    assert graph.allocate(torch.tensor(weights, dtype=torch.float32)).tolist() == allocate(total, weights, cap)
+    assert allocate(9, [100, 10, 1], cap=4) == [4, 4, 1]
+
+
+@pytest.mark.parametrize("sims,config", [
+    ([0.99, 0.99, 0.99, 0.99, 0.2], MMGConfig(min_segment_frames=2)),  # a cut before the last frame: too short
+    ([0.2, 0.99, 0.99, 0.99, 0.99], MMGConfig(min_segment_frames=2)),  # ... or after the first
+    ([0.3, 0.99, 0.4, 0.99, 0.5, 0.99, 0.2, 0.99, 0.35], MMGConfig(min_segment_frames=1, max_segments=3)),
+    ([0.3, 0.99, 0.3, 0.99, 0.3, 0.99, 0.3, 0.99, 0.3], MMGConfig(min_segment_frames=1, max_segments=3)),  # ties
+    ([0.3, 0.3, 0.99, 0.3, 0.3, 0.99, 0.99, 0.99, 0.99], MMGConfig(min_segment_frames=2)),  # close pairs
+    ([0.99] * 9, MMGConfig()),
+])
+def test_graph_segmentation_matches_the_reference(sims, config):
+    similarity = torch.tensor(sims)
+    graph = PruningGraph(len(sims) + 1, 3, 2, 0.5, config)
+    starts = graph.segment_starts(similarity)
+    assert [t for t in range(len(sims) + 1) if starts[t]] == segment_starts(similarity, len(sims) + 1, config)

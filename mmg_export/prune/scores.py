@@ -162,16 +162,15 @@ def key_levels(tokens: int, largest: float) -> float:
 GAIN_LEVELS = 128.0
 """Gains are compared on a 1/128 grid (runtimes differ by ~1e-5 on a sum of 3P terms)."""
 SCORE_LEVELS = 0.25
-"""Peak scores (quantised gain x squared distance) are compared on a grid of 4."""
+"""Peak scores (quantised gain x squared distance <= 4) are compared on a grid of 4: a quantised
+score is at most the largest quantised gain, so its key fits below 2**24 whenever the gain's does."""
 
 
 def pick_levels(tokens: int) -> tuple[float, float]:
-    """(gain levels, score levels) of the token stage for P = ``tokens``: gains lie in [0, 3P],
-    peak scores (quantised gain times a squared distance <= 4) in [0, 12 P * gain levels]. At most
-    GAIN_LEVELS and SCORE_LEVELS (robust to runtime differences), fewer where P is large enough
-    that the keys would not fit below 2**24."""
-    gain_levels = min(GAIN_LEVELS, key_levels(tokens, 3.0 * tokens))
-    return gain_levels, min(SCORE_LEVELS, key_levels(tokens, 4.0 * 3.0 * tokens * gain_levels))
+    """(gain levels, score levels) of the token stage for P = ``tokens``: gains lie in [0, 3P];
+    at most GAIN_LEVELS (robust to runtime differences), fewer where P is large enough that the
+    keys would not fit below 2**24."""
+    return min(GAIN_LEVELS, key_levels(tokens, 3.0 * tokens)), SCORE_LEVELS
 
 
 def rank_keys(values_q: torch.Tensor, kept: torch.Tensor, kept_key: float) -> torch.Tensor:
