@@ -130,3 +130,43 @@ def test_vidcom2_matches_its_formulas(seed):
     least_typical = [sorted(range(4), key=lambda p: (typical[t][p], p))[:budget[t]] for t in range(3)]
     assert selection.indices.tolist() == [t * 4 + p for t in range(3) for p in sorted(least_typical[t])]
     torch.testing.assert_close(selection.scores, -torch.tensor(typical, dtype=torch.float32))
+
+
+def test_baseline_selections_carry_their_features_and_one_segment():
+    video = make_video("cuts", 1, 3, 4, 2)
+    for method in ("grid", "random", "divprune", "temporal-difference", "vidcom2"):
+        selection = baselines.METHODS[method](video, 0.5)
+        torch.testing.assert_close(selection.features, video.reshape(-1, 2)[selection.indices])
+        assert selection.segment_of_frame.tolist() == [0, 0, 0] and selection.segment_of_frame.dtype == torch.int64
+        assert selection.budget_per_segment.tolist() == [6]
+
+
+def test_uniform_splits_equally_where_mmg_vid_would_not():
+    from test_prune_handchecked import NEW_SHOT  # a clip whose new last shot gets a token only from the marginal budget
+
+    assert baselines.uniform(NEW_SHOT, 0.3).budget_per_frame.tolist() == [1, 1, 1, 0, 0]
+
+
+def test_divprune_small_videos():
+    assert baselines.divprune(torch.ones(1, 1, 2), 1.0).indices.tolist() == [0]  # one token: nothing to compare
+    # two frames of two tokens (T == P): all four at 0, 30, 60, 90 degrees; K = 2: the isolated ends
+    video = torch.cat([degrees(0, 30), degrees(60, 90)])
+    assert baselines.divprune(video, 0.5).indices.tolist() == [0, 3]
+
+
+def test_divprune_never_repeats_a_token_when_all_are_close():
+    # 0, 10, 20, 30, 40 degrees: every cosine distance < 1, every nearest neighbour 10 degrees away, so the
+    # first pick is 0 deg; it must not be picked again. Then 40 deg (farthest), 20 deg, and 10 or 30 deg
+    # (10 degrees from the kept ones either way: which one is up to rounding)
+    kept = baselines.divprune(degrees(0, 10, 20, 30, 40), 0.8).indices.tolist()
+    assert kept == sorted(set(kept)) and len(kept) == 4
+    assert {0, 2, 4} <= set(kept)
+
+
+def test_token_stats_do_not_depend_on_the_sign_of_the_largest_entry():
+    from mmg_export import MMGConfig
+    from mmg_export.prune import scores
+
+    video = -make_video("random", 2, 3, 4, 4).abs() * 1e30  # every entry negative, huge
+    expected = scores.token_stats(video / 1e30, MMGConfig()).gram
+    torch.testing.assert_close(scores.token_stats(video, MMGConfig()).gram, expected, atol=1e-5, rtol=0)

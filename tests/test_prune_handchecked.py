@@ -328,8 +328,9 @@ def test_merge_goes_on_past_a_frame_that_keeps_nothing():
 
 def test_the_graph_runs_on_any_device_it_is_moved_to():
     """Every tensor the graph creates follows its input's device (checked on the meta device)."""
-    graph = PruningGraph(4, 6, 3, 0.5, MMGConfig(merge=True)).to("meta")
-    kept_features, kept_indices = graph(torch.empty(4, 6, 3, device="meta"))
-    assert kept_features.device.type == kept_indices.device.type == "meta"
-    assert kept_indices.shape == (12,) and kept_indices.dtype == torch.int64
+    for config in (MMGConfig(merge=True), MMGConfig(budget="uniform")):
+        graph = PruningGraph(4, 6, 3, 0.5, config).to("meta")
+        kept_features, kept_indices = graph(torch.empty(4, 6, 3, device="meta"))
+        assert kept_features.device.type == kept_indices.device.type == "meta"
+        assert kept_indices.shape == (12,) and kept_indices.dtype == torch.int64
     assert PruningGraph(4, 6, 3).state_dict() == {}  # index tables are not weights: nothing to load or save

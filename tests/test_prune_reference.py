@@ -249,14 +249,21 @@ def test_graph_accepts_the_smallest_shape():
     assert PruningGraph(1, 1, 1, 1.0)(torch.ones(1, 1, 1))[1].tolist() == [0]
 
 
-def test_feature_errors_are_one_exact_line():
+@pytest.mark.parametrize("features,message", [
+    ([1, 2, 3], "features='list': expected a torch.Tensor or numpy array of shape (T, P, D)"),
+    (torch.zeros(4, 5), "features='tensor of shape (4, 5)': expected rank 3: (frames T, tokens per frame P, dim D)"),
+    (torch.zeros(2, 3, 4, dtype=torch.int64), "features='tensor of dtype torch.int64': expected a floating dtype"),
+    (torch.zeros(0, 3, 4), "features='tensor of shape (0, 3, 4)': expected at least one token (T, P, D >= 1)"),
+    (torch.tensor([[[1.0, float("inf")]]]), "features='a tensor with NaN or inf values': expected finite values"),
+])
+def test_feature_errors_are_one_exact_line(features, message):
     with pytest.raises(ValueError) as error:
-        select_tokens([1, 2, 3], 0.25)
-    assert str(error.value) == "features='list': expected a torch.Tensor or numpy array of shape (T, P, D)"
-    with pytest.raises(ValueError) as error:
-        select_tokens(torch.zeros(4, 5), 0.25)
-    assert str(error.value) == ("features='tensor of shape (4, 5)': expected rank 3: "
-                                "(frames T, tokens per frame P, dim D)")
+        select_tokens(features, 0.25)
+    assert str(error.value) == message
+
+
+def test_a_single_token_is_a_video():
+    assert select_tokens(torch.ones(1, 1, 1), 1.0).indices.tolist() == [0]
 
 
 def test_select_tokens_keeps_a_quarter_by_default():
