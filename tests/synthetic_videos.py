@@ -35,12 +35,26 @@ def drifting_video(gen: torch.Generator, frames: int, tokens: int, dim: int) -> 
     return torch.randn(1, tokens, dim, generator=gen) + steps.cumsum(dim=0)
 
 
+def clustered_tokens(gen: torch.Generator, frames: int, tokens: int, dim: int, centres: int = 4) -> torch.Tensor:
+    """Every token an exact copy of one of a few centres per frame: tied scores within each frame."""
+    base = torch.randn(frames, centres, dim, generator=gen)
+    choice = torch.randint(0, centres, (frames, tokens), generator=gen)
+    return torch.gather(base, 1, choice.unsqueeze(2).expand(frames, tokens, dim))
+
+
+def low_rank(gen: torch.Generator, frames: int, tokens: int, dim: int, rank: int = 2) -> torch.Tensor:
+    """Tokens in a rank-2 subspace: many near-equal similarities."""
+    return torch.randn(frames, tokens, rank, generator=gen) @ torch.randn(rank, dim, generator=gen)
+
+
 KINDS = {
     "random": random_video,
     "static": static_video,
     "cuts": scene_cuts,
     "duplicated": duplicated_frames,
     "drifting": drifting_video,
+    "clustered": clustered_tokens,
+    "low-rank": low_rank,
 }
 
 

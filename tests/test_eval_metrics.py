@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmg_export.eval.metrics import boundary_scores, coverage, redundancy
+from mmg_export.eval.metrics import (boundary_scores, coverage, facility_value, merged_coverage, redundancy,
+                                    shots_kept)
 
 
 def orthogonal(tokens: int) -> torch.Tensor:
@@ -79,3 +80,32 @@ def test_frame_tokens_of_a_real_clip(bikes: Path):
     tokens = frame_tokens(load_video(bikes, num_frames=2).frames, efficientnet_lite0())
     assert tokens.shape == (2, 196, 1280) and tokens.dtype == torch.float32
     assert bool(torch.isfinite(tokens).all()) and float(tokens.abs().sum()) > 0
+
+
+def test_facility_value_counts_kept_tokens_as_one_and_clamps_negative_similarity():
+    features = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]]])  # cos to token 0: 1, 0.7071, -1
+    # (1 + 0.7071 + max(0, -1)) / 3
+    assert facility_value(features, [0]) == pytest.approx((1.0 + 2 ** -0.5) / 3)
+
+
+def test_merged_coverage_uses_the_handed_on_features():
+    features = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+    assert merged_coverage(features, [0], features.reshape(-1, 2)[[0]]) == pytest.approx(2 ** -0.5 / 2)
+    # a merged average (1, 1) is the dropped token 2 exactly and 45 degrees from token 1
+    assert merged_coverage(features, [0], torch.tensor([[1.0, 1.0]])) == pytest.approx((2 ** -0.5 + 1.0) / 2)
+    assert merged_coverage(features, [0, 1, 2], features.reshape(-1, 2)) == 1.0
+
+
+@pytest.mark.parametrize("kept,cuts,expected", [  # 4 frames x 2 tokens: flat index // 2 is the frame
+    ([0, 1], [2], (1, 2)),  # frame 0 only: shot [0, 2) kept, shot [2, 4) not
+    ([0, 5], [2], (2, 2)),  # frames 0 and 2
+    ([7], [1, 3], (1, 3)),  # frame 3 only: the shot starting at 3
+    ([1], [], (1, 1)),
+])
+def test_shots_kept(kept, cuts, expected):
+    assert shots_kept(kept, 4, 2, cuts) == expected
+
+
+def test_shots_kept_rejects_cuts_outside_the_video():
+    with pytest.raises(ValueError, match=r"cuts \[4\] must lie in \(0, 4\)"):
+        shots_kept([0], 4, 2, [4])

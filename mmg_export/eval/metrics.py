@@ -41,6 +41,47 @@ def coverage(features: torch.Tensor, kept_indices: torch.Tensor | Sequence[int])
     return float((dropped @ unit[mask].T).amax(dim=1).mean())
 
 
+def facility_value(features: torch.Tensor, kept_indices: torch.Tensor | Sequence[int]) -> float:
+    """Facility-location value: mean, over every token (kept ones count 1.0), of max(0, the best
+    cosine similarity to a kept token). The objective the facility-location greedy maximises.
+
+    features: (T, P, D); kept_indices: (K,) flat indices.
+    """
+    unit = _unit_tokens(features)
+    mask = _kept_mask(unit.shape[0], kept_indices)
+    return float((unit @ unit[mask].T).amax(dim=1).clamp(min=0.0).mean())
+
+
+def merged_coverage(features: torch.Tensor, kept_indices: torch.Tensor | Sequence[int],
+                    kept_features: torch.Tensor) -> float:
+    """:func:`coverage` measured against the features actually handed on (e.g. merged averages).
+
+    features: (T, P, D); kept_indices: (K,) flat indices; kept_features: (K, D). Mean, over the
+    dropped tokens, of the best cosine similarity to any row of ``kept_features``.
+    """
+    unit = _unit_tokens(features)
+    mask = _kept_mask(unit.shape[0], kept_indices)
+    if bool(mask.all()):
+        return 1.0
+    kept = torch.nn.functional.normalize(kept_features.float(), dim=-1)
+    return float((unit[~mask] @ kept.T).amax(dim=1).mean())
+
+
+def shots_kept(kept_indices: torch.Tensor | Sequence[int], frames: int, tokens: int,
+               cuts: Sequence[int]) -> tuple[int, int]:
+    """(shots with at least one kept token, shots) for shots starting at frame 0 and at ``cuts``.
+
+    kept_indices: flat indices t * tokens + p into ``frames`` frames; cuts: first frames of the
+    shots after the first, in (0, frames).
+    """
+    starts = [0] + sorted(set(cuts) - {0})
+    if starts[-1] >= frames:
+        raise ValueError(f"cuts {list(cuts)} must lie in (0, {frames})")
+    kept_frames = set((torch.as_tensor(kept_indices).reshape(-1) // tokens).tolist())
+    ends = starts[1:] + [frames]
+    return sum(any(f in kept_frames for f in range(a, b)) for a, b in zip(starts, ends)), len(starts)
+
+
 def redundancy(features: torch.Tensor, kept_indices: torch.Tensor | Sequence[int]) -> float:
     """Mean, over the kept tokens, of the best cosine similarity to another kept token (any frame).
 

@@ -1,25 +1,56 @@
 """Baselines behind the same interface as :func:`mmg_export.select_tokens`, for comparison.
 
-* ``uniform``: the same TG-DPC token scores with a static equal budget per frame;
+Each takes ``(features (T, P, D), ratio, config)`` and keeps exactly K = max(1, floor(ratio * T
+* P + 0.5)) tokens, ascending:
+
+* ``uniform``: MMG-Vid's token stage with a static equal budget per frame;
+* ``grid``: an evenly spaced spatial grid in every frame (equal budget per frame);
+* ``random``: K tokens drawn uniformly with a seeded generator;
 * ``temporal_difference``: vLLM-EVS-style, drop the tokens that barely changed from the same
   position in the previous frame (frame 0 is kept first);
-* ``random``: K tokens drawn uniformly with a seeded generator.
+* ``vidcom2``: VidCom2-style frame-distinctiveness budget, then the least typical tokens of each
+  frame;
+* ``divprune``: DivPrune-style max-min diversity over all tokens of the video;
+* ``facility_location``: the slow greedy facility-location selection over all tokens of the video
+  (an upper reference for the coverage metric, not a deployable method: report only).
 """
 from __future__ import annotations
 
 import dataclasses
+import heapq
+from fractions import Fraction
 
 import numpy as np
 import torch
 
 from .config import MMGConfig, Selection, check_features, check_ratio, keep_count
-from .reference import select_tokens
+from .reference import allocate, best_tokens, select_tokens
+
+VIDCOM2_TEMPERATURE = 0.01  # softmax temperature of the frame distinctiveness (VidCom2's value)
 
 
 def uniform(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
             config: MMGConfig | None = None) -> Selection:
-    """MMG-Vid token scoring with an equal budget per frame (the static split)."""
+    """MMG-Vid's token stage with an equal budget per frame (the static split)."""
     return select_tokens(features, ratio, dataclasses.replace(config or MMGConfig(), budget="uniform"))
+
+
+def grid(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
+         config: MMGConfig | None = None) -> Selection:
+    """An evenly spaced grid of tokens in every frame, equal budgets (the first frames get the
+    remainder): frame t with budget b keeps positions floor((i + 1/2) * P / b), i < b, in raster order."""
+    features, frames, tokens, count = _prepare(features, ratio)
+    budget = allocate(count, [1] * frames, tokens)
+    kept = [t * tokens + (2 * i + 1) * tokens // (2 * b) for t, b in enumerate(budget) for i in range(b)]
+    return _selection(features, kept, None)
+
+
+def random(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
+           config: MMGConfig | None = None, seed: int = 0) -> Selection:
+    """K tokens drawn uniformly without replacement, seeded."""
+    features, frames, tokens, count = _prepare(features, ratio)
+    drawn = torch.randperm(frames * tokens, generator=torch.Generator().manual_seed(seed))[:count]
+    return _selection(features, sorted(drawn.tolist()), None)
 
 
 def temporal_difference(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
@@ -29,24 +60,97 @@ def temporal_difference(features: torch.Tensor | np.ndarray, ratio: float = 0.25
     score = 1 - cos(x[t, p], x[t-1, p]); frame 0 scores 2 (above any change), so it is kept
     first. Ties go to the lower flat index.
     """
-    features = check_features(features)
-    frames, tokens, _ = features.shape
-    unit = torch.nn.functional.normalize(features.float(), dim=-1)
+    features, frames, tokens, count = _prepare(features, ratio)
+    unit = _unit(features)
     change = 1.0 - (unit[1:] * unit[:-1]).sum(dim=-1)
     scores = torch.cat([change.new_full((1, tokens), 2.0), change])
-    order = torch.sort(-scores.reshape(-1), stable=True).indices
-    kept = sorted(order[:keep_count(frames * tokens, check_ratio(ratio))].tolist())
+    kept = sorted(best_tokens(scores.reshape(-1).tolist(), count))
     return _selection(features, kept, scores)
 
 
-def random(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
-           config: MMGConfig | None = None, seed: int = 0) -> Selection:
-    """K tokens drawn uniformly without replacement, seeded."""
+def vidcom2(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
+            config: MMGConfig | None = None) -> Selection:
+    """VidCom2-style: budget by frame distinctiveness, then each frame's least typical tokens.
+
+    Frame t gets a share proportional to 1 + s_t - mean(s), s = softmax(d / 0.01), d_t = 1 -
+    cos(frame embedding, video embedding) (embeddings: normalised means of unit tokens); shares
+    are capped at P and rounded by largest remainder. Within a frame, tokens are ranked by
+    -(cos(token, frame embedding) + cos(token, video embedding)): distinct from their frame and
+    from the video first.
+    """
+    features, frames, tokens, count = _prepare(features, ratio)
+    unit = _unit(features)
+    frame_embedding = torch.nn.functional.normalize(unit.mean(dim=1), dim=-1)
+    video_embedding = torch.nn.functional.normalize(frame_embedding.mean(dim=0), dim=-1)
+    distinct = torch.softmax((1.0 - frame_embedding @ video_embedding) / VIDCOM2_TEMPERATURE, dim=0)
+    weights = [Fraction(float(w)) for w in (1.0 + distinct - distinct.mean()).double()]
+    budget = allocate(count, weights, tokens)
+    typical = (unit * frame_embedding.unsqueeze(1)).sum(-1) + unit @ video_embedding
+    scores = -typical
+    kept = [t * tokens + p for t in range(frames) for p in best_tokens(scores[t].tolist(), budget[t])]
+    return _selection(features, kept, scores)
+
+
+def divprune(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
+             config: MMGConfig | None = None) -> Selection:
+    """DivPrune-style max-min diversity over all tokens of the video (cosine distance 1 - cos).
+
+    The first token is the one whose nearest other token is farthest; then, one at a time, the
+    token farthest from everything kept so far (ties to the lower index), as DivPrune's greedy
+    solution of the max-min diversity problem.
+    """
+    features, frames, tokens, count = _prepare(features, ratio)
+    unit = _unit(features).reshape(frames * tokens, -1)
+    distance = 1.0 - unit @ unit.T
+    if frames * tokens == 1:
+        return _selection(features, [0], None)
+    nearest = distance.fill_diagonal_(float("inf")).amin(dim=1)
+    kept = [int(torch.argmax(nearest))]  # argmax returns the first maximum: ties to the lower index
+    farthest = distance[kept[0]].clone()
+    farthest[kept[0]] = -1.0
+    while len(kept) < count:
+        kept.append(int(torch.argmax(farthest)))
+        farthest = torch.minimum(farthest, distance[kept[-1]])
+        farthest[kept] = -1.0
+    return _selection(features, sorted(kept), None)
+
+
+def facility_location(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
+                      config: MMGConfig | None = None) -> Selection:
+    """Greedy facility location over all tokens (lazy evaluation; slow, report only).
+
+    Keeps, one at a time, the token that most raises sum_i max(0, max_{j kept} cos(i, j)) over
+    every token i of the video; ties to the lower index. The (1 - 1/e)-approximation of the best
+    coverage any K tokens can reach.
+    """
+    features, frames, tokens, count = _prepare(features, ratio)
+    unit = _unit(features).reshape(frames * tokens, -1).double()
+    similarity = (unit @ unit.T).clamp(min=0.0).numpy()
+    cover = np.zeros(similarity.shape[0])
+    heap = [(-float(g), j) for j, g in enumerate(similarity.sum(axis=0))]
+    heapq.heapify(heap)
+    kept: list[int] = []
+    while len(kept) < count:
+        _, j = heapq.heappop(heap)
+        gain = float(np.maximum(similarity[:, j] - cover, 0.0).sum())
+        if not heap or (-gain, j) <= heap[0]:  # still the best: gains only shrink (submodular)
+            kept.append(j)
+            cover = np.maximum(cover, similarity[:, j])
+        else:
+            heapq.heappush(heap, (-gain, j))
+    return _selection(features, sorted(kept), None)
+
+
+def _prepare(features: torch.Tensor | np.ndarray, ratio: float) -> tuple[torch.Tensor, int, int, int]:
+    """Validated features, T, P and K."""
     features = check_features(features)
     frames, tokens, _ = features.shape
-    count = keep_count(frames * tokens, check_ratio(ratio))
-    drawn = torch.randperm(frames * tokens, generator=torch.Generator().manual_seed(seed))[:count]
-    return _selection(features, sorted(drawn.tolist()), None)
+    return features, frames, tokens, keep_count(frames * tokens, check_ratio(ratio))
+
+
+def _unit(features: torch.Tensor) -> torch.Tensor:
+    """(T, P, D) -> (T, P, D) float32 unit tokens."""
+    return torch.nn.functional.normalize(features.float(), dim=-1)
 
 
 def _selection(features: torch.Tensor, kept: list[int], scores: torch.Tensor | None) -> Selection:
@@ -64,5 +168,8 @@ def _selection(features: torch.Tensor, kept: list[int], scores: torch.Tensor | N
     )
 
 
-METHODS = {"mmg-vid": select_tokens, "uniform": uniform, "temporal-difference": temporal_difference,
-           "random": random}
+METHODS = {"mmg-vid": select_tokens, "uniform": uniform, "grid": grid, "random": random,
+           "temporal-difference": temporal_difference, "vidcom2": vidcom2, "divprune": divprune}
+"""Every method the quality report compares, by name."""
+REFERENCE_METHODS = {"facility-location": facility_location}
+"""Upper references that are too slow to deploy (reported, never a candidate)."""

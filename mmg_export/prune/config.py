@@ -11,47 +11,54 @@ import torch
 class MMGConfig:
     """Every MMG-Vid knob, with this project's defaults (``docs/algorithm.md`` explains each).
 
-    tau: frames t and t+1 may start a new segment when the cosine similarity of their mean
-        token embeddings is below ``tau`` (from the paper: 0.95).
-    min_segment_frames: no segment is shorter than this many frames; a boundary closer than
-        this to a stronger one (lower similarity) is dropped, so the fragment joins the
-        neighbour it resembles more.
+    tau: frames t and t+1 are never cut apart when the cosine similarity of their mean token
+        embeddings is at least ``tau`` (the paper's value, 0.95, as an upper bound).
+    cut_factor: a cut candidate is a pair whose dissimilarity 1 - sim exceeds ``cut_factor`` times
+        the clip's median dissimilarity (the threshold follows the encoder's own statistics).
+    min_segment_frames: no segment is shorter than this many frames; a candidate closer than this
+        to a stronger one (lower similarity) is dropped.
     max_segments: at most this many segments; the weakest boundaries are dropped.
-    knn: neighbours used for the DPC density of a token within its frame.
+    rounds: every frame picks its tokens in this many rounds (half of its budget in the first of
+        two), each round by marginal gain given everything kept before it.
+    stride: frames t with the same t mod ``stride`` pick together; the others see their picks
+        (neighbouring frames never pick at the same time).
+    chain_steps: frame-to-frame steps coverage is carried along a segment before each pick.
     novelty_levels: frame novelty is quantised to integers 0..novelty_levels (exact budget
         arithmetic in every runtime).
-    novelty_floor: share of a frame's weight that it gets even when nothing in it is new.
-    uniqueness_floor: added to a token's uniqueness before it multiplies the DPC score, so that
-        an exactly repeated frame still ranks its tokens by diversity.
-    budget: "marginal" (MMG-Vid: segment- and novelty-weighted) or "uniform" (equal per frame;
-        the static-split baseline).
+    novelty_floor: share of a frame's novelty that it has even when nothing in it is new.
+    budget: "marginal" (MMG-Vid: segments weighted by the square root of their novelty) or
+        "uniform" (equal per frame; the static-split baseline).
     merge: average every dropped token into its most similar kept token of the same frame.
     """
 
     tau: float = 0.95
-    min_segment_frames: int = 2
+    cut_factor: float = 4.0
+    min_segment_frames: int = 1
     max_segments: int = 8
-    knn: int = 5
+    rounds: int = 2
+    stride: int = 3
+    chain_steps: int = 2
     novelty_levels: int = 64
     novelty_floor: float = 0.1
-    uniqueness_floor: float = 0.1
     budget: str = "marginal"
     merge: bool = False
 
     def __post_init__(self) -> None:
         _expect(0.0 < self.tau <= 1.0, "tau", self.tau, "a float in (0, 1]")
-        _expect(self.min_segment_frames >= 1, "min_segment_frames", self.min_segment_frames, "an int >= 1")
-        _expect(self.max_segments >= 1, "max_segments", self.max_segments, "an int >= 1")
-        _expect(self.knn >= 1, "knn", self.knn, "an int >= 1")
-        _expect(1 <= self.novelty_levels <= 1024, "novelty_levels", self.novelty_levels, "an int in [1, 1024]")
+        _expect(self.cut_factor >= 1.0, "cut_factor", self.cut_factor, "a float >= 1")
+        _expect(_is_int(self.min_segment_frames) and self.min_segment_frames >= 1, "min_segment_frames",
+                self.min_segment_frames, "an int >= 1")
+        _expect(_is_int(self.max_segments) and self.max_segments >= 1, "max_segments", self.max_segments,
+                "an int >= 1")
+        _expect(_is_int(self.rounds) and 1 <= self.rounds <= 8, "rounds", self.rounds, "an int in [1, 8]")
+        _expect(_is_int(self.stride) and 1 <= self.stride <= 8, "stride", self.stride, "an int in [1, 8]")
+        _expect(_is_int(self.chain_steps) and 0 <= self.chain_steps <= 8, "chain_steps", self.chain_steps,
+                "an int in [0, 8]")
+        _expect(_is_int(self.novelty_levels) and 1 <= self.novelty_levels <= 1024, "novelty_levels",
+                self.novelty_levels, "an int in [1, 1024]")
         _expect(0.0 <= self.novelty_floor <= 1.0, "novelty_floor", self.novelty_floor, "a float in [0, 1]")
-        _expect(self.uniqueness_floor >= 0.0, "uniqueness_floor", self.uniqueness_floor, "a float >= 0")
         _expect(self.budget in ("marginal", "uniform"), "budget", self.budget, "'marginal' or 'uniform'")
-
-    @property
-    def tau32(self) -> float:
-        """``tau`` rounded to float32, the precision every form compares in."""
-        return float(np.float32(self.tau))
+        _expect(isinstance(self.merge, bool), "merge", self.merge, "True or False")
 
 
 @dataclass
@@ -63,7 +70,8 @@ class Selection:
     segment_of_frame: (T,) int64 segment id of every frame, 0-based.
     budget_per_frame: (T,) int64 tokens kept per frame; sums to K.
     budget_per_segment: (S,) int64 tokens kept per segment.
-    scores: (T, P) float32 token scores the method ranked by (None for random).
+    scores: (T, P) float32 token scores the method ranked by (MMG-Vid: the marginal gain of each
+        token when its frame made its last pick; None for methods without scores).
     """
 
     indices: torch.Tensor
@@ -79,6 +87,10 @@ def _expect(ok: bool, name: str, value: object, expected: str) -> None:
         raise ValueError(f"{name}={value!r}: expected {expected}")
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def keep_count(num_tokens: int, ratio: float) -> int:
     """K = max(1, round(ratio * num_tokens)), halves rounded up."""
     return max(1, int(np.floor(ratio * num_tokens + 0.5)))
@@ -86,16 +98,17 @@ def keep_count(num_tokens: int, ratio: float) -> int:
 
 def check_ratio(ratio: float) -> float:
     """Return ``ratio`` as float, or raise ValueError unless 0 < ratio <= 1."""
-    _expect(isinstance(ratio, (int, float)) and 0.0 < ratio <= 1.0, "ratio", ratio, "a number in (0, 1]")
+    _expect(isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0.0 < ratio <= 1.0,
+            "ratio", ratio, "a number in (0, 1]")
     return float(ratio)
 
 
 def check_shape(frames: int, tokens_per_frame: int, dim: int) -> None:
     """Raise ValueError unless the static video-token shape is usable."""
-    _expect(isinstance(frames, int) and frames >= 1, "frames", frames, "an int >= 1")
-    _expect(isinstance(tokens_per_frame, int) and tokens_per_frame >= 1, "tokens_per_frame",
-            tokens_per_frame, "an int >= 1")
-    _expect(isinstance(dim, int) and dim >= 1, "dim", dim, "an int >= 1")
+    _expect(_is_int(frames) and frames >= 1, "frames", frames, "an int >= 1")
+    _expect(_is_int(tokens_per_frame) and tokens_per_frame >= 1, "tokens_per_frame", tokens_per_frame,
+            "an int >= 1")
+    _expect(_is_int(dim) and dim >= 1, "dim", dim, "an int >= 1")
 
 
 def check_features(features: torch.Tensor | np.ndarray) -> torch.Tensor:

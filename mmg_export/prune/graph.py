@@ -4,18 +4,24 @@ It selects exactly the tokens of :func:`.reference.select_tokens` (tests pin the
 with every decision written as static-shape tensor algebra:
 
 * no data-dependent Python control flow, no NonZero / Unique / Compress;
-* TopK only within a frame (k = knn), never over all tokens: ranks come from comparison counts
-  over T x T (frames) or P x P (tokens of one frame);
+* TopK only within a frame (k = P), never over all tokens; other ranks come from comparison
+  counts over T x T (frames) or P x P (tokens of one frame); every decision compares quantised
+  values turned into unique integer keys (:mod:`.scores`), so no runtime breaks a tie;
 * budget arithmetic on integers held in float32 (every product stays below 2**24, so it is
   exact), so that no runtime needs integer division;
+* the token stage is ``rounds * stride`` batched picks over all frames at once (6 by default),
+  never a loop over tokens or frames;
 * kept tokens compacted with a float CumSum and one ScatterElements without reduction.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .config import MMGConfig, check_ratio, check_shape, keep_count
-from .scores import TokenStats, frame_weight, token_scores, token_stats, weight_scale
+from .scores import (KEY_LIMIT, TokenStats, band, coverage, cut_threshold, frame_weight, marginal_gain, merge_keys,
+                     peak_scores, pick_levels, quantise, rank_keys, similarity_levels, token_stats,
+                     weight_scale)
 
 
 class PruningGraph(torch.nn.Module):
@@ -34,26 +40,42 @@ class PruningGraph(torch.nn.Module):
         self.config = config or MMGConfig()
         self.keep = keep_count(frames * tokens_per_frame, self.ratio)
         _, self.weight_scale = weight_scale(frames * tokens_per_frame, self.config.novelty_levels)
+        self.gain_levels, self.score_levels = pick_levels(tokens_per_frame)
         frame_index = torch.arange(frames)
         self.register_buffer("frame_index", frame_index, persistent=False)
+        groups = torch.arange(self.config.stride).unsqueeze(1)
+        self.register_buffer("group_mask", (frame_index % self.config.stride == groups).float(), persistent=False)
         self.register_buffer("token_index", torch.arange(tokens_per_frame), persistent=False)
         self.register_buffer("flat_index", torch.arange(frames * tokens_per_frame), persistent=False)
         gap = (frame_index[:, None] - frame_index[None, :]).abs()
         self.register_buffer("near_cut", (gap > 0) & (gap < self.config.min_segment_frames), persistent=False)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        expected = (self.frames, self.tokens, self.dim)
-        if tuple(features.shape) != expected:
-            raise ValueError(f"features: shape {tuple(features.shape)}, expected {expected}")
+    def forward(self, features: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.check(features)
         stats = token_stats(features, self.config)
         starts = self.segment_starts(stats.frame_similarity)
         budget = self.allocate(self.frame_weights(stats, starts))
-        keep = self.rank_in_frame(token_scores(stats, starts, self.config)) < budget.unsqueeze(1)
+        keep = self.pick_tokens(stats, starts, budget)
         indices = self.compact(keep.reshape(-1))
         flat = features.reshape(-1, self.dim)
         if self.config.merge:
             flat = self.merge_dropped(features, stats.gram, keep).reshape(-1, self.dim)
         return flat[indices], indices
+
+    def check(self, features: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``features`` as a float tensor of the graph's shape (numpy arrays are wrapped), or one
+        clear error: TypeError for other types, ValueError for another dtype or shape."""
+        expected = (self.frames, self.tokens, self.dim)
+        if isinstance(features, np.ndarray):
+            features = torch.from_numpy(features)
+        if not isinstance(features, torch.Tensor):
+            raise TypeError(f"features: expected a torch.Tensor or numpy array of shape {expected}, "
+                            f"got {type(features).__name__}")
+        if not features.is_floating_point():
+            raise ValueError(f"features: dtype {features.dtype}, expected a floating dtype")
+        if tuple(features.shape) != expected:
+            raise ValueError(f"features: shape {tuple(features.shape)}, expected {expected}")
+        return features
 
     def segment_starts(self, similarity: torch.Tensor) -> torch.Tensor:
         """similarity: (T-1,) -> (T,) bool, True where a segment begins (see the reference)."""
@@ -61,10 +83,16 @@ class PruningGraph(torch.nn.Module):
         first = torch.ones(1, dtype=torch.bool, device=similarity.device)
         if frames == 1:
             return first
+        quantised = quantise(similarity, similarity_levels())
+        pair, column = self.frame_index[: frames - 1], quantised.unsqueeze(1)
+        below = (quantised < column) | ((quantised == column) & (pair < pair.unsqueeze(1)))  # [a, b]: b before a
+        is_median = below.sum(dim=1) == (frames - 2) // 2  # the lower median: rank (n - 1) // 2 of n = T - 1
+        median = torch.where(is_median, quantised, torch.zeros_like(quantised)).sum()
+        threshold = cut_threshold(quantised, median, self.config)
         # cut t sits before frame t; pad so that row/column t is cut t (t = 0 is never a cut)
-        sim = torch.cat([similarity.new_full((1,), float("inf")), similarity])
+        sim = torch.cat([quantised.new_full((1,), float("inf")), quantised])
         t = self.frame_index
-        candidate = (sim < self.config.tau32) & (t >= shortest) & (t <= frames - shortest)
+        candidate = (sim < threshold) & (t >= shortest) & (t <= frames - shortest)
         stronger = (sim.unsqueeze(1) < sim) | ((sim.unsqueeze(1) == sim) & (t.unsqueeze(1) < t))
         beaten = (candidate.unsqueeze(1) & self.near_cut & stronger).any(dim=0)
         local = candidate & ~beaten
@@ -79,9 +107,9 @@ class PruningGraph(torch.nn.Module):
         level = torch.where(starts, torch.full_like(stats.novelty_level, self.config.novelty_levels),
                             stats.novelty_level)
         segment = torch.cumsum(starts.float(), dim=0)
-        same_segment = (segment.unsqueeze(1) == segment).float()
-        return frame_weight(level, same_segment @ level, self.weight_scale)
-
+        same_segment = segment.unsqueeze(1) == segment
+        total = torch.where(same_segment, level, torch.zeros_like(level)).sum(dim=1)
+        return frame_weight(total, same_segment.float().sum(dim=1), self.weight_scale)
     def allocate(self, weight: torch.Tensor) -> torch.Tensor:
         """weight: (T,) integers in float32 -> (T,) int64 budgets summing to K.
 
@@ -103,12 +131,38 @@ class PruningGraph(torch.nn.Module):
         budget = torch.where(capped, torch.full_like(base, cap), base + (free & (rank < leftover)).float())
         return budget.long()
 
-    def rank_in_frame(self, scores: torch.Tensor) -> torch.Tensor:
-        """scores: (T, P) -> (T, P) int64 rank of each token in its frame (0 = best; ties by index)."""
-        other, this = scores.unsqueeze(1), scores.unsqueeze(2)
-        p = self.token_index
-        ahead = (other > this) | ((other == this) & (p < p.unsqueeze(1)))
-        return ahead.sum(dim=2)
+    def pick_tokens(self, stats: TokenStats, starts: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+        """(T, P) bool: the tokens every frame keeps (see :func:`.reference.pick_tokens`).
+
+        Each of the ``rounds * stride`` picks is batched over all frames: the frames of the
+        group take their ``need`` best candidates, ranked within the frame by unique keys.
+        """
+        config = self.config
+        reach = band(stats, starts)
+        kept = torch.zeros(self.frames, self.tokens, dtype=torch.bool, device=budget.device)
+        cover = torch.zeros(self.frames, self.tokens, device=budget.device)
+        for round_ in range(1, config.rounds + 1):
+            # floor(budget * r / rounds), off every integer boundary by half a step: exact in float32
+            target = torch.floor((budget.float() * round_ + 0.5) / config.rounds)
+            for group in range(config.stride):
+                if round_ > 1 or group > 0:  # before the first pick nothing is covered
+                    cover = coverage(reach, kept, cover, config.chain_steps)
+                gain_q = quantise(marginal_gain(reach, cover), self.gain_levels)
+                peak = peak_scores(reach.squared_distance, rank_keys(gain_q, kept, -1.0), gain_q)
+                score = quantise(peak, self.score_levels)
+                # kept tokens rank first (key above every candidate): a frame keeps its top `target`
+                score_key = rank_keys(score, kept, float(KEY_LIMIT))
+                kept = kept | (self.rank_in_frame(score_key) < (target * self.group_mask[group]).unsqueeze(1))
+        return kept
+
+    def rank_in_frame(self, keys: torch.Tensor) -> torch.Tensor:
+        """keys: (T, P) unique within each frame -> (T, P) float32 rank (0 = highest key).
+
+        A TopK over the P tokens of each frame (k = P, never over all tokens) and its inverse
+        permutation, scattered without reduction."""
+        order = torch.topk(keys, self.tokens, dim=1).indices
+        position = self.token_index.float().expand(self.frames, self.tokens)
+        return torch.zeros_like(keys).scatter(1, order, position)
 
     def compact(self, keep: torch.Tensor) -> torch.Tensor:
         """keep: (N,) bool with exactly K True -> (K,) int64 their indices, ascending."""
@@ -119,7 +173,7 @@ class PruningGraph(torch.nn.Module):
 
     def merge_dropped(self, features: torch.Tensor, gram: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """(T, P, D) where each kept token is the mean of itself and the dropped tokens nearest to it."""
-        target = gram.masked_fill(~keep.unsqueeze(1), float("-inf")).argmax(dim=2)
+        target = merge_keys(gram, keep).argmax(dim=2)  # unique keys: no tie for the runtime to break
         assign = torch.nn.functional.one_hot(target, self.tokens).to(features.dtype)
         assign = assign * keep.any(dim=1, keepdim=True).unsqueeze(2).to(features.dtype)
         keep_f = keep.to(features.dtype)

@@ -1,10 +1,13 @@
 """The numeric kernels of MMG-Vid, shared by the reference and the fixed-shape graph.
 
-Both forms call these functions on the whole (T, P, D) tensor, so every float they compare is
-bitwise the same; the two forms differ only in how they turn these numbers into decisions
-(segments, budgets, ranks). Everything here is fixed-shape tensor algebra that exports to ONNX:
-normalisation is float32, the two heavy products run in the input dtype (bf16/fp16 on a GPU),
-everything after them is float32.
+Both forms call these functions on whole tensors, so every number they decide on is bitwise the
+same; they differ only in how they turn the numbers into decisions (segments, budgets, picks).
+Everything here is fixed-shape tensor algebra that exports to ONNX: normalisation is float32,
+the two heavy products run in the input dtype (bf16/fp16 on a GPU), everything after is float32.
+
+Decisions are made on *quantised* values (:func:`quantise`): a float that another runtime computes
+a few ulps differently lands on the same grid point unless it sits within those ulps of a grid
+boundary, so near-ties become exact ties, broken by index alike in every runtime.
 """
 from __future__ import annotations
 
@@ -14,106 +17,213 @@ import torch
 
 from .config import MMGConfig
 
+KEY_LIMIT = 2**24
+"""Integers below this are exact in float32: every decision key stays below it."""
+
 
 class TokenStats(NamedTuple):
     """Per-video statistics that every decision of MMG-Vid is made from.
 
-    frame_similarity: (T-1,) cosine similarity of the mean token embeddings of frames t, t+1.
+    frame_similarity: (T-1,) cosine similarity of the mean unit-token embeddings of frames t, t+1.
     gram: (T, P, P) cosine similarity of every pair of tokens within a frame.
-    dpc: (T, P) density-peak score rho * delta of every token within its frame.
-    uniqueness: (T, P) 1 - best cosine similarity to a token of the previous frame, in [0, 1]
-        (1 for frame 0).
-    novelty_level: (T,) frame novelty quantised to integers 0..config.novelty_levels.
+    previous: (T, P, P) previous[t, i, j] = cosine of token i of frame t and token j of frame t-1
+        (all 0 for t = 0).
+    novelty_level: (T,) how much of frame t the previous frame does not hold, an integer
+        0..config.novelty_levels (frame 0: the maximum).
     """
 
     frame_similarity: torch.Tensor
     gram: torch.Tensor
-    dpc: torch.Tensor
-    uniqueness: torch.Tensor
+    previous: torch.Tensor
     novelty_level: torch.Tensor
 
 
 def token_stats(features: torch.Tensor, config: MMGConfig) -> TokenStats:
-    """Compute :class:`TokenStats` for ``features: (T, P, D)``."""
-    unit32 = torch.nn.functional.normalize(features.float(), dim=-1)
-    unit = unit32.to(features.dtype)  # the two products below run in the input dtype
-    gram = (unit @ unit.transpose(1, 2)).float()
-    uniqueness = _uniqueness(unit)
+    """Compute :class:`TokenStats` for ``features: (T, P, D)``.
+
+    The video is first divided by its largest absolute entry (one scalar), so that the dot
+    products neither overflow (features x 1e30) nor underflow (x 1e-30) in float32; cosines then
+    come from the two products and the tokens' norms on their diagonal (no unit-token pass).
+    """
+    tokens = features.float()
+    tiny = torch.finfo(torch.float32).tiny
+    largest = torch.maximum(tokens.amax(dim=(0, 1, 2)), -tokens.amin(dim=(0, 1, 2))).clamp(min=tiny)
+    scaled32 = tokens / largest
+    scaled = scaled32.to(features.dtype)  # the two products below run in the input dtype
+    dot = (scaled @ scaled.transpose(1, 2)).float()
+    eye = torch.eye(dot.shape[1], dtype=torch.bool, device=dot.device)
+    norm = torch.where(eye, dot, 0.0).sum(dim=2).clamp(min=tiny).sqrt()
+    gram = dot / (norm.unsqueeze(2) * norm.unsqueeze(1))
+    previous = (scaled[1:] @ scaled[:-1].transpose(1, 2)).float() / (norm[1:].unsqueeze(2) * norm[:-1].unsqueeze(1))
+    previous = torch.cat([torch.zeros_like(gram[:1]), previous])
+    uniqueness = (1.0 - previous.amax(dim=2)).clamp(0.0, 1.0)  # (T, P): share the previous frame lacks
+    uniqueness[0] = 1.0
     floor = config.novelty_floor
     novelty = floor + (1.0 - floor) * uniqueness.mean(dim=1)
+    # frame embedding: normalised mean of the unit tokens, one (1, P) x (P, D) product per frame
+    frame = torch.nn.functional.normalize((1.0 / norm).unsqueeze(1) @ scaled32, dim=-1).squeeze(1)
     return TokenStats(
-        frame_similarity=_adjacent_frame_similarity(unit32),
+        frame_similarity=(frame[:-1] * frame[1:]).sum(dim=-1),
         gram=gram,
-        dpc=_dpc_scores(gram, config.knn),
-        uniqueness=uniqueness,
+        previous=previous,
         novelty_level=torch.round(novelty * config.novelty_levels),
     )
 
 
-def _adjacent_frame_similarity(unit: torch.Tensor) -> torch.Tensor:
-    """unit: (T, P, D) float32 unit tokens -> (T-1,) cosine of consecutive frame embeddings."""
-    frames = torch.nn.functional.normalize(unit.mean(dim=1), dim=-1)
-    return (frames[:-1] * frames[1:]).sum(dim=-1)
+def quantise(values: torch.Tensor, levels: int) -> torch.Tensor:
+    """values * levels rounded to an integer (float32), half to even as ONNX Round."""
+    return torch.round(values * float(levels))
 
 
-def _uniqueness(unit: torch.Tensor) -> torch.Tensor:
-    """unit: (T, P, D) -> (T, P) float32, 1 - best cosine to the previous frame, clamped to [0, 1]."""
-    first = unit.new_ones(1, unit.shape[1], dtype=torch.float32)
-    if unit.shape[0] == 1:
-        return first
-    best = (unit[1:] @ unit[:-1].transpose(1, 2)).float().amax(dim=2)
-    return torch.cat([first, (1.0 - best).clamp(0.0, 1.0)])
+def similarity_levels() -> int:
+    """Grid of frame similarities and of the cut threshold: 2**12 steps per unit (runtimes differ
+    by ~1e-7, a step is 2.4e-4: a flip needs a similarity within that much of a grid boundary)."""
+    return 2**12
 
 
-def _dpc_scores(gram: torch.Tensor, knn: int) -> torch.Tensor:
-    """Density-peak score of every token within its frame.
+def cut_threshold(similarity_q: torch.Tensor, median_q: torch.Tensor, config: MMGConfig) -> torch.Tensor:
+    """Quantised similarity below which a pair of frames is a cut candidate (a 0-d tensor).
 
-    gram: (T, P, P) float32 cosine similarities. Distances are ||u_i - u_j|| of unit tokens
-    (sqrt(2 - 2 cos)); density rho_i = exp(-mean squared distance to the k nearest tokens);
-    delta_i = distance to the nearest denser token (equal densities: the lower index counts
-    as denser), or the largest distance for the densest token. Returns (T, P) rho * delta.
+    similarity_q: quantised frame similarities; median_q: their median. A pair is a candidate
+    when its dissimilarity 1 - s exceeds ``cut_factor`` times the clip's median dissimilarity,
+    and never above ``tau``: threshold = min(tau, 1 - cut_factor * (1 - median)), on the grid.
     """
-    frames, tokens, _ = gram.shape
-    if tokens == 1:
-        return gram.new_zeros(frames, 1)
-    squared = (2.0 - 2.0 * gram).clamp(min=0.0)
-    self_pair = torch.eye(tokens, dtype=torch.bool, device=gram.device)
-    nearest = torch.topk(squared.masked_fill(self_pair, float("inf")), min(knn, tokens - 1),
-                         dim=2, largest=False).values
-    density = torch.exp(-nearest.mean(dim=2))
-    distance = squared.sqrt()
-    index = torch.arange(tokens, device=gram.device)
-    other, this = density.unsqueeze(1), density.unsqueeze(2)  # (T, 1, P) and (T, P, 1)
-    denser = (other > this) | ((other == this) & (index < index.unsqueeze(1)))
-    to_denser = distance.masked_fill(~denser, float("inf")).amin(dim=2)
-    delta = torch.where(denser.any(dim=2), to_denser, distance.amax(dim=2))
-    return density * delta
+    levels = float(similarity_levels())
+    relative = levels - torch.round((levels - median_q) * config.cut_factor)
+    return torch.minimum(relative, similarity_q.new_tensor(float(round(config.tau * levels))))
 
 
-def token_scores(stats: TokenStats, segment_start: torch.Tensor, config: MMGConfig) -> torch.Tensor:
-    """TG-DPC score (T, P): dpc * (uniqueness_floor + uniqueness), uniqueness 1 in a segment's first frame.
+class Band(NamedTuple):
+    """Similarities of every token to the tokens of its own frame and of its linked neighbours.
 
-    segment_start: (T,) bool, True where a segment begins.
+    reach: (T, P, 3P) reach[t, i] = similarities of token i of frame t to the tokens of frame t,
+        of frame t-1 and of frame t+1 (neighbour parts clamped at 0, and 0 across a cut).
+    squared_distance: (T, P, P) ||u_i - u_j||^2 = 2 - 2 cos of the unit tokens of one frame.
     """
-    uniqueness = torch.where(segment_start.unsqueeze(1), torch.ones_like(stats.uniqueness), stats.uniqueness)
-    return stats.dpc * (config.uniqueness_floor + uniqueness)
+
+    reach: torch.Tensor
+    squared_distance: torch.Tensor
 
 
-def frame_weight(novelty_level: torch.Tensor, segment_total: torch.Tensor, scale: float) -> torch.Tensor:
+def band(stats: TokenStats, starts: torch.Tensor) -> Band:
+    """The :class:`Band` of a video whose segments begin where ``starts`` (T,) bool is True."""
+    links = torch.where(starts.reshape(-1, 1, 1), torch.zeros_like(stats.previous), stats.previous.clamp(min=0.0))
+    to_next = torch.cat([links[1:].transpose(1, 2), torch.zeros_like(links[:1])])
+    squared_distance = (2.0 - 2.0 * stats.gram).clamp(min=0.0)
+    return Band(reach=torch.cat([stats.gram, links, to_next], dim=2), squared_distance=squared_distance)
+
+
+def _with_neighbours(values: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """(T, P) values, (T, P) own part -> (T, 3P): [own[t], values[t-1], values[t+1]] (0 past the ends)."""
+    padded = torch.nn.functional.pad(values, (0, 0, 1, 1))
+    return torch.cat([own, padded[:-2], padded[2:]], dim=1)
+
+
+def coverage(band: Band, kept: torch.Tensor, carried: torch.Tensor, steps: int) -> torch.Tensor:
+    """(T, P) how well the kept tokens already represent every token, in [0, 1].
+
+    A token is covered by its best kept token of the same frame (cosine), and along the segment
+    through the neighbouring frames: cover_t(i) >= link(i, j) * cover_{t+-1}(j) for every token j
+    of frame t-1 or t+1, so a kept token's reach decays with every frame it is carried.
+    ``carried`` (T, P) is the coverage before (it only grows as tokens are kept). Each of the
+    ``steps`` steps adds the kept tokens and carries coverage one frame further; with 0 steps only
+    the kept tokens of the same frame count. kept: (T, P) bool.
+    """
+    kept = kept.float()
+    cover = carried
+    for _ in range(max(steps, 1)):
+        neighbours = cover if steps else torch.zeros_like(cover)
+        weight = _with_neighbours(neighbours, kept).unsqueeze(1)
+        cover = torch.maximum(cover, (band.reach * weight).amax(dim=2))
+    return cover
+
+
+def marginal_gain(band: Band, cover: torch.Tensor) -> torch.Tensor:
+    """(T, P) facility-location gain of keeping each token, in [0, 3P].
+
+    gain(j) = sum over the tokens i of the frame and of its linked neighbour frames of
+    max(0, sim(i, j) - cover(i)): how much keeping j would raise the best similarity of every
+    token near it in time to a kept token.
+    """
+    room = band.reach - _with_neighbours(cover, cover).unsqueeze(1)  # [t, j, i]: sim(i, j) - cover(i)
+    return room.clamp_(min=0.0).sum(dim=2)
+
+
+def key_levels(tokens: int, largest: float) -> float:
+    """Quantisation levels (a power of two, so scaling is exact) for values in [0, largest]
+    whose key ``q * P + (P - 1 - p)`` stays below 2**24: the largest L with (largest * L + 1) * P
+    <= 2**24."""
+    levels = 2.0**-24
+    while (largest * levels * 2 + 1) * tokens <= KEY_LIMIT:
+        levels *= 2
+    return levels
+
+
+GAIN_LEVELS = 128.0
+"""Gains are compared on a 1/128 grid (runtimes differ by ~1e-5 on a sum of 3P terms)."""
+SCORE_LEVELS = 0.25
+"""Peak scores (quantised gain x squared distance <= 4) are compared on a grid of 4: a quantised
+score is at most the largest quantised gain, so its key fits below 2**24 whenever the gain's does."""
+
+
+def pick_levels(tokens: int) -> tuple[float, float]:
+    """(gain levels, score levels) of the token stage for P = ``tokens``: gains lie in [0, 3P];
+    at most GAIN_LEVELS (robust to runtime differences), fewer where P is large enough that the
+    keys would not fit below 2**24."""
+    return min(GAIN_LEVELS, key_levels(tokens, 3.0 * tokens)), SCORE_LEVELS
+
+
+def rank_keys(values_q: torch.Tensor, kept: torch.Tensor, kept_key: float) -> torch.Tensor:
+    """(T, P) unique float32 integer keys: quantised value first, then the lower token index.
+
+    values_q: (T, P) quantised values >= 0; kept tokens get ``kept_key`` instead (-1 puts them
+    below every candidate, KEY_LIMIT above).
+    """
+    tokens = values_q.shape[1]
+    reverse_index = torch.arange(tokens - 1, -1, -1, device=values_q.device, dtype=torch.float32)
+    return torch.where(kept, kept_key, values_q * float(tokens) + reverse_index)
+
+
+def peak_scores(squared_distance: torch.Tensor, gain_key: torch.Tensor, gain_q: torch.Tensor) -> torch.Tensor:
+    """(T, P) density-peak score of every candidate: quantised gain * squared distance to a better one.
+
+    As in DPC (gain playing density): delta(j) = min ||u_j - u_k||^2 over the candidates k of the
+    frame with a higher gain key (4, the largest, for the best one), so a near-copy of a better
+    candidate scores low and the round keeps spread-out peaks. The squared distance (2 - 2 cos)
+    suppresses near-copies harder than the distance and needs no square root.
+    squared_distance: (T, P, P) from :class:`Band`; gain_key: (T, P) from :func:`rank_keys`
+    (kept tokens -1); gain_q: quantised gains.
+    """
+    better = gain_key.unsqueeze(1) > gain_key.unsqueeze(2)  # [t, j, k]: k beats j
+    delta = torch.where(better, squared_distance, 4.0).amin(dim=2)
+    return gain_q * delta
+
+
+def merge_keys(gram: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """(T, P, P) unique keys of the kept tokens j as merge targets of token i (-1 where j is dropped):
+    the cosine quantised on [-1, 1], then the lower index. gram: (T, P, P); kept: (T, P) bool."""
+    tokens = gram.shape[1]
+    levels = key_levels(tokens, 2.0)
+    reverse_index = torch.arange(tokens - 1, -1, -1, device=gram.device, dtype=torch.float32)
+    keys = quantise(gram.clamp(-1.0, 1.0) + 1.0, levels) * float(tokens) + reverse_index
+    return torch.where(kept.unsqueeze(1), keys, -1.0)
+
+
+def frame_weight(segment_level: torch.Tensor, segment_frames: torch.Tensor, scale: float) -> torch.Tensor:
     """Integer budget weight of each frame (elementwise, float32 holding integers >= 1).
 
-    A segment's share grows with the square root of its total novelty (diminishing returns),
-    and is split over its frames in proportion to their novelty:
-    weight = max(1, round(scale * level / sqrt(segment_total))).
+    Every frame of a segment weighs the square root of the segment's mean novelty level (a new
+    segment's first frame counts as fully novel): busy segments get more tokens per frame than
+    static ones, with diminishing returns. weight = max(1, round(scale * sqrt(total / frames))).
     """
-    return torch.round(novelty_level / segment_total.sqrt() * scale).clamp(min=1.0)
+    return torch.round((segment_level / segment_frames).sqrt() * scale).clamp(min=1.0)
 
 
 def weight_scale(num_tokens: int, novelty_levels: int) -> tuple[int, float]:
     """(max weight, scale) keeping every budget product below 2**24 (exact in float32).
 
     Weights are at most ``(2**24 - 1) // (2 * num_tokens)``; ``frame_weight`` reaches that bound
-    at level / sqrt(total) = sqrt(novelty_levels).
+    for a segment of full novelty (sqrt(total / frames) = sqrt(novelty_levels)).
     """
-    max_weight = (2**24 - 1) // (2 * num_tokens)
+    max_weight = (KEY_LIMIT - 1) // (2 * num_tokens)
     return max_weight, float(torch.tensor(max_weight / novelty_levels**0.5, dtype=torch.float32))
