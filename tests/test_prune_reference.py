@@ -273,6 +273,7 @@ def test_select_tokens_keeps_a_quarter_by_default():
 @pytest.mark.parametrize("total,weights,cap", [
     (9, [100, 10, 1], 4),  # two capping passes: 8.1 > 4, then 5 * 10 / 11 = 4.5 > 4 -> [4, 4, 1]
     (5, [100, 1], 3),  # one free frame of weight 1 takes the rest
+    (8, [100, 1], 5),  # ... 3 of them: floor(3 / 1), no leftover
     (10, [8, 1, 1], 4), (12, [8, 1, 1], 4), (7, [1, 1, 1], 5), (13, [5, 3, 3, 2, 1], 4), (20, [1, 1, 1, 1, 1], 4),
 ])
 def test_graph_allocation_matches_the_reference_water_filling(total, weights, cap):
@@ -295,3 +296,16 @@ def test_graph_segmentation_matches_the_reference(sims, config):
     graph = PruningGraph(len(sims) + 1, 3, 2, 0.5, config)
     starts = graph.segment_starts(similarity)
     assert [t for t in range(len(sims) + 1) if starts[t]] == segment_starts(similarity, len(sims) + 1, config)
+
+
+def test_reference_and_graph_weigh_frames_alike():
+    from mmg_export.prune.reference import frame_weights
+    from mmg_export.prune.scores import token_stats
+
+    video = make_video("cuts", 4, 32, 196, 8)
+    stats = token_stats(video, MMGConfig())
+    graph = PruningGraph(32, 196, 8, 0.25)
+    starts = graph.segment_starts(stats.frame_similarity)
+    segment = (torch.cumsum(starts.long(), 0) - 1).numpy()
+    assert len(set(segment.tolist())) > 1
+    assert frame_weights(stats, segment, MMGConfig()) == graph.frame_weights(stats, starts).long().tolist()

@@ -165,9 +165,13 @@ class PruningGraph(torch.nn.Module):
         return torch.zeros_like(keys).scatter(1, order, position)
 
     def compact(self, keep: torch.Tensor) -> torch.Tensor:
-        """keep: (N,) bool with exactly K True -> (K,) int64 their indices, ascending."""
+        """keep: (N,) bool with exactly K True -> (K,) int64 their indices, ascending.
+
+        Never indexes out of bounds: should non-finite input (NaN or inf tokens, which the deployed
+        graph flags) break the count, surplus tokens land in the discarded slot K.
+        """
         position = torch.cumsum(keep.float(), dim=0) - 1.0
-        slot = torch.where(keep, position, torch.full_like(position, float(self.keep))).long()
+        slot = torch.where(keep, position, torch.full_like(position, float(self.keep))).clamp(max=self.keep).long()
         out = torch.zeros(self.keep + 1, dtype=torch.int64, device=keep.device)
         return out.scatter(0, slot, self.flat_index)[: self.keep]
 
