@@ -43,12 +43,19 @@ class PruningGraph(torch.nn.Module):
         self.gain_levels, self.score_levels = pick_levels(tokens_per_frame)
         frame_index = torch.arange(frames)
         self.register_buffer("frame_index", frame_index, persistent=False)
-        groups = torch.arange(self.config.stride).unsqueeze(1)
-        self.register_buffer("group_mask", (frame_index % self.config.stride == groups).float(), persistent=False)
+        self.register_buffer("rounds_done", self.rounds_done_after_each_pick(frame_index), persistent=False)
         self.register_buffer("token_index", torch.arange(tokens_per_frame), persistent=False)
         self.register_buffer("flat_index", torch.arange(frames * tokens_per_frame), persistent=False)
         gap = (frame_index[:, None] - frame_index[None, :]).abs()
         self.register_buffer("near_cut", (gap > 0) & (gap < self.config.min_segment_frames), persistent=False)
+
+    def rounds_done_after_each_pick(self, frame_index: torch.Tensor) -> torch.Tensor:
+        """(T, rounds * stride) float32: the rounds frame t has picked in after each pick (its group
+        t mod stride picks in pick (round - 1) * stride + group)."""
+        stride, rounds = self.config.stride, self.config.rounds
+        group = (frame_index % stride).unsqueeze(1)
+        pick = torch.arange(rounds * stride)
+        return (pick // stride + (group <= pick % stride).long()).float()
 
     def forward(self, features: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.check(features)
@@ -134,35 +141,33 @@ class PruningGraph(torch.nn.Module):
     def pick_tokens(self, stats: TokenStats, starts: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
         """(T, P) bool: the tokens every frame keeps (see :func:`.reference.pick_tokens`).
 
-        Each of the ``rounds * stride`` picks is batched over all frames: the frames of the
-        group take their ``need`` best candidates, ranked within the frame by unique keys.
+        Each of the ``rounds * stride`` picks is batched over all frames: every frame keeps the
+        tokens of its highest unique keys (kept tokens rank first), as many as it holds after the
+        pick (:meth:`held_after_each_pick`): the frames of the group take their new candidates.
         """
         config = self.config
         reach = band(stats, starts)
-        kept = torch.zeros(self.frames, self.tokens, dtype=torch.bool, device=budget.device)
-        cover = torch.zeros(self.frames, self.tokens, device=budget.device)
-        for round_ in range(1, config.rounds + 1):
-            # floor(budget * r / rounds), off every integer boundary by half a step: exact in float32
-            target = torch.floor((budget.float() * round_ + 0.5) / config.rounds)
-            for group in range(config.stride):
-                if round_ > 1 or group > 0:  # before the first pick nothing is covered
-                    cover = coverage(reach, kept, cover, config.chain_steps)
-                gain_q = quantise(marginal_gain(reach, cover), self.gain_levels)
-                peak = peak_scores(reach.squared_distance, rank_keys(gain_q, kept, -1.0), gain_q)
-                score = quantise(peak, self.score_levels)
-                # kept tokens rank first (key above every candidate): a frame keeps its top `target`
-                score_key = rank_keys(score, kept, float(KEY_LIMIT))
-                kept = kept | (self.rank_in_frame(score_key) < (target * self.group_mask[group]).unsqueeze(1))
-        return kept
+        kept, cover = None, None  # nothing kept or covered before the first pick
+        for pick, held in enumerate(self.held_after_each_pick(budget)):
+            if pick:
+                cover = coverage(reach, kept, torch.zeros_like(kept) if cover is None else cover, config.chain_steps)
+            gain_q = quantise(marginal_gain(reach, cover), self.gain_levels)
+            kept_mask = None if kept is None else kept.bool()
+            peak = peak_scores(reach.squared_distance, rank_keys(gain_q, kept_mask, -1.0), gain_q)
+            score_key = rank_keys(quantise(peak, self.score_levels), kept_mask, float(KEY_LIMIT))
+            order = torch.topk(score_key, self.tokens, dim=1).indices  # within the frame, never over all tokens
+            kept = torch.zeros_like(score_key).scatter(1, order, held)
+        return kept.bool()
 
-    def rank_in_frame(self, keys: torch.Tensor) -> torch.Tensor:
-        """keys: (T, P) unique within each frame -> (T, P) float32 rank (0 = highest key).
+    def held_after_each_pick(self, budget: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """budget: (T,) -> one (T, P) float per pick, 1 at the rank positions (0 = highest key) that
+        frame t holds after the pick: floor(budget * r / rounds), r = the rounds it has picked in.
 
-        A TopK over the P tokens of each frame (k = P, never over all tokens) and its inverse
-        permutation, scattered without reduction."""
-        order = torch.topk(keys, self.tokens, dim=1).indices
-        position = self.token_index.float().expand(self.frames, self.tokens)
-        return torch.zeros_like(keys).scatter(1, order, position)
+        floor((budget * r + 0.5) / rounds) is off every integer boundary by half a step: exact in
+        float32."""
+        held = torch.floor((budget.float().unsqueeze(1) * self.rounds_done + 0.5) / self.config.rounds)
+        by_rank = (self.token_index < held.unsqueeze(2)).float()  # (T, picks, P)
+        return by_rank.reshape(self.frames, -1).split(self.tokens, dim=1)
 
     def compact(self, keep: torch.Tensor) -> torch.Tensor:
         """keep: (N,) bool with exactly K True -> (K,) int64 their indices, ascending.
