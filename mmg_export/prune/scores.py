@@ -45,25 +45,31 @@ def token_stats(features: torch.Tensor, config: MMGConfig) -> TokenStats:
     products neither overflow (features x 1e30) nor underflow (x 1e-30) in float32; cosines then
     come from the two products and the tokens' norms on their diagonal (no unit-token pass).
     """
+    frames = features.shape[0]
     tokens = features.float()
     tiny = torch.finfo(torch.float32).tiny
     largest = torch.maximum(tokens.amax(dim=(0, 1, 2)), -tokens.amin(dim=(0, 1, 2))).clamp(min=tiny)
     scaled32 = tokens / largest
     scaled = scaled32.to(features.dtype)  # the two products below run in the input dtype
-    dot = (scaled @ scaled.transpose(1, 2)).float()
+    columns = scaled.transpose(1, 2)  # (T, D, P)
+    dot = (scaled @ columns).float()
     eye = torch.eye(dot.shape[1], dtype=torch.bool, device=dot.device)
-    norm = torch.where(eye, dot, 0.0).sum(dim=2).clamp(min=tiny).sqrt()
-    gram = dot / (norm.unsqueeze(2) * norm.unsqueeze(1))
-    previous = (scaled[1:] @ scaled[:-1].transpose(1, 2)).float() / (norm[1:].unsqueeze(2) * norm[:-1].unsqueeze(1))
-    previous = torch.cat([torch.zeros_like(gram[:1]), previous])
-    uniqueness = (1.0 - previous.amax(dim=2)).clamp(0.0, 1.0)  # (T, P): share the previous frame lacks
-    uniqueness[0] = 1.0
+    norm = torch.where(eye, dot, 0.0).sum(dim=2, keepdim=True).clamp(min=tiny).sqrt()  # (T, P, 1)
+    norm_row = norm.transpose(1, 2)  # (T, 1, P)
+    gram = dot / (norm * norm_row)
+    # against frame t-1: frame 0 meets itself, then is zeroed (it has no previous frame)
+    frame_index = torch.arange(frames, device=dot.device)
+    earlier = (frame_index - 1).clamp(min=0)
+    previous = (scaled @ columns[earlier]).float() / (norm * norm_row[earlier])
+    previous = torch.where((frame_index == 0).reshape(-1, 1, 1), 0.0, previous)
+    uniqueness = (1.0 - previous.amax(dim=2)).clamp(0.0, 1.0)  # (T, P): share the previous frame lacks (frame 0: 1)
     floor = config.novelty_floor
     novelty = floor + (1.0 - floor) * uniqueness.mean(dim=1)
     # frame embedding: normalised mean of the unit tokens, one (1, P) x (P, D) product per frame
-    frame = torch.nn.functional.normalize((1.0 / norm).unsqueeze(1) @ scaled32, dim=-1).squeeze(1)
+    frame = (1.0 / norm_row) @ scaled32  # (T, 1, D)
+    frame = frame / frame.norm(dim=2, keepdim=True).clamp(min=1e-12)
     return TokenStats(
-        frame_similarity=(frame[:-1] * frame[1:]).sum(dim=-1),
+        frame_similarity=(frame[:-1] * frame[1:]).sum(dim=(1, 2)),
         gram=gram,
         previous=previous,
         novelty_level=torch.round(novelty * config.novelty_levels),
