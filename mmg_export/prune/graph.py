@@ -85,58 +85,59 @@ class PruningGraph(torch.nn.Module):
         return features
 
     def segment_starts(self, similarity: torch.Tensor) -> torch.Tensor:
-        """similarity: (T-1,) -> (T,) bool, True where a segment begins (see the reference)."""
-        frames, shortest = self.frames, self.config.min_segment_frames
-        first = torch.ones(1, dtype=torch.bool, device=similarity.device)
+        """similarity: (T-1,) -> (T,) bool, True where a segment begins (see the reference).
+
+        Row and column t stand for the cut before frame t (frame 0: similarity inf, never a cut).
+        """
+        frames, config = self.frames, self.config
         if frames == 1:
-            return first
-        quantised = quantise(similarity, similarity_levels())
-        pair, column = self.frame_index[: frames - 1], quantised.unsqueeze(1)
-        below = (quantised < column) | ((quantised == column) & (pair < pair.unsqueeze(1)))  # [a, b]: b before a
-        is_median = below.sum(dim=1) == (frames - 2) // 2  # the lower median: rank (n - 1) // 2 of n = T - 1
-        median = torch.where(is_median, quantised, torch.zeros_like(quantised)).sum()
-        threshold = cut_threshold(quantised, median, self.config)
-        # cut t sits before frame t; pad so that row/column t is cut t (t = 0 is never a cut)
-        sim = torch.cat([quantised.new_full((1,), float("inf")), quantised])
+            return torch.ones(1, dtype=torch.bool, device=similarity.device)
         t = self.frame_index
-        candidate = (sim < threshold) & (t >= shortest) & (t <= frames - shortest)
-        stronger = (sim.unsqueeze(1) < sim) | ((sim.unsqueeze(1) == sim) & (t.unsqueeze(1) < t))
-        beaten = (candidate.unsqueeze(1) & self.near_cut & stronger).any(dim=0)
-        local = candidate & ~beaten
-        rank = (local.unsqueeze(1) & stronger).sum(dim=0)
-        cut = local & (rank < self.config.max_segments - 1)
-        return torch.cat([first, cut[1:]])
+        sim = torch.cat([similarity.new_full((1,), float("inf")), quantise(similarity, similarity_levels())])
+        # [u, t]: cut u is stronger than cut t (lower similarity, then lower index), a total order
+        stronger = ((sim.unsqueeze(1) < sim) | ((sim.unsqueeze(1) == sim) & (t.unsqueeze(1) < t))).float()
+        # the lower median of the T-1 similarities has rank (T - 2) // 2 (inf ranks last)
+        median = torch.where(stronger.sum(dim=0) == (frames - 2) // 2, sim, 0.0).sum()
+        candidate = sim < cut_threshold(sim, median, config)
+        shortest = config.min_segment_frames
+        if shortest > 1:  # both sides long enough, and no stronger candidate closer than `shortest`
+            candidate = candidate & (t >= shortest) & (t <= frames - shortest)
+            candidate = candidate & ~(candidate.unsqueeze(1) & self.near_cut & (stronger > 0)).any(dim=0)
+        rank = torch.where(candidate.unsqueeze(1), stronger, 0.0).sum(dim=0)  # stronger candidates
+        return (candidate & (rank < config.max_segments - 1)) | (t == 0)
 
     def frame_weights(self, stats: TokenStats, starts: torch.Tensor) -> torch.Tensor:
         """(T,) float32 integer weights: see :func:`.reference.frame_weights`."""
         if self.config.budget == "uniform":
             return torch.ones(self.frames, device=starts.device)
-        level = torch.where(starts, torch.full_like(stats.novelty_level, self.config.novelty_levels),
-                            stats.novelty_level)
+        level = torch.where(starts, float(self.config.novelty_levels), stats.novelty_level)
         segment = torch.cumsum(starts.float(), dim=0)
         same_segment = segment.unsqueeze(1) == segment
-        total = torch.where(same_segment, level, torch.zeros_like(level)).sum(dim=1)
+        total = torch.where(same_segment, level, 0.0).sum(dim=1)
         return frame_weight(total, same_segment.float().sum(dim=1), self.weight_scale)
+
     def allocate(self, weight: torch.Tensor) -> torch.Tensor:
-        """weight: (T,) integers in float32 -> (T,) int64 budgets summing to K.
+        """weight: (T,) integers in float32 -> (T,) float32 integer budgets summing to K.
 
         Closed form of the reference's water-filling: frame j is capped iff the water level at
-        which it fills, P / w_j, is reachable, i.e. P * sum_i min(w_i, w_j) <= K * w_j.
+        which it fills, P / w_j, is reachable, i.e. P * sum_i min(w_i, w_j) <= K * w_j. The free
+        frames share the rest in proportion to their weights; the leftover units go to the largest
+        remainders, ties to the lower frame.
         """
         cap, total = float(self.tokens), float(self.keep)
         capped = cap * torch.minimum(weight.unsqueeze(1), weight).sum(dim=0) <= total * weight
-        free = ~capped
-        rest = total - cap * capped.float().sum()
-        weight_free = torch.where(free, weight, torch.zeros_like(weight)).sum()
-        share = rest * weight
-        base = torch.floor(share / weight_free.clamp(min=1.0))
-        remainder = torch.where(free, share - weight_free * base, torch.full_like(share, -1.0))
-        leftover = rest - torch.where(free, base, torch.zeros_like(base)).sum()
+        free_weight = torch.where(capped, 0.0, weight)
+        rest = total - torch.where(capped, cap, 0.0).sum()
+        share = rest * free_weight
+        weight_free = free_weight.sum()
+        base = torch.floor(share / weight_free.clamp(min=1.0))  # 0 for capped frames
+        remainder = torch.where(capped, -1.0, share - weight_free * base)  # integers below 2**23
+        leftover = rest - base.sum()
+        # [u, t]: frame u's remainder is larger, or equal and u < t (the half only breaks ties)
         t = self.frame_index
-        ahead = (remainder.unsqueeze(1) > remainder) | ((remainder.unsqueeze(1) == remainder) & (t.unsqueeze(1) < t))
-        rank = (ahead & free.unsqueeze(1)).float().sum(dim=0)
-        budget = torch.where(capped, torch.full_like(base, cap), base + (free & (rank < leftover)).float())
-        return budget.long()
+        ahead = remainder.unsqueeze(1) + 0.5 * (t.unsqueeze(1) < t).float() > remainder
+        rank = ahead.float().sum(dim=0)
+        return torch.where(capped, cap, base + (rank < leftover).float())
 
     def pick_tokens(self, stats: TokenStats, starts: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
         """(T, P) bool: the tokens every frame keeps (see :func:`.reference.pick_tokens`).
@@ -165,7 +166,7 @@ class PruningGraph(torch.nn.Module):
 
         floor((budget * r + 0.5) / rounds) is off every integer boundary by half a step: exact in
         float32."""
-        held = torch.floor((budget.float().unsqueeze(1) * self.rounds_done + 0.5) / self.config.rounds)
+        held = torch.floor((budget.unsqueeze(1) * self.rounds_done + 0.5) / self.config.rounds)
         by_rank = (self.token_index < held.unsqueeze(2)).float()  # (T, picks, P)
         return by_rank.reshape(self.frames, -1).split(self.tokens, dim=1)
 
