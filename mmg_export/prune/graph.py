@@ -50,12 +50,12 @@ class PruningGraph(torch.nn.Module):
         self.register_buffer("near_cut", (gap > 0) & (gap < self.config.min_segment_frames), persistent=False)
 
     def rounds_done_after_each_pick(self, frame_index: torch.Tensor) -> torch.Tensor:
-        """(T, rounds * stride) float32: the rounds frame t has picked in after each pick (its group
+        """(T, rounds * stride, 1) float32: the rounds frame t has picked in after each pick (its group
         t mod stride picks in pick (round - 1) * stride + group)."""
         stride, rounds = self.config.stride, self.config.rounds
         group = (frame_index % stride).unsqueeze(1)
         pick = torch.arange(rounds * stride)
-        return (pick // stride + (group <= pick % stride).long()).float()
+        return (pick // stride + (group <= pick % stride).long()).float().unsqueeze(2)
 
     def forward(self, features: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.check(features)
@@ -66,8 +66,8 @@ class PruningGraph(torch.nn.Module):
         indices = self.compact(keep.reshape(-1))
         flat = features.reshape(-1, self.dim)
         if self.config.merge:
-            flat = self.merge_dropped(features, stats.gram, keep).reshape(-1, self.dim)
-        return flat[indices], indices
+            flat = self.merge_dropped(features, stats.gram, keep.bool()).reshape(-1, self.dim)
+        return torch.nn.functional.embedding(indices, flat), indices  # the rows of flat (one Gather)
 
     def check(self, features: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``features`` as a float tensor of the graph's shape (numpy arrays are wrapped), or one
@@ -140,7 +140,7 @@ class PruningGraph(torch.nn.Module):
         return torch.where(capped, cap, base + (rank < leftover).float())
 
     def pick_tokens(self, stats: TokenStats, starts: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
-        """(T, P) bool: the tokens every frame keeps (see :func:`.reference.pick_tokens`).
+        """(T, P) float32, 1 for the tokens every frame keeps (see :func:`.reference.pick_tokens`).
 
         Each of the ``rounds * stride`` picks is batched over all frames: every frame keeps the
         tokens of its highest unique keys (kept tokens rank first), as many as it holds after the
@@ -158,7 +158,7 @@ class PruningGraph(torch.nn.Module):
             score_key = rank_keys(quantise(peak, self.score_levels), kept_mask, float(KEY_LIMIT))
             order = torch.topk(score_key, self.tokens, dim=1).indices  # within the frame, never over all tokens
             kept = torch.zeros_like(score_key).scatter(1, order, held)
-        return kept.bool()
+        return kept
 
     def held_after_each_pick(self, budget: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """budget: (T,) -> one (T, P) float per pick, 1 at the rank positions (0 = highest key) that
@@ -166,20 +166,20 @@ class PruningGraph(torch.nn.Module):
 
         floor((budget * r + 0.5) / rounds) is off every integer boundary by half a step: exact in
         float32."""
-        held = torch.floor((budget.unsqueeze(1) * self.rounds_done + 0.5) / self.config.rounds)
-        by_rank = (self.token_index < held.unsqueeze(2)).float()  # (T, picks, P)
+        held = torch.floor((budget.reshape(-1, 1, 1) * self.rounds_done + 0.5) / self.config.rounds)
+        by_rank = (self.token_index < held).float()  # (T, picks, P)
         return by_rank.reshape(self.frames, -1).split(self.tokens, dim=1)
 
     def compact(self, keep: torch.Tensor) -> torch.Tensor:
-        """keep: (N,) bool with exactly K True -> (K,) int64 their indices, ascending.
+        """keep: (N,) float32 0/1 with exactly K ones -> (K,) int64 their indices, ascending.
 
-        Never indexes out of bounds: should non-finite input (NaN or inf tokens, which the deployed
-        graph flags) break the count, surplus tokens land in the discarded slot K.
+        The n-th kept token (1-based) goes to slot n of K + 2, every other token to slot 0, which is
+        dropped. Never indexes out of bounds: should non-finite input (NaN or inf tokens, which the
+        deployed graph flags) break the count, surplus tokens land in the dropped slot K + 1.
         """
-        position = torch.cumsum(keep.float(), dim=0) - 1.0
-        slot = torch.where(keep, position, torch.full_like(position, float(self.keep))).clamp(max=self.keep).long()
-        out = torch.zeros(self.keep + 1, dtype=torch.int64, device=keep.device)
-        return out.scatter(0, slot, self.flat_index)[: self.keep]
+        slot = (torch.cumsum(keep, dim=0) * keep).clamp(max=self.keep + 1).long()
+        out = torch.zeros(self.keep + 2, dtype=torch.int64, device=keep.device)
+        return out.scatter(0, slot, self.flat_index)[1: self.keep + 1]
 
     def merge_dropped(self, features: torch.Tensor, gram: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """(T, P, D) where each kept token is the mean of itself and the dropped tokens nearest to it."""

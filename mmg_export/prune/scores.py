@@ -125,10 +125,9 @@ def band(stats: TokenStats, starts: torch.Tensor) -> Band:
     # links to the next frame: frame t+1's links, transposed; the last frame takes links[0] = 0
     to_next = links.transpose(1, 2)[(torch.arange(frames, device=links.device) + 1) % frames]
     identity = torch.eye(tokens, device=links.device).expand(frames, tokens, tokens)
-    squared_distance = (2.0 - 2.0 * stats.gram).clamp(min=0.0)
-    return Band(reach=torch.cat([stats.gram, links, to_next], dim=2).reshape(frames, tokens, 3, tokens),
-                carry=torch.cat([stats.gram, identity, links, to_next], dim=2).reshape(frames, tokens, 4, tokens),
-                squared_distance=squared_distance)
+    carry = torch.cat([stats.gram, identity, links, to_next], dim=2).reshape(frames, tokens, 4, tokens)
+    reach = carry.index_select(2, torch.tensor([0, 2, 3], device=carry.device))  # all but the identity
+    return Band(reach=reach, carry=carry, squared_distance=(2.0 - 2.0 * stats.gram).clamp(min=0.0))
 
 
 def gather_rows(table: torch.Tensor, frames: int, parts: list[tuple[int, int]]) -> torch.Tensor:
