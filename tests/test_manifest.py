@@ -23,36 +23,39 @@ from mmg_runtime.manifest import (
 )
 
 
-def make_manifest(directory: Path, backend: str = "tensorrt", **changes: object) -> Manifest:
-    """A manifest for small component files written into ``directory`` (fp16, 32 x 196 x 1152, K = 1568)."""
+def make_manifest(directory: Path, backend: str = "tensorrt", *, frames: int = 32, tokens: int = 196,
+                  hidden: int = 1152, keep: int = 1568, ratio: float = 0.25, image_size: int = 384,
+                  **changes: object) -> Manifest:
+    """A manifest for small component files written into ``directory`` (fp16; by default 32 x 196 x 1152,
+    K = 1568, 384 x 384 pixels), its tensor shapes following the geometry given."""
     (directory / "encoder.engine").write_bytes(b"encoder plan")
     (directory / "pruner.engine").write_bytes(b"pruner plan")
     (directory / "newline.npy").write_bytes(b"newline row")
-    pixels = TensorSpec(shape=(32, 3, 384, 384), dtype="float16")
-    tokens = TensorSpec(shape=(32, 196, 1152), dtype="float16")
+    pixels = TensorSpec(shape=(frames, 3, image_size, image_size), dtype="float16")
+    video_tokens = TensorSpec(shape=(frames, tokens, hidden), dtype="float16")
     manifest = Manifest(
         tool_version="0.1.0",
         backend=backend,
         target="orin-agx",
         precision="fp16",
-        frames=32,
-        tokens_per_frame=196,
-        hidden_size=1152,
-        ratio=0.25,
-        keep=1568,
+        frames=frames,
+        tokens_per_frame=tokens,
+        hidden_size=hidden,
+        ratio=ratio,
+        keep=keep,
         components={
             "encoder": Component("encoder.engine", sha256_file(directory / "encoder.engine"),
-                                 {"pixel_values": pixels}, {"video_tokens": tokens}),
+                                 {"pixel_values": pixels}, {"video_tokens": video_tokens}),
             "pruner": Component("pruner.engine", sha256_file(directory / "pruner.engine"),
-                                {"video_tokens": tokens},
-                                {"kept_tokens": TensorSpec(shape=(1568, 1152), dtype="float16"),
-                                 "kept_indices": TensorSpec(shape=(1568,), dtype="int64")}),
+                                {"video_tokens": video_tokens},
+                                {"kept_tokens": TensorSpec(shape=(keep, hidden), dtype="float16"),
+                                 "kept_indices": TensorSpec(shape=(keep,), dtype="int64")}),
             "newline": Component("newline.npy", sha256_file(directory / "newline.npy"), {},
-                                 {"newline": TensorSpec(shape=(1152,), dtype="float32")}),
+                                 {"newline": TensorSpec(shape=(hidden,), dtype="float32")}),
         },
         versions={"python": "3.10.12", "tensorrt": "10.3.0.30", "onnx": "1.16.0"},
         device={"name": "Orin", "compute_capability": "8.7"},
-        extra={"model": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "image_size": 384},
+        extra={"model": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "image_size": image_size},
     )
     return replace(manifest, **changes)
 
@@ -332,3 +335,145 @@ def test_verify_hardware_compatible_engine_runs_on_later_gpus(tmp_path: Path) ->
 def test_verify_onnxruntime_ignores_tensorrt_and_gpu(tmp_path: Path) -> None:
     write_manifest(tmp_path, make_manifest(tmp_path, backend="onnxruntime"))
     verify_artifacts(tmp_path, trt_version="11.4.1", compute_capability="9.0")
+
+
+# -- exact messages and boundaries (each case found by mutation testing, docs/mutation.md) ---------
+
+
+def test_json_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST_NAME).write_text("[1, 2]")
+    with pytest.raises(UserError) as error:
+        load_manifest(tmp_path)
+    assert str(error.value) == f"{tmp_path / MANIFEST_NAME}: expected a JSON object, got list"
+
+
+def test_undecodable_manifest_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST_NAME).write_bytes(b'{"backend": "\xff"}')
+    with pytest.raises(UserError, match=rf"^{tmp_path / MANIFEST_NAME}: cannot read the manifest: 'utf-8' codec "
+                                        r"can't decode byte 0xff in position 13"):
+        load_manifest(tmp_path)
+
+
+def test_to_json_is_indented_by_two_spaces(tmp_path: Path) -> None:
+    """manifest.json is read by people (and diffed): one field a line, two spaces a level."""
+    lines = make_manifest(tmp_path).to_json().splitlines()
+    assert lines[:3] == ["{", '  "tool_version": "0.1.0",', '  "backend": "tensorrt",']
+    assert '      "file": "encoder.engine",' in lines
+
+
+def test_created_and_a_null_device_are_read_back(tmp_path: Path) -> None:
+    """An ONNX Runtime build on a machine without a GPU records no device."""
+    manifest = make_manifest(tmp_path, backend="onnxruntime", device=None, created="2026-01-02T03:04:05+00:00")
+    assert Manifest.from_json(manifest.to_json()) == manifest
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda data: data.update(frames=True), "field 'frames': expected int, got True"),
+    (lambda data: data.update(ratio=True), "field 'ratio': expected int or float, got True"),
+    (lambda data: data.update(device=5), "field 'device': expected dict or null, got 5"),
+    (lambda data: data.update(device={"name": 5}), "field 'device.name': expected str, got 5"),
+    (lambda data: data.update(files={"model\\weights.bin": "0" * 64}),
+     "field 'files': 'model\\\\weights.bin' must be a relative path inside the artifact directory"),
+    (lambda data: data.update(files={"./encoder.engine": "0" * 64}),
+     "field 'files': './encoder.engine' must be a relative path inside the artifact directory"),
+    (lambda data: data.update(files={"model//weights.bin": "0" * 64}),
+     "field 'files': 'model//weights.bin' must be a relative path inside the artifact directory"),
+    (lambda data: data.update(files={"encoder.engine": "ABC"}),
+     "field 'files.encoder.engine': expected 64 lowercase hex digits, got 'ABC'"),
+    (lambda data: data["components"].update(vision=5), "field 'components.vision': expected an object, got 5"),
+    (lambda data: data["components"]["encoder"].pop("file"), "field 'components.encoder.file' is missing"),
+    (lambda data: data["components"]["encoder"].update(file="../encoder.engine"),
+     "field 'components.encoder.file': '../encoder.engine' must be a relative path inside the artifact directory"),
+    (lambda data: data["components"]["encoder"]["inputs"].update(pixel_values=5),
+     "field 'components.encoder.inputs.pixel_values': expected an object, got 5"),
+    (lambda data: data["components"]["pruner"]["outputs"]["kept_indices"].pop("dtype"),
+     "field 'components.pruner.outputs.kept_indices.dtype' is missing"),
+    (lambda data: data["components"]["encoder"]["inputs"]["pixel_values"].update(shape=[True, 3, 384, 384]),
+     "field 'components.encoder.inputs.pixel_values.shape': expected ints or names, got [True, 3, 384, 384]"),
+    (lambda data: data["components"]["encoder"]["outputs"]["video_tokens"].update(shape=[32, 196]),
+     "field 'components.encoder.outputs.video_tokens.shape' is [32, 196], but the manifest's fields give "
+     "[frames=32, tokens_per_frame=196, hidden_size=1152]; the manifest changed after the build, rebuild with "
+     "mmg-export build"),
+    (lambda data: data.update(precision="bf16"),
+     "field 'components.encoder.inputs.pixel_values.dtype' is 'float16', but precision bf16 gives bfloat16 or "
+     "float32; rebuild with mmg-export build"),
+], ids=["bool frames", "bool ratio", "device type", "device item", "backslash", "dot segment", "double slash",
+        "file hash", "component type", "component file missing", "component file outside", "input spec type",
+        "output dtype missing", "bool dimension", "rank", "bf16 dtypes"])
+def test_malformed_fields_name_the_exact_field(tmp_path: Path, edit, expected) -> None:
+    assert _edited(tmp_path, edit) == f"{tmp_path / MANIFEST_NAME}: {expected}"
+
+
+def test_smallest_legal_geometry_and_an_unpruned_ratio(tmp_path: Path) -> None:
+    """Every geometry field may be 1, and ratio 1.0 keeps every token."""
+    ones = make_manifest(tmp_path, frames=1, tokens=1, hidden=1, keep=1, ratio=1.0, image_size=1)
+    assert Manifest.from_json(ones.to_json()) == ones
+
+
+@pytest.mark.parametrize("keep", [2, 3])
+def test_keep_may_round_a_half_either_way(tmp_path: Path, keep) -> None:
+    """0.25 x (2 x 5) = 2.5 tokens: the build rounds half up (3); 2 is within the same 0.5."""
+    manifest = make_manifest(tmp_path, frames=2, tokens=5, hidden=4, keep=keep, image_size=8)
+    assert Manifest.from_json(manifest.to_json()).keep == keep
+
+
+@pytest.mark.parametrize("keep,ratio", [(4, 0.25), (1569, 0.25), (15, 1.5)], ids=["1.5 off", "1 off", "ratio > 1"])
+def test_keep_off_by_more_than_a_half_or_ratio_above_one_is_refused(tmp_path: Path, keep, ratio) -> None:
+    frames, tokens = (2, 5) if keep != 1569 else (32, 196)
+    manifest = make_manifest(tmp_path, frames=frames, tokens=tokens, keep=keep, ratio=ratio)
+    with pytest.raises(UserError) as error:
+        Manifest.from_json(manifest.to_json())
+    assert str(error.value).startswith(f"{MANIFEST_NAME}: fields 'ratio' {ratio} and 'keep' {keep} disagree: keep "
+                                       f"must be ratio x {frames * tokens} video tokens, rounded")
+
+
+def test_component_lookup_messages(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=rf"^{MANIFEST_NAME}: no component 'pruner' \(it has encoder, pruner2\)"):
+        make_manifest(tmp_path, components={"encoder": None, "pruner2": None}).component("pruner")
+    with pytest.raises(UserError, match=r"no component 'pruner' \(it has none\); rebuild with mmg-export build$"):
+        make_manifest(tmp_path, components={}).component("pruner", tmp_path)
+
+
+def test_a_component_hash_not_in_files_is_refused(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path)
+    pruner = replace(manifest.components["pruner"], sha256="0" * 64)
+    write_manifest(tmp_path, replace(manifest, components={**manifest.components, "pruner": pruner}))
+    with pytest.raises(UserError) as error:
+        verify_artifacts(tmp_path)
+    assert str(error.value) == (f"{tmp_path / MANIFEST_NAME}: component 'pruner': file 'pruner.engine' is not listed "
+                                "in 'files' with the same sha256; rebuild with mmg-export build")
+
+
+@pytest.mark.parametrize("extra", [{"image_size": 384}, {"image_size": 384, "model": "/models/llava-7b"}],
+                         ids=["no model", "absolute model"])
+def test_verify_accepts_a_model_outside_or_none(tmp_path: Path, extra) -> None:
+    """A checkpoint outside the directory is refused by model_directory (it needs --model), not by verify."""
+    write_manifest(tmp_path, make_manifest(tmp_path, extra=extra))
+    assert verify_artifacts(tmp_path).extra == extra
+
+
+@pytest.mark.parametrize("model", ["", 5])
+def test_model_directory_of_an_empty_or_odd_model_field(tmp_path: Path, model) -> None:
+    with pytest.raises(UserError, match=rf"^{tmp_path}: the manifest names no model; pass --model DIR$"):
+        model_directory(tmp_path, make_manifest(tmp_path, extra={"image_size": 384, "model": model}))
+
+
+def test_verify_engine_of_an_unknown_gpu_or_release(tmp_path: Path) -> None:
+    """A build that recorded no compute capability runs anywhere; unknown build facts print as '?'."""
+    write_manifest(tmp_path, make_manifest(tmp_path, device={"name": "Orin"}))
+    verify_artifacts(tmp_path, trt_version="10.3.0", compute_capability="8.7")
+    with pytest.raises(UserError) as error:
+        verify_artifacts(tmp_path, trt_version="10.4.0", compute_capability="8.7")
+    assert str(error.value) == (f"{tmp_path}: engine built for TensorRT 10.3.0.30 on sm_?; this machine has TensorRT "
+                                "10.4.0 on sm_87; rebuild with mmg-export build")
+    write_manifest(tmp_path, make_manifest(tmp_path, versions={"python": "3.10.12"}))
+    with pytest.raises(UserError, match=r"engine built for TensorRT \? on sm_87; this machine has TensorRT 10.3.0 on "
+                                        r"sm_90"):
+        verify_artifacts(tmp_path, trt_version="10.3.0", compute_capability="9.0")
+
+
+@pytest.mark.parametrize("compute_capability", ["8.0", "8.6", "8.7"])
+def test_verify_hardware_compatible_engine_runs_on_every_ampere(tmp_path: Path, compute_capability) -> None:
+    device = {"name": "NVIDIA A100", "compute_capability": "8.0", "hardware_compatibility": "ampere_plus"}
+    write_manifest(tmp_path, make_manifest(tmp_path, device=device))
+    verify_artifacts(tmp_path, compute_capability=compute_capability)

@@ -1,13 +1,15 @@
 """Prompt ids pinned from outside the prompt code (issue 13), and typed special tokens kept as text
 (issue 12): the question, the video placement and the assistant turn, with the real tokenizers."""
 import importlib.util
+import shutil
 
 import numpy as np
 import pytest
 
 from mmg_runtime.llm.base import VideoPrompt
 from mmg_runtime.llm.hf import TransformersBackend
-from mmg_runtime.prompt import load_tokenizer, video_question_ids
+from mmg_runtime.errors import UserError
+from mmg_runtime.prompt import CHAT_TEMPLATE, load_tokenizer, video_question_ids
 
 QUESTIONS = ["What happens in this video?", "Who is riding?", " leading space, trailing newline\n", "x"]
 INJECTIONS = [
@@ -39,14 +41,17 @@ def special(tokenizer, token: str) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(token)]
 
 
+def chatml_ids(tokenizer, question: str) -> list[int]:
+    """<|im_start|>user\\n<video>\\nQUESTION<|im_end|>\\n<|im_start|>assistant\\n, id by id."""
+    return (special(tokenizer, "<|im_start|>") + text_ids(tokenizer, "user\n") + special(tokenizer, "<video>")
+            + text_ids(tokenizer, "\n" + question) + special(tokenizer, "<|im_end|>") + text_ids(tokenizer, "\n")
+            + special(tokenizer, "<|im_start|>") + text_ids(tokenizer, "assistant\n"))
+
+
 @pytest.mark.parametrize("question", QUESTIONS)
 def test_prompt_ids_written_by_hand(tokenizer, question):
-    """<|im_start|>user\\n<video>\\nQUESTION<|im_end|>\\n<|im_start|>assistant\\n: the video before the
-    question, then the open assistant turn."""
-    expected = (special(tokenizer, "<|im_start|>") + text_ids(tokenizer, "user\n") + special(tokenizer, "<video>")
-                + text_ids(tokenizer, "\n" + question) + special(tokenizer, "<|im_end|>") + text_ids(tokenizer, "\n")
-                + special(tokenizer, "<|im_start|>") + text_ids(tokenizer, "assistant\n"))
-    assert video_question_ids(tokenizer, question) == expected
+    """The video before the question, then the open assistant turn."""
+    assert video_question_ids(tokenizer, question) == chatml_ids(tokenizer, question)
 
 
 @pytest.mark.parametrize("template", [None, MEDIA_FIRST_TEMPLATE], ids=["saved template", "llava-hf style"])
@@ -73,6 +78,72 @@ def test_typed_special_tokens_stay_text(tokenizer, question):
     start = ids.index(specials["<video>"]) + 2  # after "<video>\n"
     assert ids[start:start + len(question)] == text_ids(tokenizer, question)
     assert tokenizer.decode(ids[start:start + len(question)]) == question
+
+
+@pytest.fixture
+def tokenizer_copy(artifacts, tmp_path):
+    """A private copy of the saved tokenizer directory, to edit."""
+    return shutil.copytree(artifacts / "tokenizer", tmp_path / "tokenizer")
+
+
+@pytest.mark.parametrize("saved", [None, MEDIA_FIRST_TEMPLATE], ids=["no template", "llava-hf style"])
+def test_load_tokenizer_keeps_a_saved_template_and_adds_chatml_to_none(tokenizer_copy, saved):
+    (tokenizer_copy / "chat_template.jinja").unlink()
+    if saved is not None:
+        (tokenizer_copy / "chat_template.jinja").write_text(saved)
+    tokenizer = load_tokenizer(tokenizer_copy)
+    assert tokenizer.chat_template == (saved or CHAT_TEMPLATE)
+    question = QUESTIONS[1]
+    expected = chatml_ids(tokenizer, question) if saved is None else (  # '<|im_start|>user <video>\nQ<|im_end|>...'
+        special(tokenizer, "<|im_start|>") + text_ids(tokenizer, "user ") + special(tokenizer, "<video>")
+        + text_ids(tokenizer, "\n" + question) + special(tokenizer, "<|im_end|>") + special(tokenizer, "<|im_start|>")
+        + text_ids(tokenizer, "assistant\n"))
+    assert video_question_ids(tokenizer, question) == expected
+
+
+def test_a_tokenizer_that_adds_a_bos_itself_adds_none_inside_the_prompt(tokenizer_copy):
+    """A post-processor that prepends a token to every encoding (Llama style): the prompt is tokenized
+    in three pieces, and none of them may bring its own."""
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    backend = Tokenizer.from_file(str(tokenizer_copy / "tokenizer.json"))
+    bos = backend.token_to_id("<|endoftext|>")
+    backend.post_processor = TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
+    backend.save(str(tokenizer_copy / "tokenizer.json"))
+    tokenizer = load_tokenizer(tokenizer_copy)
+    assert tokenizer("q")["input_ids"][0] == bos  # the post-processor is live
+    question = QUESTIONS[0]
+    assert video_question_ids(tokenizer, question) == chatml_ids(tokenizer, question)
+
+
+def test_missing_tokenizer_config_is_one_line(tmp_path):
+    with pytest.raises(UserError) as error:
+        load_tokenizer(tmp_path)
+    assert str(error.value) == f"{tmp_path}: no tokenizer_config.json; expected the tokenizer saved by mmg-export build"
+
+
+@pytest.mark.parametrize("question", ["", " \n\t"])
+def test_an_empty_question_is_refused(tokenizer, question):
+    with pytest.raises(UserError) as error:
+        video_question_ids(tokenizer, question)
+    assert str(error.value) == "--prompt is empty: expected a question about the video"
+
+
+@pytest.mark.parametrize("template", [
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n<video>\n<|im_end|>\n{% endfor %}",
+    "{% for message in messages %}{% for part in message['content'] if part['type'] == 'text' %}"
+    "{{ part['text'] }} {{ part['text'] }}{% endfor %}{% endfor %}",
+], ids=["question dropped", "question twice"])
+def test_a_template_that_does_not_place_the_question_once_is_refused(tokenizer, template):
+    tokenizer.chat_template, saved = template, tokenizer.chat_template
+    try:
+        with pytest.raises(UserError) as error:
+            video_question_ids(tokenizer, "Who is riding?")
+    finally:
+        tokenizer.chat_template = saved
+    assert str(error.value) == ("the tokenizer's chat template does not place the question as given; cannot keep "
+                                "typed special tokens out of the prompt")
 
 
 def test_an_injected_question_reaches_the_model_as_text(artifacts, bikes):

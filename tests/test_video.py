@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -16,15 +19,100 @@ from mmg_runtime.errors import UserError
 from mmg_runtime.video import FrameStream, PyAVReader, iter_frames, load_video, sample_frame_indices
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write one (H, W, 3) uint8 image as PNG with PyAV."""
+def write_png(path: Path, picture: np.ndarray) -> None:
+    """Write one (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) gray uint8 image as PNG with PyAV."""
+    pix_fmt = {2: "gray", 3: "rgb24", 4: "rgba"}[picture.shape[2] if picture.ndim == 3 else 2]
     with av.open(str(path), "w", format="image2") as container:
         stream = container.add_stream("png")
-        stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], "rgb24"
-        for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+        stream.width, stream.height, stream.pix_fmt = picture.shape[1], picture.shape[0], pix_fmt
+        for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format=pix_fmt)):
             container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def gradient(index: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:
+    """Frame ``index`` of the test clips, (H, W, 3) uint8 RGB: a gradient shifted by ``index``."""
+    base = np.add.outer(np.arange(size[1]), np.arange(size[0]))
+    return (np.stack([base + index, base * 2 - index, np.full_like(base, index)], axis=-1) % 256).astype(np.uint8)
+
+
+PIX_FMTS = {"libx264": "yuv420p", "mjpeg": "yuvj444p", "ffv1": "bgr0"}  # ffv1 in RGB: lossless
+
+
+def write_clip(path: Path, frames: int, keyint: int = 250, size: tuple[int, int] = (64, 48), *,
+               codec: str = "libx264", pts: list[int] | None = None, audio: bool = False,
+               options: dict[str, str] | None = None) -> Path:
+    """A clip (container from the suffix) whose frame i is ``gradient(i)``, 25 fps.
+
+    libx264: a keyframe every ``keyint`` frames, no B-frames; mjpeg and ffv1 (lossless): every frame a keyframe.
+    pts: the frames' timestamps in 1/25 s (default 0, 1, 2, ...). audio: a silent AAC track beside the
+    video. options: the muxer's, e.g. ``{"movflags": "faststart"}`` (an MP4 with its index up front).
+    """
+    with av.open(str(path), "w", options=options or {}) as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = *size, PIX_FMTS[codec]
+        if codec == "libx264":
+            stream.options = {"g": str(keyint), "keyint_min": str(keyint), "sc_threshold": "0", "bf": "0"}
+        sound = container.add_stream("aac", rate=8000) if audio else None
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(gradient(i, size), format="rgb24").reformat(format=PIX_FMTS[codec])
+            if pts is not None:
+                frame.pts, frame.time_base = pts[i], Fraction(1, 25)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        if sound is not None:
+            for i in range(frames * 320 // 1024 + 1):  # 8000 / 25 = 320 samples a video frame
+                silence = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+                silence.sample_rate, silence.pts = 8000, i * 1024
+                for packet in sound.encode(silence):
+                    container.mux(packet)
+            for packet in sound.encode():
+                container.mux(packet)
+    return path
+
+
+def every_frame(path: Path) -> list[np.ndarray]:
+    """Every frame of the video stream, decoded with PyAV directly, as (H, W, 3) uint8 RGB."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def video_packets(path: Path) -> list[av.Packet]:
+    """The video stream's packets (with data) in file order."""
+    with av.open(str(path)) as container:
+        return [packet for packet in container.demux(video=0) if packet.size]
+
+
+def corrupt_frame(path: Path, index: int) -> Path:
+    """Zero most of video packet ``index``'s payload in place (an MJPEG frame then fails to decode)."""
+    packet = video_packets(path)[index]
+    data = bytearray(path.read_bytes())
+    data[packet.pos + 10:packet.pos + packet.size - 4] = bytes(packet.size - 14)
+    path.write_bytes(data)
+    return path
+
+
+def truncate_after(path: Path, packets: int) -> Path:
+    """Cut a file (with its index up front) after its first ``packets`` video packets: the header still
+    counts every frame, the rest of the data is gone."""
+    first = video_packets(path)[max(packets - 1, 0)]
+    end = first.pos + first.size if packets else first.pos
+    path.write_bytes(path.read_bytes()[:end])
+    return path
+
+
+def write_wav(path: Path) -> Path:
+    """0.1 s of silence: a file FFmpeg opens that holds no video stream."""
+    with av.open(str(path), "w", format="wav") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -64,6 +152,41 @@ def test_sampling_linspace_rule_is_llava_next():
     assert sample_frame_indices(132, 8, "linspace").tolist() == np.linspace(0, 131, 8, dtype=int).tolist()
     with pytest.raises(UserError, match="unknown frame sampling rule 'middle'"):
         sample_frame_indices(132, 8, "middle")
+
+
+@pytest.mark.parametrize(("total", "num", "message"), [
+    (10, 0, "num_frames must be at least 1, got 0"),
+    (0, 4, "cannot sample from a clip of 0 frames: expected at least 1 frame"),
+])
+def test_sampling_refuses_empty_counts(total, num, message):
+    with pytest.raises(UserError) as error:
+        sample_frame_indices(total, num)
+    assert str(error.value) == message
+
+
+def test_next_sample_time_keeps_the_period_or_restarts_after_a_skip():
+    assert video.next_sample_time(0.5, 0.52, 2.0) == 1.0  # frame 13 of 25 fps served the 0.5 s sample
+    assert video.next_sample_time(0.0, 0.5, 2.0) == 1.0  # a frame exactly on time: due again one period later
+    assert video.next_sample_time(0.0, 1.3, 2.0) == 1.8  # the source jumped past 0.5 and 1.0: restart from 1.3
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 1), (4096, 4096), (1, 4096 * 4096)])
+def test_frame_size_limits_accept(width, height):
+    video.check_frame_size("clip.mp4", width, height)
+
+
+@pytest.mark.parametrize(("width", "height", "message"), [
+    (0, 5, "clip.mp4: frames of 0x5 pixels: expected a non-empty picture"),
+    (5, 0, "clip.mp4: frames of 5x0 pixels: expected a non-empty picture"),
+    (4097, 4096, "clip.mp4: frames of 4097x4096 pixels (16.8 MP): expected at most 16.8 MP per frame; downscale the "
+                 "video first"),
+    (5000, 3370, "clip.mp4: frames of 5000x3370 pixels (16.9 MP): expected at most 16.8 MP per frame; downscale the "
+                 "video first"),  # 16.85 MP: rounded up
+])
+def test_frame_size_limits_refuse(width, height, message):
+    with pytest.raises(UserError) as error:
+        video.check_frame_size("clip.mp4", width, height)
+    assert str(error.value) == message
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,6 +234,52 @@ def test_load_array(tmp_path):
     assert load_video(array, num_frames=4).note == ""
 
 
+def test_array_plan_and_defaults():
+    array = np.random.default_rng(1).integers(0, 256, (20, 16, 24, 3), dtype=np.uint8)
+    plan = PyAVReader().open(array, 8)
+    assert (plan.source, plan.total_frames, plan.width, plan.height, plan.fps, plan.note) == (
+        "array(20, 16, 24, 3)", 20, 24, 16, None, "")
+    assert load_video(array).indices.tolist() == (np.arange(32) * 20 // 32).tolist()  # 32 frames by default
+    assert load_video(array[:8], num_frames=8).note == ""  # as many frames as requested: nothing repeated
+    linspace = load_video(array, num_frames=4, rule="linspace")
+    assert linspace.indices.tolist() == [0, 6, 12, 19]
+    np.testing.assert_array_equal(linspace.frames, array[[0, 6, 12, 19]])
+
+
+def test_reader_threads_default_to_every_core():
+    assert PyAVReader().threads == os.cpu_count()
+    assert PyAVReader(threads=3).threads == 3
+
+
+def test_folder_with_fewer_images_than_requested_and_linspace(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        write_png(folder / f"f{i}.png", gradient(i, (8, 6)))
+    clip = load_video(folder, num_frames=4)
+    assert (clip.source, clip.total_frames, clip.indices.tolist()) == (str(folder), 3, [0, 0, 1, 2])
+    assert clip.note == "frames has 3 frames; 4 requested: frames repeated"
+    np.testing.assert_array_equal(clip.frames, np.stack([gradient(i, (8, 6)) for i in (0, 0, 1, 2)]))
+    assert load_video(folder, num_frames=2, rule="linspace").indices.tolist() == [0, 2]
+
+
+def test_gray_and_rgba_images_load_as_rgb(tmp_path):
+    gray = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
+    rgba = np.concatenate([gradient(1, (8, 6)), np.full((6, 8, 1), 128, np.uint8)], axis=2)
+    write_png(tmp_path / "f0.png", gray)
+    write_png(tmp_path / "f1.png", rgba)
+    clip = load_video(tmp_path, num_frames=2)
+    np.testing.assert_array_equal(clip.frames[0], np.repeat(gray[:, :, None], 3, axis=2))
+    np.testing.assert_array_equal(clip.frames[1], rgba[:, :, :3])
+
+
+def test_file_sampled_by_the_linspace_rule(tmp_path):
+    path = write_clip(tmp_path / "short.mp4", frames=60)
+    clip = load_video(path, num_frames=4, rule="linspace")
+    assert clip.indices.tolist() == [0, 19, 39, 59]
+    np.testing.assert_array_equal(clip.frames, np.stack(every_frame(path))[[0, 19, 39, 59]])
+
+
 # ----------------------------------------------------------------------------------------------
 # Errors: each names the input and what was expected
 
@@ -139,13 +308,7 @@ def test_error_zero_frames(tmp_path):
 
 
 def test_error_no_video_stream(tmp_path):
-    wav = tmp_path / "sound.wav"
-    with av.open(str(wav), "w") as container:
-        stream = container.add_stream("pcm_s16le", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
-        frame.sample_rate = 8000
-        for packet in [*stream.encode(frame), *stream.encode()]:
-            container.mux(packet)
+    wav = write_wav(tmp_path / "sound.wav")
     with pytest.raises(UserError, match=r"sound\.wav has no video stream: expected a video file"):
         load_video(wav)
 
@@ -187,6 +350,55 @@ def test_error_num_frames_below_one(tmp_path):
         load_video(np.zeros((2, 4, 4, 3), np.uint8), num_frames=0)
 
 
+@pytest.mark.parametrize(("shape", "message"), [
+    ((0, 4, 4, 3), "video array has 0 frames: expected at least 1"),
+    ((2, 4, 0, 3), "array(2, 4, 0, 3): frames of 0x4 pixels: expected a non-empty picture"),
+    ((2, 0, 4, 3), "array(2, 0, 4, 3): frames of 4x0 pixels: expected a non-empty picture"),
+])
+def test_error_empty_array(shape, message):
+    with pytest.raises(UserError) as error:
+        load_video(np.zeros(shape, np.uint8))
+    assert str(error.value) == message
+
+
+def test_error_empty_folder_lists_the_suffixes(tmp_path):
+    with pytest.raises(UserError) as error:
+        load_video(tmp_path)
+    assert str(error.value) == (f"folder {tmp_path} holds no images: expected frame files (.png, .jpg, .jpeg, .bmp, "
+                                ".webp, .tif, .tiff)")
+
+
+def test_error_an_image_that_is_sound(tmp_path):
+    wav = write_wav(tmp_path / "f0.png")
+    with pytest.raises(UserError) as error:
+        load_video(tmp_path, num_frames=1)
+    assert str(error.value) == f"{wav} has no video stream: expected a video file"
+
+
+def test_error_image_data_that_does_not_decode(tmp_path):
+    """The header (64 x 48) reads, the pixel data (zeroed zlib stream) does not."""
+    write_png(tmp_path / "f0.png", gradient(0))
+    data = (tmp_path / "f0.png").read_bytes()
+    start, end = data.index(b"IDAT") + 4, data.index(b"IEND") - 8  # the pixel data, up to its CRC
+    (tmp_path / "f0.png").write_bytes(data[:start] + bytes(end - start) + data[end:])
+    with pytest.raises(UserError, match=rf"^cannot decode image {re.escape(str(tmp_path / 'f0.png'))}: "):
+        load_video(tmp_path, num_frames=1)
+
+
+@pytest.mark.parametrize("where", ["folder", "file"])
+def test_oversized_frames_name_their_file(tmp_path, monkeypatch, where):
+    """The cap is checked on every image's header, not only the first sampled one's, and on a file's."""
+    monkeypatch.setattr(video, "MAX_FRAME_PIXELS", 64 * 48 - 1)
+    if where == "folder":
+        write_png(tmp_path / "f0.png", gradient(0, (8, 6)))
+        write_png(tmp_path / "f1.png", gradient(1))
+        source, named = tmp_path, tmp_path / "f1.png"
+    else:
+        source = named = write_clip(tmp_path / "clip.mp4", frames=4)
+    with pytest.raises(UserError, match=rf"^{re.escape(str(named))}: frames of 64x48 pixels \(0.0 MP\)"):
+        load_video(source, num_frames=2)
+
+
 def test_video_module_imports_without_torch():
     code = "import sys, mmg_runtime.video; assert 'torch' not in sys.modules and 'PIL' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -216,12 +428,73 @@ def test_frame_stream_samples_in_time(bikes):
     np.testing.assert_array_equal(pairs[1][1].array(), frame13)
 
 
-def test_frame_stream_realtime_paces_at_fps(bikes):
+@pytest.mark.parametrize("entry", ["FrameStream", "iter_frames"])
+def test_frame_stream_realtime_paces_at_fps(bikes, entry):
+    """5 frames of 25 fps take 0.16 s, not less (and not a second a frame: a generous bound, CPU time is tiny)."""
+    frames = FrameStream(str(bikes), realtime=True).iter_frames() if entry == "FrameStream" else \
+        iter_frames(str(bikes), realtime=True)
     start = time.monotonic()
-    stamps = [stamp for _, (stamp, _) in zip(range(5), FrameStream(str(bikes), realtime=True).iter_frames())]
+    stamps = [stamp for _, (stamp, _) in zip(range(5), frames)]
     elapsed = time.monotonic() - start
     assert stamps[-1] == pytest.approx(4 / 25.0)
-    assert elapsed >= 4 / 25.0
+    assert 4 / 25.0 <= elapsed < 2.5
+
+
+def test_frame_stream_is_not_paced_unless_asked(tmp_path):
+    path = write_clip(tmp_path / "gap.mkv", frames=2, codec="ffv1", pts=[0, 250])  # the second frame 10 s later
+    start = time.monotonic()
+    assert [stamp for stamp, _ in iter_frames(str(path))] == [0.0, 10.0]
+    assert time.monotonic() - start < 5.0
+
+
+def test_frame_stream_timestamps_start_at_zero_and_keep_gaps(tmp_path):
+    """A stream whose first frame is at 0.4 s, with two frames missing after the third."""
+    path = write_clip(tmp_path / "gaps.mkv", frames=5, codec="ffv1", pts=[10, 11, 12, 15, 16])
+    pairs = list(iter_frames(str(path)))
+    np.testing.assert_allclose([stamp for stamp, _ in pairs], [0.0, 0.04, 0.08, 0.2, 0.24], atol=1e-9)
+    for i, (_, frame) in enumerate(pairs):
+        np.testing.assert_array_equal(frame.array(), gradient(i))
+
+
+def test_frame_stream_without_timestamps_counts_frames_at_the_rate(tmp_path):
+    """A raw H.264 stream carries no timestamps: frame i is at i / 25 s."""
+    path = write_clip(tmp_path / "raw.h264", frames=6)
+    pairs = list(iter_frames(str(path)))
+    np.testing.assert_allclose([stamp for stamp, _ in pairs], np.arange(6) / 25.0, atol=1e-9)
+    np.testing.assert_array_equal(pairs[5][1].array(), every_frame(path)[5])
+
+
+def test_frame_stream_device_format_and_options(tmp_path):
+    """As for a camera: the demuxer and its options are given (raw RGB frames cannot be probed)."""
+    path = tmp_path / "frames.rgb"
+    path.write_bytes(b"".join(gradient(i, (16, 8)).tobytes() for i in range(3)))
+    with pytest.raises(UserError, match="cannot open video stream"):
+        next(iter_frames(str(path)))
+    stream = FrameStream(str(path), device_format="rawvideo",
+                         options={"video_size": "16x8", "pixel_format": "rgb24", "framerate": "25"})
+    pairs = list(stream.iter_frames())
+    assert [stamp for stamp, _ in pairs] == [0.0, 0.04, 0.08]
+    for i, (_, frame) in enumerate(pairs):
+        np.testing.assert_array_equal(frame.array(), gradient(i, (16, 8)))
+
+
+def test_frame_stream_of_a_clip_with_sound_yields_only_pictures(tmp_path):
+    path = write_clip(tmp_path / "sound.mp4", frames=10, audio=True)
+    pairs = list(iter_frames(str(path)))
+    reference = every_frame(path)
+    assert len(pairs) == len(reference) == 10
+    for (_, frame), expected in zip(pairs, reference, strict=True):
+        np.testing.assert_array_equal(frame.array(), expected)
+
+
+def test_frame_stream_errors_name_the_source(tmp_path):
+    wav = write_wav(tmp_path / "sound.wav")
+    with pytest.raises(UserError) as error:
+        next(iter_frames(str(wav)))
+    assert str(error.value) == f"{wav} has no video stream: expected a video file"
+    broken = corrupt_frame(write_clip(tmp_path / "mjpeg.mkv", frames=30, codec="mjpeg"), 20)
+    with pytest.raises(UserError, match=rf"^cannot decode video stream {re.escape(str(broken))}: .*Invalid data"):
+        list(iter_frames(str(broken)))
 
 
 def test_frame_stream_bad_source(tmp_path):
@@ -233,39 +506,103 @@ def test_frame_stream_bad_source(tmp_path):
 # PyAVReader: one pass, or GOPs from their keyframes
 
 
-def write_clip(path: Path, frames: int, keyint: int, size: tuple[int, int] = (64, 48)) -> Path:
-    """An H.264 clip whose frame i shows a gradient shifted by i (keyframe every ``keyint`` frames)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
-        stream.options = {"g": str(keyint), "keyint_min": str(keyint), "sc_threshold": "0", "bf": "0"}
-        base = np.add.outer(np.arange(size[1]), np.arange(size[0]))
-        for i in range(frames):
-            rgb = (np.stack([base + i, base * 2 - i, np.full_like(base, i)], axis=-1) % 256).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    """400 frames of H.264 (16 s), a keyframe every 10."""
+    return write_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames=400, keyint=10)
 
 
-def every_frame(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-
-
-def test_sparse_sampling_decodes_only_the_gops_it_needs(tmp_path):
-    path = write_clip(tmp_path / "long.mp4", frames=400, keyint=10)
-    reader = PyAVReader(threads=2)
-    plan = reader.open(path, 8)
-    assert plan.indices.tolist() == [0, 50, 100, 150, 200, 250, 300, 350]
+@pytest.mark.parametrize(("rule", "indices", "keyframes"), [
+    ("transformers", [0, 50, 100, 150, 200, 250, 300, 350], [0, 50, 100, 150, 200, 250, 300, 350]),
+    ("linspace", [0, 57, 114, 171, 228, 285, 342, 399], [0, 50, 110, 170, 220, 280, 340, 390]),  # to the last frame
+])
+def test_sparse_sampling_decodes_only_the_gops_it_needs(long_clip, rule, indices, keyframes):
+    reader = PyAVReader(threads=2, rule=rule)
+    plan = reader.open(long_clip, 8)
+    assert plan.indices.tolist() == indices
+    assert (plan.total_frames, plan.fps, plan.note, plan.width, plan.height) == (400, 25.0, "", 64, 48)
     kind, groups, pts = plan.groups
-    assert kind == "gops" and [group[0] for group in groups] == [0, 50, 100, 150, 200, 250, 300, 350]
+    assert kind == "gops" and groups == [(start, index) for start, index in zip(keyframes, indices)]
     assert len(pts) == 400
     decoded = dict((index, frame.array()) for index, frame in reader.frames(plan))
-    reference = every_frame(path)
-    for index in plan.indices.tolist():
+    reference = every_frame(long_clip)
+    assert sorted(decoded) == indices
+    for index in indices:
         np.testing.assert_array_equal(decoded[index], reference[index])
+
+
+def test_gop_groups_by_hand():
+    """Each wanted frame joins the GOP of the last keyframe at or before it; no keyframe at 0: no groups."""
+    assert video._gop_groups([3, 12, 15, 20], [0, 10, 20]) == [(0, 3), (10, 12, 15), (20, 20)]
+    assert video._gop_groups([3], []) is None
+    assert video._gop_groups([3], [2, 10]) is None
+
+
+@pytest.mark.parametrize(("frames", "kind"), [(64, "sequential"), (65, "gops")])
+def test_clips_are_indexed_only_beyond_eight_frames_a_sample(tmp_path, frames, kind):
+    """8 samples of 64 frames (8 a sample): one pass, unindexed, although one-frame GOPs would save;
+    of 65 frames: indexed, and the GOPs are decoded."""
+    plan = PyAVReader().open(write_clip(tmp_path / "clip.mp4", frames=frames, keyint=4), 8)
+    assert plan.groups[0] == kind and plan.total_frames == frames
+
+
+@pytest.mark.parametrize(("frames", "samples", "keyint", "groups", "kind"), [
+    # GOP spans 1 + 2 + 3 + 5 + 6 = 17 frames decoded = half of the 34 a pass to frame 33 decodes: seek
+    (42, 5, 7, [(0, 0), (7, 8), (14, 16), (21, 25), (28, 33)], "gops"),
+    # spans 1 + 3 + 5 + 7 = 16 frames, more than half of 31: one pass
+    (40, 4, 8, [(0, 0), (8, 10), (16, 20), (24, 30)], "sequential"),
+])
+def test_gops_are_decoded_when_that_decodes_at_most_half(tmp_path, frames, samples, keyint, groups, kind):
+    path = write_clip(tmp_path / "clip.mp4", frames=frames, keyint=keyint)
+    plan = PyAVReader().open(path, samples)
+    assert plan.groups[0] == kind
+    if kind == "gops":
+        assert plan.groups[1] == groups
+    assert video._gop_groups(np.unique(plan.indices).tolist(), list(range(0, frames, keyint))) == groups
+
+
+def test_gops_of_a_clip_with_sound(tmp_path):
+    path = write_clip(tmp_path / "sound.mp4", frames=100, keyint=5, audio=True)
+    reader = PyAVReader(threads=2)
+    plan = reader.open(path, 4)
+    assert plan.groups[0] == "gops" and plan.indices.tolist() == [0, 25, 50, 75]
+    decoded = dict((index, frame.array()) for index, frame in reader.frames(plan))
+    reference = every_frame(path)
+    assert sorted(decoded) == [0, 25, 50, 75]
+    for index in decoded:
+        np.testing.assert_array_equal(decoded[index], reference[index])
+
+
+@pytest.mark.parametrize(("samples", "kind", "message"), [
+    (30, "sequential", "at frame 20"),  # every frame wanted: one pass, which stops at the broken frame
+    (3, "gops", "near frame 20"),  # frames 0, 10, 20: each from its own keyframe
+])
+def test_a_frame_that_does_not_decode_is_one_line(tmp_path, samples, kind, message):
+    path = corrupt_frame(write_clip(tmp_path / "mjpeg.mkv", frames=30, codec="mjpeg"), 20)
+    reader = PyAVReader(threads=1)
+    plan = reader.open(path, samples)
+    assert plan.groups[0] == kind
+    with pytest.raises(UserError, match=rf"^cannot decode {re.escape(str(path))} {message}: .*Invalid data"):
+        list(reader.frames(plan))
+
+
+def test_a_file_that_ends_before_its_header_says(tmp_path):
+    """The header counts 60 frames, 26 are there: sampled again over the 26, and said so."""
+    path = truncate_after(write_clip(tmp_path / "cut.mp4", frames=60, options={"movflags": "faststart"}), 26)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 60
+    clip = load_video(path, num_frames=32)
+    assert clip.note == ("cut.mp4: header says 60 frames, 26 decoded; sampled over 26; cut.mp4 has 26 frames; 32 "
+                         "requested: frames repeated")
+    assert clip.total_frames == 26 and clip.indices.tolist() == (np.arange(32) * 26 // 32).tolist()
+    np.testing.assert_array_equal(clip.frames, np.stack(every_frame(path))[clip.indices])
+
+
+def test_a_file_with_no_frame_past_its_header(tmp_path):
+    path = truncate_after(write_clip(tmp_path / "cut.mp4", frames=60, options={"movflags": "faststart"}), 0)
+    with pytest.raises(UserError) as error:
+        load_video(path)
+    assert str(error.value) == f"{path} has no decodable video frames: expected a non-empty video"
 
 
 def test_dense_sampling_decodes_in_one_pass(tmp_path):
