@@ -43,19 +43,12 @@ class PruningGraph(torch.nn.Module):
         self.gain_levels, self.score_levels = pick_levels(tokens_per_frame)
         frame_index = torch.arange(frames)
         self.register_buffer("frame_index", frame_index, persistent=False)
-        self.register_buffer("rounds_done", self.rounds_done_after_each_pick(frame_index), persistent=False)
+        groups = torch.arange(self.config.stride).unsqueeze(1)
+        self.register_buffer("group_mask", (frame_index % self.config.stride == groups).float(), persistent=False)
         self.register_buffer("token_index", torch.arange(tokens_per_frame), persistent=False)
         self.register_buffer("flat_index", torch.arange(frames * tokens_per_frame), persistent=False)
         gap = (frame_index[:, None] - frame_index[None, :]).abs()
         self.register_buffer("near_cut", (gap > 0) & (gap < self.config.min_segment_frames), persistent=False)
-
-    def rounds_done_after_each_pick(self, frame_index: torch.Tensor) -> torch.Tensor:
-        """(T, rounds * stride, 1) float32: the rounds frame t has picked in after each pick (its group
-        t mod stride picks in pick (round - 1) * stride + group)."""
-        stride, rounds = self.config.stride, self.config.rounds
-        group = (frame_index % stride).unsqueeze(1)
-        pick = torch.arange(rounds * stride)
-        return (pick // stride + (group <= pick % stride).long()).float().unsqueeze(2)
 
     def forward(self, features: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.check(features)
@@ -66,8 +59,8 @@ class PruningGraph(torch.nn.Module):
         indices = self.compact(keep.reshape(-1))
         flat = features.reshape(-1, self.dim)
         if self.config.merge:
-            flat = self.merge_dropped(features, stats.gram, keep.bool()).reshape(-1, self.dim)
-        return torch.nn.functional.embedding(indices, flat), indices  # the rows of flat (one Gather)
+            flat = self.merge_dropped(features, stats.gram, keep).reshape(-1, self.dim)
+        return flat[indices], indices
 
     def check(self, features: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``features`` as a float tensor of the graph's shape (numpy arrays are wrapped), or one
@@ -85,101 +78,102 @@ class PruningGraph(torch.nn.Module):
         return features
 
     def segment_starts(self, similarity: torch.Tensor) -> torch.Tensor:
-        """similarity: (T-1,) -> (T,) bool, True where a segment begins (see the reference).
-
-        Row and column t stand for the cut before frame t (frame 0: similarity inf, never a cut).
-        """
-        frames, config = self.frames, self.config
+        """similarity: (T-1,) -> (T,) bool, True where a segment begins (see the reference)."""
+        frames, shortest = self.frames, self.config.min_segment_frames
+        first = torch.ones(1, dtype=torch.bool, device=similarity.device)
         if frames == 1:
-            return torch.ones(1, dtype=torch.bool, device=similarity.device)
+            return first
+        quantised = quantise(similarity, similarity_levels())
+        pair, column = self.frame_index[: frames - 1], quantised.unsqueeze(1)
+        below = (quantised < column) | ((quantised == column) & (pair < pair.unsqueeze(1)))  # [a, b]: b before a
+        is_median = below.sum(dim=1) == (frames - 2) // 2  # the lower median: rank (n - 1) // 2 of n = T - 1
+        median = torch.where(is_median, quantised, torch.zeros_like(quantised)).sum()
+        threshold = cut_threshold(quantised, median, self.config)
+        # cut t sits before frame t; pad so that row/column t is cut t (t = 0 is never a cut)
+        sim = torch.cat([quantised.new_full((1,), float("inf")), quantised])
         t = self.frame_index
-        sim = torch.cat([similarity.new_full((1,), float("inf")), quantise(similarity, similarity_levels())])
-        # [u, t]: cut u is stronger than cut t (lower similarity, then lower index), a total order
-        stronger = ((sim.unsqueeze(1) < sim) | ((sim.unsqueeze(1) == sim) & (t.unsqueeze(1) < t))).float()
-        # the lower median of the T-1 similarities has rank (T - 2) // 2 (inf ranks last)
-        median = torch.where(stronger.sum(dim=0) == (frames - 2) // 2, sim, 0.0).sum()
-        candidate = sim < cut_threshold(sim, median, config)
-        shortest = config.min_segment_frames
-        if shortest > 1:  # both sides long enough, and no stronger candidate closer than `shortest`
-            candidate = candidate & (t >= shortest) & (t <= frames - shortest)
-            candidate = candidate & ~(candidate.unsqueeze(1) & self.near_cut & (stronger > 0)).any(dim=0)
-        rank = torch.where(candidate.unsqueeze(1), stronger, 0.0).sum(dim=0)  # stronger candidates
-        return (candidate & (rank < config.max_segments - 1)) | (t == 0)
+        candidate = (sim < threshold) & (t >= shortest) & (t <= frames - shortest)
+        stronger = (sim.unsqueeze(1) < sim) | ((sim.unsqueeze(1) == sim) & (t.unsqueeze(1) < t))
+        beaten = (candidate.unsqueeze(1) & self.near_cut & stronger).any(dim=0)
+        local = candidate & ~beaten
+        rank = (local.unsqueeze(1) & stronger).sum(dim=0)
+        cut = local & (rank < self.config.max_segments - 1)
+        return torch.cat([first, cut[1:]])
 
     def frame_weights(self, stats: TokenStats, starts: torch.Tensor) -> torch.Tensor:
         """(T,) float32 integer weights: see :func:`.reference.frame_weights`."""
         if self.config.budget == "uniform":
             return torch.ones(self.frames, device=starts.device)
-        level = torch.where(starts, float(self.config.novelty_levels), stats.novelty_level)
+        level = torch.where(starts, torch.full_like(stats.novelty_level, self.config.novelty_levels),
+                            stats.novelty_level)
         segment = torch.cumsum(starts.float(), dim=0)
         same_segment = segment.unsqueeze(1) == segment
-        total = torch.where(same_segment, level, 0.0).sum(dim=1)
+        total = torch.where(same_segment, level, torch.zeros_like(level)).sum(dim=1)
         return frame_weight(total, same_segment.float().sum(dim=1), self.weight_scale)
-
     def allocate(self, weight: torch.Tensor) -> torch.Tensor:
-        """weight: (T,) integers in float32 -> (T,) float32 integer budgets summing to K.
+        """weight: (T,) integers in float32 -> (T,) int64 budgets summing to K.
 
         Closed form of the reference's water-filling: frame j is capped iff the water level at
-        which it fills, P / w_j, is reachable, i.e. P * sum_i min(w_i, w_j) <= K * w_j. The free
-        frames share the rest in proportion to their weights; the leftover units go to the largest
-        remainders, ties to the lower frame.
+        which it fills, P / w_j, is reachable, i.e. P * sum_i min(w_i, w_j) <= K * w_j.
         """
         cap, total = float(self.tokens), float(self.keep)
         capped = cap * torch.minimum(weight.unsqueeze(1), weight).sum(dim=0) <= total * weight
-        free_weight = torch.where(capped, 0.0, weight)
-        rest = total - torch.where(capped, cap, 0.0).sum()
-        share = rest * free_weight
-        weight_free = free_weight.sum()
-        base = torch.floor(share / weight_free.clamp(min=1.0))  # 0 for capped frames
-        remainder = torch.where(capped, -1.0, share - weight_free * base)  # integers below 2**23
-        leftover = rest - base.sum()
-        # [u, t]: frame u's remainder is larger, or equal and u < t (the half only breaks ties)
+        free = ~capped
+        rest = total - cap * capped.float().sum()
+        weight_free = torch.where(free, weight, torch.zeros_like(weight)).sum()
+        share = rest * weight
+        base = torch.floor(share / weight_free.clamp(min=1.0))
+        remainder = torch.where(free, share - weight_free * base, torch.full_like(share, -1.0))
+        leftover = rest - torch.where(free, base, torch.zeros_like(base)).sum()
         t = self.frame_index
-        ahead = remainder.unsqueeze(1) + 0.5 * (t.unsqueeze(1) < t).float() > remainder
-        rank = ahead.float().sum(dim=0)
-        return torch.where(capped, cap, base + (rank < leftover).float())
+        ahead = (remainder.unsqueeze(1) > remainder) | ((remainder.unsqueeze(1) == remainder) & (t.unsqueeze(1) < t))
+        rank = (ahead & free.unsqueeze(1)).float().sum(dim=0)
+        budget = torch.where(capped, torch.full_like(base, cap), base + (free & (rank < leftover)).float())
+        return budget.long()
 
     def pick_tokens(self, stats: TokenStats, starts: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
-        """(T, P) float32, 1 for the tokens every frame keeps (see :func:`.reference.pick_tokens`).
+        """(T, P) bool: the tokens every frame keeps (see :func:`.reference.pick_tokens`).
 
-        Each of the ``rounds * stride`` picks is batched over all frames: every frame keeps the
-        tokens of its highest unique keys (kept tokens rank first), as many as it holds after the
-        pick (:meth:`held_after_each_pick`): the frames of the group take their new candidates.
+        Each of the ``rounds * stride`` picks is batched over all frames: the frames of the
+        group take their ``need`` best candidates, ranked within the frame by unique keys.
         """
         config = self.config
         reach = band(stats, starts)
-        kept, cover = None, None  # nothing kept or covered before the first pick
-        for pick, held in enumerate(self.held_after_each_pick(budget)):
-            if pick:
-                cover = coverage(reach, kept, torch.zeros_like(kept) if cover is None else cover, config.chain_steps)
-            gain_q = quantise(marginal_gain(reach, cover), self.gain_levels)
-            kept_mask = None if kept is None else kept.bool()
-            peak = peak_scores(reach.squared_distance, rank_keys(gain_q, kept_mask, -1.0), gain_q)
-            score_key = rank_keys(quantise(peak, self.score_levels), kept_mask, float(KEY_LIMIT))
-            order = torch.topk(score_key, self.tokens, dim=1).indices  # within the frame, never over all tokens
-            kept = torch.zeros_like(score_key).scatter(1, order, held)
+        kept = torch.zeros(self.frames, self.tokens, dtype=torch.bool, device=budget.device)
+        cover = torch.zeros(self.frames, self.tokens, device=budget.device)
+        for round_ in range(1, config.rounds + 1):
+            # floor(budget * r / rounds), off every integer boundary by half a step: exact in float32
+            target = torch.floor((budget.float() * round_ + 0.5) / config.rounds)
+            for group in range(config.stride):
+                if round_ > 1 or group > 0:  # before the first pick nothing is covered
+                    cover = coverage(reach, kept, cover, config.chain_steps)
+                gain_q = quantise(marginal_gain(reach, cover), self.gain_levels)
+                peak = peak_scores(reach.squared_distance, rank_keys(gain_q, kept, -1.0), gain_q)
+                score = quantise(peak, self.score_levels)
+                # kept tokens rank first (key above every candidate): a frame keeps its top `target`
+                score_key = rank_keys(score, kept, float(KEY_LIMIT))
+                kept = kept | (self.rank_in_frame(score_key) < (target * self.group_mask[group]).unsqueeze(1))
         return kept
 
-    def held_after_each_pick(self, budget: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """budget: (T,) -> one (T, P) float per pick, 1 at the rank positions (0 = highest key) that
-        frame t holds after the pick: floor(budget * r / rounds), r = the rounds it has picked in.
+    def rank_in_frame(self, keys: torch.Tensor) -> torch.Tensor:
+        """keys: (T, P) unique within each frame -> (T, P) float32 rank (0 = highest key).
 
-        floor((budget * r + 0.5) / rounds) is off every integer boundary by half a step: exact in
-        float32."""
-        held = torch.floor((budget.reshape(-1, 1, 1) * self.rounds_done + 0.5) / self.config.rounds)
-        by_rank = (self.token_index < held).float()  # (T, picks, P)
-        return by_rank.reshape(self.frames, -1).split(self.tokens, dim=1)
+        A TopK over the P tokens of each frame (k = P, never over all tokens) and its inverse
+        permutation, scattered without reduction."""
+        order = torch.topk(keys, self.tokens, dim=1).indices
+        position = self.token_index.float().expand(self.frames, self.tokens)
+        return torch.zeros_like(keys).scatter(1, order, position)
 
     def compact(self, keep: torch.Tensor) -> torch.Tensor:
-        """keep: (N,) float32 0/1 with exactly K ones -> (K,) int64 their indices, ascending.
+        """keep: (N,) bool with exactly K True -> (K,) int64 their indices, ascending.
 
-        The n-th kept token (1-based) goes to slot n of K + 2, every other token to slot 0, which is
-        dropped. Never indexes out of bounds: should non-finite input (NaN or inf tokens, which the
-        deployed graph flags) break the count, surplus tokens land in the dropped slot K + 1.
+        Never indexes out of bounds: should non-finite input (NaN or inf tokens, which the deployed
+        graph flags) break the count, surplus tokens land in the discarded slot K.
         """
-        slot = (torch.cumsum(keep, dim=0) * keep).clamp(max=self.keep + 1).long()
-        out = torch.zeros(self.keep + 2, dtype=torch.int64, device=keep.device)
-        return out.scatter(0, slot, self.flat_index)[1: self.keep + 1]
+        position = torch.cumsum(keep.float(), dim=0) - 1.0
+        slot = torch.where(keep, position, torch.full_like(position, float(self.keep))).clamp(max=self.keep).long()
+        out = torch.zeros(self.keep + 1, dtype=torch.int64, device=keep.device)
+        return out.scatter(0, slot, self.flat_index)[: self.keep]
 
     def merge_dropped(self, features: torch.Tensor, gram: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """(T, P, D) where each kept token is the mean of itself and the dropped tokens nearest to it."""

@@ -45,31 +45,25 @@ def token_stats(features: torch.Tensor, config: MMGConfig) -> TokenStats:
     products neither overflow (features x 1e30) nor underflow (x 1e-30) in float32; cosines then
     come from the two products and the tokens' norms on their diagonal (no unit-token pass).
     """
-    frames = features.shape[0]
     tokens = features.float()
     tiny = torch.finfo(torch.float32).tiny
     largest = torch.maximum(tokens.amax(dim=(0, 1, 2)), -tokens.amin(dim=(0, 1, 2))).clamp(min=tiny)
     scaled32 = tokens / largest
     scaled = scaled32.to(features.dtype)  # the two products below run in the input dtype
-    columns = scaled.transpose(1, 2)  # (T, D, P)
-    dot = (scaled @ columns).float()
+    dot = (scaled @ scaled.transpose(1, 2)).float()
     eye = torch.eye(dot.shape[1], dtype=torch.bool, device=dot.device)
-    norm = torch.where(eye, dot, 0.0).sum(dim=2, keepdim=True).clamp(min=tiny).sqrt()  # (T, P, 1)
-    norm_row = norm.transpose(1, 2)  # (T, 1, P)
-    gram = dot / (norm * norm_row)
-    # against frame t-1: frame 0 meets itself, then is zeroed (it has no previous frame)
-    frame_index = torch.arange(frames, device=dot.device)
-    earlier = (frame_index - 1).clamp(min=0)
-    previous = (scaled @ columns[earlier]).float() / (norm * norm_row[earlier])
-    previous = torch.where((frame_index == 0).reshape(-1, 1, 1), 0.0, previous)
-    uniqueness = (1.0 - previous.amax(dim=2)).clamp(0.0, 1.0)  # (T, P): share the previous frame lacks (frame 0: 1)
+    norm = torch.where(eye, dot, 0.0).sum(dim=2).clamp(min=tiny).sqrt()
+    gram = dot / (norm.unsqueeze(2) * norm.unsqueeze(1))
+    previous = (scaled[1:] @ scaled[:-1].transpose(1, 2)).float() / (norm[1:].unsqueeze(2) * norm[:-1].unsqueeze(1))
+    previous = torch.cat([torch.zeros_like(gram[:1]), previous])
+    uniqueness = (1.0 - previous.amax(dim=2)).clamp(0.0, 1.0)  # (T, P): share the previous frame lacks
+    uniqueness[0] = 1.0
     floor = config.novelty_floor
     novelty = floor + (1.0 - floor) * uniqueness.mean(dim=1)
     # frame embedding: normalised mean of the unit tokens, one (1, P) x (P, D) product per frame
-    frame = (1.0 / norm_row) @ scaled32  # (T, 1, D)
-    frame = frame / frame.norm(dim=2, keepdim=True).clamp(min=1e-12)
+    frame = torch.nn.functional.normalize((1.0 / norm).unsqueeze(1) @ scaled32, dim=-1).squeeze(1)
     return TokenStats(
-        frame_similarity=(frame[:-1] * frame[1:]).sum(dim=(1, 2)),
+        frame_similarity=(frame[:-1] * frame[1:]).sum(dim=-1),
         gram=gram,
         previous=previous,
         novelty_level=torch.round(novelty * config.novelty_levels),
@@ -102,40 +96,27 @@ def cut_threshold(similarity_q: torch.Tensor, median_q: torch.Tensor, config: MM
 class Band(NamedTuple):
     """Similarities of every token to the tokens of its own frame and of its linked neighbours.
 
-    The blocks stand side by side on axis 2, so that one product with weights gathered from (T, P)
-    per-token values (:func:`gather_rows`) reaches all of them at once. The links are 0 across a
-    cut and past either end of the video (there is no frame -1 or T), whatever weight meets them.
-
-    reach: (T, P, 3, P) reach[t, i, b, j]: similarity of token i of frame t to token j of frame t
-        (b = 0), of frame t-1 (b = 1) and of frame t+1 (b = 2) (links: clamped at 0).
-    carry: (T, P, 4, P) [similarity within the frame, identity, link to t-1, link to t+1]: one
-        coverage step takes the largest product with [kept, cover, cover of t-1, cover of t+1].
+    reach: (T, P, 3P) reach[t, i] = similarities of token i of frame t to the tokens of frame t,
+        of frame t-1 and of frame t+1 (neighbour parts clamped at 0, and 0 across a cut).
     squared_distance: (T, P, P) ||u_i - u_j||^2 = 2 - 2 cos of the unit tokens of one frame.
     """
 
     reach: torch.Tensor
-    carry: torch.Tensor
     squared_distance: torch.Tensor
 
 
 def band(stats: TokenStats, starts: torch.Tensor) -> Band:
     """The :class:`Band` of a video whose segments begin where ``starts`` (T,) bool is True."""
-    frames, tokens = stats.gram.shape[:2]
-    links = torch.where(starts.reshape(-1, 1, 1), 0.0, stats.previous.clamp(min=0.0))  # links[0] = 0
-    # links to the next frame: frame t+1's links, transposed; the last frame takes links[0] = 0
-    to_next = links.transpose(1, 2)[(torch.arange(frames, device=links.device) + 1) % frames]
-    identity = torch.eye(tokens, device=links.device).expand(frames, tokens, tokens)
-    carry = torch.cat([stats.gram, identity, links, to_next], dim=2).reshape(frames, tokens, 4, tokens)
-    reach = carry.index_select(2, torch.tensor([0, 2, 3], device=carry.device))  # all but the identity
-    return Band(reach=reach, carry=carry, squared_distance=(2.0 - 2.0 * stats.gram).clamp(min=0.0))
+    links = torch.where(starts.reshape(-1, 1, 1), torch.zeros_like(stats.previous), stats.previous.clamp(min=0.0))
+    to_next = torch.cat([links[1:].transpose(1, 2), torch.zeros_like(links[:1])])
+    squared_distance = (2.0 - 2.0 * stats.gram).clamp(min=0.0)
+    return Band(reach=torch.cat([stats.gram, links, to_next], dim=2), squared_distance=squared_distance)
 
 
-def gather_rows(table: torch.Tensor, frames: int, parts: list[tuple[int, int]]) -> torch.Tensor:
-    """(T, 1, len(parts), P) rows of ``table`` (stacked (T, P) values): part (offset, shift) is row
-    offset + t + shift for frame t, clamped to the video (a missing neighbour meets a 0 link)."""
-    t = torch.arange(frames, device=table.device)
-    rows = torch.stack([offset + (t + shift).clamp(0, frames - 1) for offset, shift in parts], dim=1)
-    return table[rows.unsqueeze(1)]
+def _with_neighbours(values: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """(T, P) values, (T, P) own part -> (T, 3P): [own[t], values[t-1], values[t+1]] (0 past the ends)."""
+    padded = torch.nn.functional.pad(values, (0, 0, 1, 1))
+    return torch.cat([own, padded[:-2], padded[2:]], dim=1)
 
 
 def coverage(band: Band, kept: torch.Tensor, carried: torch.Tensor, steps: int) -> torch.Tensor:
@@ -145,31 +126,27 @@ def coverage(band: Band, kept: torch.Tensor, carried: torch.Tensor, steps: int) 
     through the neighbouring frames: cover_t(i) >= link(i, j) * cover_{t+-1}(j) for every token j
     of frame t-1 or t+1, so a kept token's reach decays with every frame it is carried.
     ``carried`` (T, P) is the coverage before (it only grows as tokens are kept). Each of the
-    ``steps`` steps carries coverage one frame further (the first also adds the kept tokens); with
-    0 steps only the kept tokens of the same frame count. kept: (T, P) bool or 0/1 float.
+    ``steps`` steps adds the kept tokens and carries coverage one frame further; with 0 steps only
+    the kept tokens of the same frame count. kept: (T, P) bool.
     """
-    frames = kept.shape[0]
-    table = torch.cat([kept.float(), carried])  # rows: kept of frame t, then cover of frame t
-    if not steps:
-        return (band.carry[:, :, :2] * gather_rows(table, frames, [(0, 0), (frames, 0)])).amax(dim=(2, 3))
-    weight = gather_rows(table, frames, [(0, 0), (frames, 0), (frames, -1), (frames, 1)])
-    cover = (band.carry * weight).amax(dim=(2, 3))
-    for _ in range(steps - 1):  # the kept tokens are in cover already: identity and links only
-        cover = (band.carry[:, :, 1:] * gather_rows(cover, frames, [(0, 0), (0, -1), (0, 1)])).amax(dim=(2, 3))
+    kept = kept.float()
+    cover = carried
+    for _ in range(max(steps, 1)):
+        neighbours = cover if steps else torch.zeros_like(cover)
+        weight = _with_neighbours(neighbours, kept).unsqueeze(1)
+        cover = torch.maximum(cover, (band.reach * weight).amax(dim=2))
     return cover
 
 
-def marginal_gain(band: Band, cover: torch.Tensor | None) -> torch.Tensor:
+def marginal_gain(band: Band, cover: torch.Tensor) -> torch.Tensor:
     """(T, P) facility-location gain of keeping each token, in [0, 3P].
 
     gain(j) = sum over the tokens i of the frame and of its linked neighbour frames of
     max(0, sim(i, j) - cover(i)): how much keeping j would raise the best similarity of every
-    token near it in time to a kept token. ``cover`` None: nothing is covered yet.
+    token near it in time to a kept token.
     """
-    room = band.reach  # [t, j, b, i]: sim(i, j) - cover(i)
-    if cover is not None:
-        room = room - gather_rows(cover, cover.shape[0], [(0, 0), (0, -1), (0, 1)])
-    return room.clamp(min=0.0).sum(dim=(2, 3))
+    room = band.reach - _with_neighbours(cover, cover).unsqueeze(1)  # [t, j, i]: sim(i, j) - cover(i)
+    return room.clamp_(min=0.0).sum(dim=2)
 
 
 def key_levels(tokens: int, largest: float) -> float:
@@ -196,16 +173,15 @@ def pick_levels(tokens: int) -> tuple[float, float]:
     return min(GAIN_LEVELS, key_levels(tokens, 3.0 * tokens)), SCORE_LEVELS
 
 
-def rank_keys(values_q: torch.Tensor, kept: torch.Tensor | None, kept_key: float) -> torch.Tensor:
+def rank_keys(values_q: torch.Tensor, kept: torch.Tensor, kept_key: float) -> torch.Tensor:
     """(T, P) unique float32 integer keys: quantised value first, then the lower token index.
 
-    values_q: (T, P) quantised values >= 0; kept tokens (T, P) bool get ``kept_key`` instead (-1
-    puts them below every candidate, KEY_LIMIT above); ``kept`` None: nothing is kept yet.
+    values_q: (T, P) quantised values >= 0; kept tokens get ``kept_key`` instead (-1 puts them
+    below every candidate, KEY_LIMIT above).
     """
     tokens = values_q.shape[1]
     reverse_index = torch.arange(tokens - 1, -1, -1, device=values_q.device, dtype=torch.float32)
-    keys = values_q * float(tokens) + reverse_index
-    return keys if kept is None else torch.where(kept, kept_key, keys)
+    return torch.where(kept, kept_key, values_q * float(tokens) + reverse_index)
 
 
 def peak_scores(squared_distance: torch.Tensor, gain_key: torch.Tensor, gain_q: torch.Tensor) -> torch.Tensor:
