@@ -1,4 +1,4 @@
-"""Shared helpers of the GPU benchmarks (bench_e2e.py, bench_pruner.py, bench_prefill.py).
+"""Shared helpers of the GPU benchmarks (bench_e2e.py, bench_pruner.py, bench_server.py, bench_cpu.py, gpu_parity.py).
 
 * ``setup_path()``: makes ``mmg_export`` (repo root) and ``mmg_runtime`` (folder ``runtime/``)
   importable when the package is not pip-installed (as on the GPU machine).
@@ -67,39 +67,6 @@ def time_cuda_events(fn: Callable[[], object], iterations: int, warmup: int) -> 
     return summarize([s.elapsed_time(e) for s, e in pairs])
 
 
-def time_interleaved(fns: dict, iterations: int, warmup: int, cuda: bool) -> dict:
-    """Time several callables in turn within each iteration (CUDA events on a GPU, host clock on the
-    CPU), so that clock and thermal drift hit them alike; returns {name: summary}."""
-    import torch
-
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    if cuda:
-        torch.cuda.synchronize()
-    times: dict = {name: [] for name in fns}
-    pending = []
-    for i in range(iterations):
-        names = list(fns)
-        names = names[i % len(names):] + names[:i % len(names)]
-        for name in names:
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fns[name]()
-                end.record()
-                pending.append((name, start, end))
-            else:
-                t0 = time.perf_counter()
-                fns[name]()
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    if cuda:
-        torch.cuda.synchronize()
-        for name, start, end in pending:
-            times[name].append(start.elapsed_time(end))
-    return {name: summarize(values) for name, values in times.items()}
-
-
 def time_wall(fn: Callable[[], object], iterations: int, warmup: int, cuda: bool) -> dict:
     """Time ``fn`` with the host clock; with ``cuda`` each call ends with torch.cuda.synchronize()."""
     import torch
@@ -117,15 +84,6 @@ def time_wall(fn: Callable[[], object], iterations: int, warmup: int, cuda: bool
         call()
         times.append((time.perf_counter() - t0) * 1e3)
     return summarize(times)
-
-
-def time_wall_adaptive(fn: Callable[[], object], iterations: int, warmup: int, cuda: bool,
-                       slow_ms: float = 1000.0) -> dict:
-    """time_wall, but after one probe call taking over ``slow_ms`` only 3 runs (a CPU fallback)."""
-    probe = time_wall(fn, 1, 0, cuda)
-    if probe["median_ms"] > slow_ms:
-        return time_wall(fn, 3, 0, cuda)
-    return time_wall(fn, iterations, warmup, cuda)
 
 
 def time_any(fn: Callable[[], object], iterations: int, warmup: int, cuda: bool) -> dict:
@@ -147,24 +105,6 @@ def make_video(frames: int, tokens: int, dim: int, seed: int):
     x += 0.35 * torch.randn(frames, tokens, dim, generator=g)
     x *= torch.linspace(0.5, 1.5, frames).view(frames, 1, 1) ** 0.5
     return x
-
-
-def capture_graph(fn, static_input):
-    """Warm up on a side stream, capture one call of ``fn(static_input)``; return (graph, outputs)."""
-    import torch
-
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn(static_input)
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outputs = fn(static_input)
-    torch.cuda.synchronize()
-    return graph, outputs
 
 
 def ort_profile_summary(profile_file: str, skip_runs: int = 1) -> dict:
@@ -260,26 +200,3 @@ def write_json(path: str | None, payload: dict) -> None:
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(payload, indent=2, default=str))
-
-
-def kernel_table(prof, calls: int = 1, limit: int = 15) -> tuple[str, float, float]:
-    """Markdown table of the GPU kernels (and memcpy/memset) in a torch.profiler run of ``calls``
-    forward passes: (table, launches per call, kernel ms per call)."""
-    from torch.autograd import DeviceType
-
-    rows = []
-    for avg in prof.key_averages():
-        if avg.device_type != DeviceType.CUDA:
-            continue
-        total = getattr(avg, "device_time_total", None)
-        if total is None:
-            total = getattr(avg, "cuda_time_total", 0.0)
-        rows.append((avg.key, avg.count / calls, total / 1e3 / calls))
-    rows.sort(key=lambda row: -row[2])
-    launches = sum(row[1] for row in rows)
-    total_ms = sum(row[2] for row in rows)
-    table = markdown_table(
-        ["kernel", "launches/call", "ms/call", "share"],
-        [(name[:100].replace("|", "/"), f"{count:g}", total, f"{100 * total / max(total_ms, 1e-9):.1f} %")
-         for name, count, total in rows[:limit]])
-    return table, launches, total_ms
