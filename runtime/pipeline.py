@@ -275,7 +275,7 @@ class Pipeline:
 
             with warm_up_file() as path:
                 if path is not None:
-                    list(self.reader.frames(self.reader.open(path, min(self.frames, 24))))
+                    self.reader.warm_up(path)
 
 
 
