@@ -7,7 +7,8 @@ opened with ``mmg_runtime.sessions.OrtSession`` exactly as the pipeline opens it
 bound to device tensors; timed with the host clock around each synchronous run (ONNX Runtime waits
 for the GPU before returning). Eager: CUDA events. Medians over --iterations after --warmup, on
 video-like features (``make_video``); "same idx" compares the deployed graph's kept indices with
-eager's on the same input. --profile adds ONNX Runtime's per-operator profile (no CUDA graph).
+eager's on the same input. --profile adds the GPU kernel time of the deployed runs (CUPTI through
+torch.profiler: ONNX Runtime's own profile times kernel launches on the host, not the GPU).
 
 GPU:   python scripts/bench_pruner.py --out-dir $OUT
 Smoke: python scripts/bench_pruner.py --smoke      (tiny sizes on the CPU)
@@ -18,8 +19,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _bench_common import (environment, make_video, markdown_table, ort_profile_summary, print_environment, setup_path,
-                           time_any, write_json)
+from _bench_common import environment, make_video, markdown_table, print_environment, setup_path, time_any, write_json
 
 setup_path()
 
@@ -62,22 +62,27 @@ def measure(args, frames: int, precision: str, scratch: Path, cuda: bool) -> dic
     row = {"frames": frames, "precision": precision, "K": keep, "deployed_ms": deployed["median_ms"],
            "deployed_p90_ms": deployed["p90_ms"], "eager_ms": eager["median_ms"], "providers": session.providers,
            "same_idx": outputs["kept_indices"].numpy().tolist() == expected.cpu().tolist()}
-    if args.profile:
-        row["profile"] = profile(path, providers, inputs, outputs)
+    if args.profile and cuda:
+        row["profile"] = kernel_profile(session, inputs, outputs)
     return row
 
 
-def profile(path: Path, providers: list, inputs: dict, outputs: dict) -> dict:
-    """ONNX Runtime's own per-operator profile of 10 runs (plain session: a CUDA graph hides the nodes)."""
-    import onnxruntime
+def kernel_profile(session: OrtSession, inputs: dict, outputs: dict, runs: int = 5) -> dict:
+    """GPU kernel time of ``runs`` deployed runs (CUDA graph replays), from CUPTI via torch.profiler:
+    how long the GPU is busy per run, how many kernels, and the kernels that take longest."""
+    from torch.autograd import DeviceType
 
-    options = onnxruntime.SessionOptions()
-    options.enable_profiling = True
-    session = OrtSession(path, providers)
-    session.session = onnxruntime.InferenceSession(str(path), options, providers=[tuple(p) for p in providers])
-    for _ in range(11):
-        session.run_bound(inputs, outputs)
-    return ort_profile_summary(session.session.end_profiling(), skip_runs=1)
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(runs):
+            session.run_bound(inputs, outputs)
+        torch.cuda.synchronize()
+    kernels = [(avg.device_time_total / 1e3 / runs, avg.count / runs, avg.key[:100]) for avg in prof.key_averages()
+               if avg.device_type == DeviceType.CUDA]
+    kernels.sort(reverse=True)
+    return {"gpu_busy_ms_per_run": round(sum(k[0] for k in kernels), 3),
+            "kernels_per_run": round(sum(k[1] for k in kernels)),
+            "top_kernels": [(round(ms, 4), count, name) for ms, count, name in kernels[:12]]}
 
 
 def main() -> None:
@@ -106,7 +111,11 @@ def main() -> None:
                                     r["eager_ms"], r["same_idx"]) for r in rows]))
     for row in rows:
         if "profile" in row:
-            print(f"\n{row['frames']} frames {row['precision']}: top ops {row['profile']['top_ops_ms_per_run']}")
+            profile = row["profile"]
+            print(f"\n{row['frames']} frames {row['precision']}: GPU busy {profile['gpu_busy_ms_per_run']} ms per run, "
+                  f"{profile['kernels_per_run']} kernels; longest (ms per run, launches, kernel):")
+            for kernel in profile["top_kernels"]:
+                print(f"  {kernel[0]:.4f}  x{kernel[1]:g}  {kernel[2]}")
     if args.out_dir:
         write_json(str(Path(args.out_dir) / "pruner.json"), {"env": env, "args": vars(args), "rows": rows})
 
