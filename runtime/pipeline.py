@@ -138,7 +138,7 @@ class Pipeline:
         self.chunk_encoder = ChunkEncoder(self.preprocessor, self.encoder, CHUNK_FRAMES, size, dtype)
         self.video_embeds = self.pruner.empty((manifest.keep + 1, hidden), dtype)
         self.kept_indices = self.pruner.empty((manifest.keep,), "int64")
-        self.finite = self.pruner.empty((), "bool")
+        self.finite = self.pruner.empty(manifest.component("pruner", directory).outputs["finite"].shape, "bool")
         self.lock = threading.RLock()
         """Held by every question: the pruner's buffers and the LLM serve one at a time."""
         self.reader = make_reader(decoder, self.encoder.device)

@@ -52,7 +52,7 @@ def measure(args, frames: int, precision: str, scratch: Path, cuda: bool) -> dic
     features = make_video(frames, args.tokens, args.dim, seed=frames)
     inputs = {"video_tokens": device_tokens(session, features, dtype)}
     outputs = {"video_embeds": session.empty((keep + 1, args.dim), dtype),
-               "kept_indices": session.empty((keep,), "int64"), "finite": session.empty((), "bool")}
+               "kept_indices": session.empty((keep,), "int64"), "finite": session.empty((1,), "bool")}
     deployed = time_any(lambda: session.run_bound(inputs, outputs), args.iterations, args.warmup, False)
     graph = PruningGraph(frames, args.tokens, args.dim, args.ratio).to("cuda" if cuda else "cpu")
     on_device = features.to("cuda" if cuda else "cpu", torch_dtype(precision))

@@ -136,7 +136,9 @@ def main() -> None:
     texts = {result["text"] for values in results.values() for result in values}
     print(f"{platform.node()}: {pipeline.providers}, {pipeline.manifest.backend} on {pipeline.encoder.device}; "
           f"video {video.name}, max_tokens {args.max_tokens}, {args.runs} runs each (after 1 warm-up); "
-          f"one answer text across all paths: {len(texts) == 1}\n")
+          f"one answer text across all paths: {len(texts) == 1}; uvicorn on "
+          f"{'httptools' if importlib.util.find_spec('httptools') else 'h11'} and "
+          f"{'uvloop' if importlib.util.find_spec('uvloop') else 'asyncio'}\n")
     rows = []
     for name, label in [("python", "Pipeline.ask (Python API)"), ("plain", "server, plain (openai client)"),
                         ("httpx", "server, plain (httpx, no openai client)"),

@@ -42,7 +42,7 @@ def agreement(video: torch.Tensor, ratio: float, scratch: Path, sessions: dict) 
         keep = int(np.floor(ratio * frames * tokens + 0.5))
         buffers = {"video_tokens": session.empty((frames, tokens, dim), "float32"),
                    "video_embeds": session.empty((keep + 1, dim), "float32"),
-                   "kept_indices": session.empty((keep,), "int64"), "finite": session.empty((), "bool")}
+                   "kept_indices": session.empty((keep,), "int64"), "finite": session.empty((1,), "bool")}
         sessions[key] = session, buffers
     session, buffers = sessions[key]
     buffers["video_tokens"].copy_from(session.upload(video.float().numpy()))

@@ -29,7 +29,7 @@ def test_manifest_describes_the_artifacts(artifacts):
     for component in manifest.components.values():
         assert component.sha256 == sha256_file(artifacts / component.file)
     assert manifest.components["pruner"].outputs["video_embeds"].shape == (1569, 64)
-    assert manifest.components["pruner"].outputs["finite"].shape == ()
+    assert manifest.components["pruner"].outputs["finite"].shape == (1,)
     assert manifest.components["encoder"].inputs["pixel_values"].shape == ("frames", 3, 384, 384)
     assert manifest.components["preprocess"].inputs["frames"].shape == ("frames", "height", "width", 3)
     for library in ("torch", "transformers", "onnx", "onnxruntime", "python"):

@@ -25,7 +25,7 @@ def test_every_built_graph_matches_its_manifest(artifacts):
     inputs, outputs = open_session(artifacts / manifest.components["pruner"].file)
     assert inputs == {"video_tokens": ((32, 196, 64), "float32")}
     assert outputs == {"video_embeds": ((1569, 64), "float32"), "kept_indices": ((1568,), "int64"),
-                       "finite": ((), "bool")}
+                       "finite": ((1,), "bool")}
     inputs, outputs = open_session(artifacts / manifest.components["encoder"].file)
     assert inputs == {"pixel_values": (("frames", 3, 384, 384), "float32")}
 
@@ -35,8 +35,8 @@ def test_every_built_graph_matches_its_manifest(artifacts):
      "output 'kept_indices' is int64 [1568], the manifest says int32 [1568]"),
     (lambda c: replace(c, outputs={**c.outputs, "video_embeds": TensorSpec((1000, 64), "float32")}),
      "output 'video_embeds' is float32 [1569, 64], the manifest says float32 [1000, 64]"),
-    (lambda c: replace(c, outputs={**c.outputs, "finite": TensorSpec((1,), "bool")}),
-     "output 'finite' is bool [], the manifest says bool [1]"),
+    (lambda c: replace(c, outputs={**c.outputs, "finite": TensorSpec((), "bool")}),
+     "output 'finite' is bool [1], the manifest says bool []"),
     (lambda c: replace(c, inputs={"video_tokens": TensorSpec(("frames", 196, 64), "float32")}),
      "input 'video_tokens' is float32 [32, 196, 64], the manifest says float32 [frames, 196, 64]"),
     (lambda c: replace(c, inputs={"tokens": c.inputs["video_tokens"]}),

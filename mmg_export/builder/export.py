@@ -48,9 +48,11 @@ class DeployedPruner(PruningGraph):
 
     ``forward(video_tokens (T, P, D))`` -> ``video_embeds (K + 1, D)`` (the kept tokens in temporal
     order, then the image_newline row, as LLaVA-OneVision appends it), ``kept_indices (K,)`` int64,
-    and ``finite ()`` bool: False when any input token holds NaN or inf (checked on the device,
+    and ``finite (1,)`` bool: False when any input token holds NaN or inf (checked on the device,
     one reduction, so that the runtime refuses garbage instead of selecting it). Such an input is
-    zeroed before the selection, whose index arithmetic must never see NaN.
+    zeroed before the selection, whose index arithmetic must never see NaN. ``finite`` has one
+    element rather than none: ONNX Runtime 1.30 binds a pre-allocated 0-d output as shape (1,)
+    and then refuses the run.
     """
 
     def __init__(self, frames: int, tokens_per_frame: int, dim: int, ratio: float, config: MMGConfig | None,
@@ -59,7 +61,7 @@ class DeployedPruner(PruningGraph):
         self.register_buffer("newline", newline.reshape(1, dim), persistent=False)
 
     def forward(self, video_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        finite = (video_tokens.float() * 0.0).sum() == 0.0  # NaN or inf anywhere makes the sum NaN
+        finite = ((video_tokens.float() * 0.0).sum() == 0.0).reshape(1)  # NaN or inf anywhere makes the sum NaN
         kept, indices = super().forward(torch.where(finite, video_tokens, torch.zeros_like(video_tokens)))
         return torch.cat([kept, self.newline.to(kept.dtype)]), indices, finite
 

@@ -242,7 +242,7 @@ def component_specs(options: BuildOptions, encoder: VideoEncoder, keep: int) -> 
                     {"video_tokens": TensorSpec(("frames", tokens, hidden), dtype)}),
         "pruner": ({"video_tokens": TensorSpec((frames, tokens, hidden), dtype)},
                    {"video_embeds": TensorSpec((keep + 1, hidden), dtype), "kept_indices": TensorSpec((keep,), "int64"),
-                    "finite": TensorSpec((), "bool")}),
+                    "finite": TensorSpec((1,), "bool")}),
     }
 
 

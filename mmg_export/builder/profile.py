@@ -296,7 +296,7 @@ def measure_pruning(manifest: Manifest, pruner, tokens, ratio: float, timer: Tim
     """pruner, download (and prefill) rows of one pruner over ``tokens (T, P, D)``."""
     keep, hidden = int(pruner.outputs["kept_indices"][0][0]), manifest.hidden_size
     outputs = {"video_embeds": pruner.empty((keep + 1, hidden), tokens.dtype),
-               "kept_indices": pruner.empty((keep,), "int64"), "finite": pruner.empty((), "bool")}
+               "kept_indices": pruner.empty((keep,), "int64"), "finite": pruner.empty(pruner.outputs["finite"][0], "bool")}
     copy = "host copy" if pruner.device == "cpu" else "cudaMemcpy device->host"
     frames = manifest.frames
     results = [timer.measure("pruner", frames, _runs_on(pruner),
