@@ -18,6 +18,9 @@ ELEMENT_TYPES = {"bfloat16": 16}
 """ONNX element type of the dtypes NumPy lacks (I/O binding takes the ONNX number since ORT 1.20)."""
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16",
               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+OLDEST_ONNXRUNTIME = (1, 23)
+"""The oldest ONNX Runtime that runs the artifacts: the ONNX Runtime flavour is opset 23 (one
+``Attention`` node), which 1.22 and older refuse to load (checked with 1.20, 1.22, 1.23 and 1.30)."""
 KNOWN_OPTIONS = {"CUDAExecutionProvider": {"use_tf32", "enable_cuda_graph", "device_id", "gpu_mem_limit",
                                            "arena_extend_strategy", "cudnn_conv_algo_search"},
                  "CPUExecutionProvider": set()}
@@ -35,6 +38,7 @@ class OrtSession:
     def __init__(self, path: Path, providers: list[list], cuda_graph: bool = False) -> None:
         import onnxruntime
 
+        check_version(onnxruntime.__version__, path)
         chosen = [(name, dict(options)) for name, options in providers]
         _check_providers(path, chosen, set(onnxruntime.get_available_providers()))
         self.path = path
@@ -93,6 +97,15 @@ class OrtSession:
 
 def _element_type(dtype: str):
     return ELEMENT_TYPES.get(dtype) or HOST_TYPES[dtype]
+
+
+def check_version(version: str, path: Path) -> None:
+    """UserError when ``version`` of onnxruntime is older than :data:`OLDEST_ONNXRUNTIME`."""
+    release = tuple(int(part) for part in version.split("+")[0].split(".")[:2] if part.isdigit())
+    if release < OLDEST_ONNXRUNTIME:
+        oldest = ".".join(map(str, OLDEST_ONNXRUNTIME))
+        raise UserError(f"{path}: needs onnxruntime >= {oldest} (the artifacts use ONNX opset 23), this one is "
+                        f"{version}: pip install -U 'onnxruntime>={oldest}' (or onnxruntime-gpu)")
 
 
 def _check_providers(path: Path, providers: list[tuple[str, dict]], available: set[str]) -> None:

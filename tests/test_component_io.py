@@ -58,7 +58,7 @@ def test_dynamic_axes(tmp_path):
     y = helper.make_tensor_value_info("video_tokens", TensorProto.FLOAT16, [None, 3, 8, 8])
     graph = helper.make_graph([helper.make_node("Relu", ["pixel_values"], ["video_tokens"])], "g", [x], [y])
     path = tmp_path / "encoder.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
     inputs, outputs = open_session(path)
     assert inputs == {"pixel_values": (("frames", 3, 8, 8), "float16")}
     component = Component("encoder.onnx", "0" * 64, {"pixel_values": TensorSpec(("T", 3, 8, 8), "float16")},

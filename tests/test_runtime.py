@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -382,3 +383,20 @@ def test_tokens_are_handed_over_as_they_are_generated(pipeline, bikes):
     answer = pipeline.ask(bikes, QUESTION, max_new_tokens=6, on_token=lambda token: seen.append(
         (token, len(pipeline.llm.prompts))))
     assert [token for token, _ in seen] == answer.token_ids and len(seen) >= 2
+
+
+@pytest.mark.parametrize("version", ["1.22.0", "1.9.0", "1.20.1"])
+def test_an_onnxruntime_older_than_opset_23_is_named(version):
+    from mmg_runtime.sessions import check_version
+
+    with pytest.raises(UserError) as error:
+        check_version(version, Path("encoder.onnx"))
+    assert str(error.value) == (f"encoder.onnx: needs onnxruntime >= 1.23 (the artifacts use ONNX opset 23), this one "
+                                f"is {version}: pip install -U 'onnxruntime>=1.23' (or onnxruntime-gpu)")
+
+
+@pytest.mark.parametrize("version", ["1.23.0", "1.30.0", "1.31.1+cu130", "2.0.0"])
+def test_onnxruntime_1_23_and_newer_pass(version):
+    from mmg_runtime.sessions import check_version
+
+    check_version(version, Path("encoder.onnx"))
