@@ -88,6 +88,7 @@ def test_a_utf8_manifest_loads_under_an_ascii_locale(tmp_path: Path) -> None:
     write_manifest(tmp_path, make_manifest(tmp_path, device={"name": "Jetson Orin\u2122", "compute_capability": "8.7"}))
     path = tmp_path / MANIFEST_NAME
     path.write_bytes(json.dumps(json.loads(path.read_bytes()), ensure_ascii=False).encode("utf-8"))
+    assert load_manifest(tmp_path).device["name"] == "Jetson Orin\u2122"
     script = ("import codecs, locale, sys; from mmg_runtime.manifest import load_manifest; "
               "print(codecs.lookup(locale.getencoding()).name, ascii(load_manifest(sys.argv[1]).device['name']))")
     env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
