@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -77,6 +80,21 @@ def test_round_trip(tmp_path: Path) -> None:
     assert data["schema_version"] == 2
     assert data["created"].endswith("+00:00")
     assert data["components"]["pruner"]["outputs"]["kept_indices"] == {"shape": [1568], "dtype": "int64"}
+
+
+def test_a_utf8_manifest_loads_under_an_ascii_locale(tmp_path: Path) -> None:
+    """manifest.json is read as UTF-8 whatever the device's locale: a field outside ASCII, written
+    unescaped (by hand or another tool), loads under LC_ALL=C with Python's UTF-8 mode off."""
+    write_manifest(tmp_path, make_manifest(tmp_path, device={"name": "Jetson Orin\u2122", "compute_capability": "8.7"}))
+    path = tmp_path / MANIFEST_NAME
+    path.write_bytes(json.dumps(json.loads(path.read_bytes()), ensure_ascii=False).encode("utf-8"))
+    assert load_manifest(tmp_path).device["name"] == "Jetson Orin\u2122"
+    script = ("import codecs, locale, sys; from mmg_runtime.manifest import load_manifest; "
+              "print(codecs.lookup(locale.getencoding()).name, ascii(load_manifest(sys.argv[1]).device['name']))")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ascii 'Jetson Orin\\u2122'\n"  # the locale really is ASCII, and the name came through
 
 
 def test_files_lists_every_file_below_the_directory(tmp_path: Path) -> None:

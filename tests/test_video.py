@@ -246,9 +246,11 @@ def test_array_plan_and_defaults():
     np.testing.assert_array_equal(linspace.frames, array[[0, 6, 12, 19]])
 
 
-def test_reader_threads_default_to_every_core():
+def test_reader_threads_default_to_every_core(monkeypatch):
     assert PyAVReader().threads == os.cpu_count()
     assert PyAVReader(threads=3).threads == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # what os.cpu_count returns when it cannot tell
+    assert PyAVReader().threads == 1
 
 
 def test_folder_with_fewer_images_than_requested_and_linspace(tmp_path):
@@ -375,6 +377,20 @@ def test_error_an_image_that_is_sound(tmp_path):
     assert str(error.value) == f"{wav} has no video stream: expected a video file"
 
 
+def test_error_image_file_that_holds_no_frame(tmp_path):
+    """An AVI with a video stream and no frame, named like an image: FFmpeg opens it, decodes nothing."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    container = av.open(str(folder / "f0.png"), "w", format="avi")
+    stream = container.add_stream("mpeg4", rate=25)
+    stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+    container.start_encoding()
+    container.close()
+    with pytest.raises(UserError) as error:
+        load_video(folder, num_frames=2)
+    assert str(error.value) == f"{folder / 'f0.png'} holds no image: expected a PNG/JPEG frame"
+
+
 def test_error_image_data_that_does_not_decode(tmp_path):
     """The header (64 x 48) reads, the pixel data (zeroed zlib stream) does not."""
     write_png(tmp_path / "f0.png", gradient(0))
@@ -466,7 +482,7 @@ def test_frame_stream_without_timestamps_counts_frames_at_the_rate(tmp_path):
 
 def test_frame_stream_device_format_and_options(tmp_path):
     """As for a camera: the demuxer and its options are given (raw RGB frames cannot be probed)."""
-    path = tmp_path / "frames.rgb"
+    path = tmp_path / "frames"  # no suffix: nothing names the demuxer but device_format
     path.write_bytes(b"".join(gradient(i, (16, 8)).tobytes() for i in range(3)))
     with pytest.raises(UserError, match="cannot open video stream"):
         next(iter_frames(str(path)))
