@@ -258,13 +258,19 @@ def _plan_file(path: Path, num_frames: int, rule: str, total_frames: int | None)
 
 
 def _index_packets(path: Path) -> tuple[list[int], list[int]]:
-    """(pts of every frame in presentation order, frame indices of the keyframes), by demuxing."""
+    """(pts of every frame in presentation order, frame indices of the keyframes), by demuxing.
+
+    A stream whose packets carry no timestamps (a raw H.264 file) cannot be seeked: its frames are
+    counted in file order and no keyframe is returned, so it is decoded in one pass."""
     with _open(path) as container:
         stream = _video_stream(container, path)
         try:
-            packets = sorted((p.pts, p.is_keyframe) for p in container.demux(stream) if p.size and p.pts is not None)
+            packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size]
         except av.FFmpegError as exc:
             raise UserError(f"cannot read {path}: the video stream is corrupt ({exc})") from exc
+    if any(pts is None for pts, _ in packets):
+        return list(range(len(packets))), []
+    packets.sort()
     return [pts for pts, _ in packets], [i for i, (_, key) in enumerate(packets) if key]
 
 

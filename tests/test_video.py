@@ -480,6 +480,17 @@ def test_frame_stream_without_timestamps_counts_frames_at_the_rate(tmp_path):
     np.testing.assert_array_equal(pairs[5][1].array(), every_frame(path)[5])
 
 
+@pytest.mark.parametrize(("frames", "samples"), [(6, 4), (100, 4)])
+def test_a_raw_h264_file_loads_in_one_pass(tmp_path, frames, samples):
+    """No timestamps and no frame count in the header: frames are counted in file order, decoded in one pass."""
+    path = write_clip(tmp_path / "raw.h264", frames=frames)
+    clip = load_video(path, num_frames=samples)
+    assert clip.total_frames == frames
+    assert clip.indices.tolist() == sample_frame_indices(frames, samples).tolist()
+    np.testing.assert_array_equal(clip.frames, np.stack(every_frame(path))[clip.indices])
+    assert PyAVReader().open(path, samples).groups[0] == "sequential"
+
+
 def test_frame_stream_device_format_and_options(tmp_path):
     """As for a camera: the demuxer and its options are given (raw RGB frames cannot be probed)."""
     path = tmp_path / "frames"  # no suffix: nothing names the demuxer but device_format
