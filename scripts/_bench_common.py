@@ -91,6 +91,21 @@ def time_any(fn: Callable[[], object], iterations: int, warmup: int, cuda: bool)
     return time_cuda_events(fn, iterations, warmup) if cuda else time_wall(fn, iterations, warmup, cuda=False)
 
 
+def cuda_kernels(fn: Callable[[], object], runs: int) -> list[tuple[float, float, str]]:
+    """GPU work of ``runs`` calls of ``fn``, from CUPTI via torch.profiler: (ms per call, launches per
+    call, name) of every kernel and device copy, longest first."""
+    import torch
+    from torch.autograd import DeviceType
+
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(runs):
+            fn()
+        torch.cuda.synchronize()
+    return sorted(((avg.device_time_total / 1e3 / runs, avg.count / runs, avg.key) for avg in prof.key_averages()
+                   if avg.device_type == DeviceType.CUDA), reverse=True)
+
+
 def make_video(frames: int, tokens: int, dim: int, seed: int):
     """Video-like fp32 features (T, P, D): a few scenes (one every 8 frames) of per-token prototypes
     sharing a scene component, with per-frame drift, so that segments, budgets and ranks all vary."""

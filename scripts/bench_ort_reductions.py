@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
-import torch
+from _bench_common import cuda_kernels
 from onnx import TensorProto, helper
-from torch.autograd import DeviceType
 
 F = TensorProto.FLOAT
 
@@ -40,16 +39,9 @@ def gpu_ms(blob, feeds, runs=20):
         binding.bind_output(o.name, "cuda")
     for _ in range(5):
         sess.run_with_iobinding(binding)
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(runs):
-            sess.run_with_iobinding(binding)
-        torch.cuda.synchronize()
-    total = sum((getattr(a, "device_time_total", None) or a.cuda_time_total) for a in prof.key_averages()
-                if a.device_type == DeviceType.CUDA and "Memcpy" not in a.key)
-    names = sorted({a.key[:60] for a in prof.key_averages() if a.device_type == DeviceType.CUDA})
-    out = binding.copy_outputs_to_cpu()
-    return total / 1e3 / runs, out, names
+    kernels = cuda_kernels(lambda: sess.run_with_iobinding(binding), runs)
+    total = sum(ms for ms, _, name in kernels if "Memcpy" not in name)
+    return total, binding.copy_outputs_to_cpu(), sorted({name[:60] for _, _, name in kernels})
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _bench_common import environment, make_video, markdown_table, print_environment, setup_path, time_any, write_json
+from _bench_common import cuda_kernels, environment, make_video, markdown_table, print_environment, setup_path, time_any, write_json
 
 setup_path()
 
@@ -70,19 +70,10 @@ def measure(args, frames: int, precision: str, scratch: Path, cuda: bool) -> dic
 def kernel_profile(session: OrtSession, inputs: dict, outputs: dict, runs: int = 5) -> dict:
     """GPU kernel time of ``runs`` deployed runs (CUDA graph replays), from CUPTI via torch.profiler:
     how long the GPU is busy per run, how many kernels, and the kernels that take longest."""
-    from torch.autograd import DeviceType
-
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(runs):
-            session.run_bound(inputs, outputs)
-        torch.cuda.synchronize()
-    kernels = [(avg.device_time_total / 1e3 / runs, avg.count / runs, avg.key[:100]) for avg in prof.key_averages()
-               if avg.device_type == DeviceType.CUDA]
-    kernels.sort(reverse=True)
+    kernels = cuda_kernels(lambda: session.run_bound(inputs, outputs), runs)
     return {"gpu_busy_ms_per_run": round(sum(k[0] for k in kernels), 3),
             "kernels_per_run": round(sum(k[1] for k in kernels)),
-            "top_kernels": [(round(ms, 4), count, name) for ms, count, name in kernels[:12]]}
+            "top_kernels": [(round(ms, 4), count, name[:100]) for ms, count, name in kernels[:12]]}
 
 
 def main() -> None:
