@@ -11,7 +11,7 @@ with every decision written as static-shape tensor algebra:
   exact), so that no runtime needs integer division;
 * the token stage is ``rounds * stride`` batched picks over all frames at once (6 by default),
   never a loop over tokens or frames;
-* kept tokens compacted with a float CumSum and one ScatterElements without reduction.
+* kept tokens compacted with float CumSums and one ScatterElements without reduction.
 """
 from __future__ import annotations
 
@@ -170,7 +170,12 @@ class PruningGraph(torch.nn.Module):
         Never indexes out of bounds: should non-finite input (NaN or inf tokens, which the deployed
         graph flags) break the count, surplus tokens land in the discarded slot K.
         """
-        position = torch.cumsum(keep.float(), dim=0) - 1.0
+        # running count in two levels (within each frame, then over frame totals): ONNX Runtime's
+        # CUDA CumSum is quadratic in the axis length
+        rows = keep.float().reshape(self.frames, self.tokens)
+        within = torch.cumsum(rows, dim=1)
+        before = torch.cumsum(within[:, -1], dim=0) - within[:, -1]
+        position = (within + before.unsqueeze(1)).reshape(-1) - 1.0
         slot = torch.where(keep, position, torch.full_like(position, float(self.keep))).clamp(max=self.keep).long()
         out = torch.zeros(self.keep + 1, dtype=torch.int64, device=keep.device)
         return out.scatter(0, slot, self.flat_index)[: self.keep]

@@ -60,8 +60,10 @@ def token_stats(features: torch.Tensor, config: MMGConfig) -> TokenStats:
     uniqueness[0] = 1.0
     floor = config.novelty_floor
     novelty = floor + (1.0 - floor) * uniqueness.mean(dim=1)
-    # frame embedding: normalised mean of the unit tokens, one (1, P) x (P, D) product per frame
-    frame = torch.nn.functional.normalize((1.0 / norm).unsqueeze(1) @ scaled32, dim=-1).squeeze(1)
+    # frame embedding: normalised mean of the unit tokens, one (1, P) x (P, D) product per frame;
+    # the norm as Sqrt(ReduceSum(x * x)): ONNX Runtime's CUDA ReduceL2 is ~30x slower
+    frame = ((1.0 / norm).unsqueeze(1) @ scaled32).squeeze(1)
+    frame = frame / (frame * frame).sum(dim=-1, keepdim=True).sqrt().clamp(min=1e-12)
     return TokenStats(
         frame_similarity=(frame[:-1] * frame[1:]).sum(dim=-1),
         gram=gram,
