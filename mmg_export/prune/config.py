@@ -18,8 +18,8 @@ class MMGConfig:
     min_segment_frames: no segment is shorter than this many frames; a candidate closer than this
         to a stronger one (lower similarity) is dropped.
     max_segments: at most this many segments; the weakest boundaries are dropped.
-    rounds: every frame picks its tokens in this many rounds (half of its budget in the first of
-        two), each round by marginal gain given everything kept before it.
+    rounds: every frame picks its tokens in this many rounds (a third of its budget in each of
+        three), each round by marginal gain given everything kept before it.
     stride: frames t with the same t mod ``stride`` pick together; the others see their picks
         (neighbouring frames never pick at the same time).
     chain_steps: frame-to-frame steps coverage is carried along a segment before each pick.
@@ -35,7 +35,7 @@ class MMGConfig:
     cut_factor: float = 4.0
     min_segment_frames: int = 1
     max_segments: int = 8
-    rounds: int = 2
+    rounds: int = 3
     stride: int = 3
     chain_steps: int = 2
     novelty_levels: int = 64
