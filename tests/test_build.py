@@ -102,6 +102,23 @@ def test_pruner_onnx_matches_on_real_clip_features(tmp_path, clip_features):
     assert indices.tolist() == expected.tolist()
 
 
+def test_rounds_option_builds_that_pruner_and_records_it(tmp_path):
+    """--rounds 2: the manifest says so and pruner.onnx selects what PruningGraph(rounds=2) selects,
+    which differs from the default's selection on this input."""
+    from mmg_export.prune import MMGConfig
+
+    out = tmp_path / "r2"
+    assert main(["build", "--target", "cpu", "--frames", "8", "--rounds", "2", "--out", str(out)]) == 0
+    manifest = verify_artifacts(out)
+    assert manifest.extra["pruning"]["rounds"] == 2
+    tokens = torch.randn(8, 196, 64, generator=torch.Generator().manual_seed(3))
+    _, indices, _ = session(out / "pruner.onnx").run(None, {"video_tokens": tokens.numpy()})
+    with torch.no_grad():
+        _, two_rounds = PruningGraph(8, 196, 64, 0.25, MMGConfig(rounds=2))(tokens)
+        _, default = PruningGraph(8, 196, 64, 0.25)(tokens)
+    assert indices.tolist() == two_rounds.tolist() != default.tolist()
+
+
 def test_the_pruner_passes_the_lint(artifacts):
     """The pruner is the same graph for both backends; the TensorRT-flavour encoder and the matmul
     preprocessing are linted in their own tests (the CPU artifacts hold the ONNX Runtime ones)."""
@@ -121,6 +138,8 @@ def test_lint_command_on_an_exported_graph(artifacts, capsys):
     (["--ratio", "1.5"], "ratio=1.5: expected a number in (0, 1]"),
     (["--frames", "0"], "--frames 0: expected an integer from 1 to 256"),
     (["--target", "cpu", "--backend", "tensorrt"], "--backend tensorrt needs a GPU target"),
+    (["--target", "cpu", "--rounds", "0"], "rounds=0: expected an int in [1, 8]"),
+    (["--target", "cpu", "--rounds", "9"], "rounds=9: expected an int in [1, 8]"),
 ])
 def test_bad_build_arguments_fail_with_one_line(tmp_path, capsys, args, message):
     out = tmp_path / "out"
