@@ -9,6 +9,8 @@ for the GPU before returning). Eager: CUDA events. Medians over --iterations aft
 video-like features (``make_video``); "same idx" compares the deployed graph's kept indices with
 eager's on the same input. --profile adds the GPU kernel time of the deployed runs (CUPTI through
 torch.profiler: ONNX Runtime's own profile times kernel launches on the host, not the GPU).
+--rounds times a token stage of that many rounds instead of the default (the quality trade-off of
+``docs/quality.md``'s ablation).
 
 GPU:   python scripts/bench_pruner.py --out-dir $OUT
 Smoke: python scripts/bench_pruner.py --smoke      (tiny sizes on the CPU)
@@ -27,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mmg_export.builder.export import IO_DTYPES, export_pruner, torch_dtype  # noqa: E402
-from mmg_export.prune import PruningGraph  # noqa: E402
+from mmg_export.prune import MMGConfig, PruningGraph  # noqa: E402
 from mmg_runtime.sessions import OrtSession  # noqa: E402
 from mmg_runtime.tensor import Tensor  # noqa: E402
 
@@ -44,7 +46,9 @@ def device_tokens(session: OrtSession, features: torch.Tensor, dtype: str) -> Te
 
 def measure(args, frames: int, precision: str, scratch: Path, cuda: bool) -> dict:
     dtype = IO_DTYPES[precision]
-    path = export_pruner(frames, args.tokens, args.dim, args.ratio, precision, scratch / f"pruner-{frames}-{precision}.onnx")
+    config = MMGConfig() if args.rounds is None else MMGConfig(rounds=args.rounds)
+    path = export_pruner(frames, args.tokens, args.dim, args.ratio, precision,
+                         scratch / f"pruner-{frames}-{precision}.onnx", config)
     providers = [["CUDAExecutionProvider", {"use_tf32": "0"}], ["CPUExecutionProvider", {}]] if cuda else \
         [["CPUExecutionProvider", {}]]
     session = OrtSession(path, providers, cuda_graph=cuda)
@@ -54,12 +58,12 @@ def measure(args, frames: int, precision: str, scratch: Path, cuda: bool) -> dic
     outputs = {"video_embeds": session.empty((keep + 1, args.dim), dtype),
                "kept_indices": session.empty((keep,), "int64"), "finite": session.empty((1,), "bool")}
     deployed = time_any(lambda: session.run_bound(inputs, outputs), args.iterations, args.warmup, False)
-    graph = PruningGraph(frames, args.tokens, args.dim, args.ratio).to("cuda" if cuda else "cpu")
+    graph = PruningGraph(frames, args.tokens, args.dim, args.ratio, config).to("cuda" if cuda else "cpu")
     on_device = features.to("cuda" if cuda else "cpu", torch_dtype(precision))
     with torch.no_grad():
         eager = time_any(lambda: graph(on_device), args.iterations, args.warmup, cuda)
         _, expected = graph(on_device)
-    row = {"frames": frames, "precision": precision, "K": keep, "deployed_ms": deployed["median_ms"],
+    row = {"frames": frames, "precision": precision, "rounds": config.rounds, "K": keep, "deployed_ms": deployed["median_ms"],
            "deployed_p90_ms": deployed["p90_ms"], "eager_ms": eager["median_ms"], "providers": session.providers,
            "same_idx": outputs["kept_indices"].numpy().tolist() == expected.cpu().tolist()}
     if args.profile and cuda:
@@ -85,6 +89,7 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.25)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=None, help="token-stage rounds (default: MMGConfig's)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
@@ -97,8 +102,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         rows = [measure(args, frames, precision, Path(scratch), cuda) for frames in args.frames
                 for precision in args.dtypes]
-    headers = ["frames", "precision", "K", "deployed (ORT, bound, CUDA graph) ms", "p90 ms", "eager ms", "same idx"]
-    print(markdown_table(headers, [(r["frames"], r["precision"], r["K"], r["deployed_ms"], r["deployed_p90_ms"],
+    headers = ["frames", "precision", "rounds", "K", "deployed (ORT, bound, CUDA graph) ms", "p90 ms", "eager ms", "same idx"]
+    print(markdown_table(headers, [(r["frames"], r["precision"], r["rounds"], r["K"], r["deployed_ms"], r["deployed_p90_ms"],
                                     r["eager_ms"], r["same_idx"]) for r in rows]))
     for row in rows:
         if "profile" in row:
