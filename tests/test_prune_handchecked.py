@@ -212,6 +212,33 @@ def test_coverage_matches_the_chain_formula():
     torch.testing.assert_close(scores.coverage(band, kept, carried, 0), torch.tensor(own_only))
 
 
+@pytest.mark.parametrize("steps", [0, 1, 2])
+@pytest.mark.parametrize("cut", [False, True])
+def test_coverage_of_the_changed_frames_only_equals_recomputing_all(steps, cut):
+    """The shortcut both forms take: once ``carried`` holds the kept tokens of every other frame,
+    comparing again only the frames that kept tokens since gives the coverage of recomputing all
+    (pinned to the chain formula above)."""
+    stats, _, _ = small_band()
+    band = scores.band(stats, torch.tensor([True, False, cut]))
+    kept = torch.zeros(3, 4, dtype=torch.bool)
+    everything = shortcut = torch.zeros(3, 4)
+    for picks, changed in [([(0, 1), (2, 3)], slice(0, None, 2)), ([(1, 0)], slice(1, None, 2)),
+                           ([(0, 2), (1, 3), (2, 0)], slice(None)), ([(2, 1)], slice(2, 3))]:
+        for frame, token in picks:
+            kept[frame, token] = True
+        everything = scores.coverage(band, kept, everything, steps)
+        shortcut = scores.coverage(band, kept, shortcut, steps, changed)
+        assert torch.equal(everything, shortcut)
+    assert everything.min() > 0  # every token got some coverage: the comparison was not of zeros
+
+
+def test_picked_since_names_the_previous_group():
+    assert scores.picked_since(1, 8, 3) == slice(0, None, 3)
+    assert scores.picked_since(0, 8, 3) == slice(2, None, 3)  # a new round: the last group of the previous one
+    assert scores.picked_since(0, 2, 3) == slice(None)  # group 2 of 2 frames is empty: recompute all
+    assert scores.group_frames(2, 3) == slice(2, None, 3)
+
+
 def test_marginal_gain_matches_the_facility_location_formula():
     stats, starts, band = small_band()
     cover = torch.rand(3, 4, generator=torch.Generator().manual_seed(1))

@@ -9,8 +9,8 @@ with every decision written as static-shape tensor algebra:
   values turned into unique integer keys (:mod:`.scores`), so no runtime breaks a tie;
 * budget arithmetic on integers held in float32 (every product stays below 2**24, so it is
   exact), so that no runtime needs integer division;
-* the token stage is ``rounds * stride`` batched picks over all frames at once (9 by default),
-  never a loop over tokens or frames;
+* the token stage is ``rounds * stride`` batched picks (9 by default), each over the frames of
+  one group (a static strided slice), never a loop over tokens or frames;
 * kept tokens compacted with float CumSums and one ScatterElements without reduction.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from .config import MMGConfig, check_ratio, check_shape, keep_count
-from .scores import (KEY_LIMIT, TokenStats, band, coverage, cut_threshold, frame_weight, marginal_gain, merge_keys,
-                     peak_scores, pick_levels, quantise, rank_keys, similarity_levels, token_stats,
-                     weight_scale)
+from .scores import (KEY_LIMIT, TokenStats, band, coverage, cut_threshold, frame_weight, group_frames, marginal_gain,
+                     merge_keys, peak_scores, pick_levels, picked_since, put_rows, quantise, rank_keys,
+                     similarity_levels, token_stats, weight_scale)
 
 
 class PruningGraph(torch.nn.Module):
@@ -43,8 +43,6 @@ class PruningGraph(torch.nn.Module):
         self.gain_levels, self.score_levels = pick_levels(tokens_per_frame)
         frame_index = torch.arange(frames)
         self.register_buffer("frame_index", frame_index, persistent=False)
-        groups = torch.arange(self.config.stride).unsqueeze(1)
-        self.register_buffer("group_mask", (frame_index % self.config.stride == groups).float(), persistent=False)
         self.register_buffer("token_index", torch.arange(tokens_per_frame), persistent=False)
         self.register_buffer("flat_index", torch.arange(frames * tokens_per_frame), persistent=False)
         gap = (frame_index[:, None] - frame_index[None, :]).abs()
@@ -134,8 +132,9 @@ class PruningGraph(torch.nn.Module):
     def pick_tokens(self, stats: TokenStats, starts: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
         """(T, P) bool: the tokens every frame keeps (see :func:`.reference.pick_tokens`).
 
-        Each of the ``rounds * stride`` picks is batched over all frames: the frames of the
-        group take their ``need`` best candidates, ranked within the frame by unique keys.
+        Each of the ``rounds * stride`` picks is batched over the frames of its group (a static
+        strided slice): they take their ``need`` best candidates, ranked within the frame by
+        unique keys. Coverage is recomputed over all frames before every pick.
         """
         config = self.config
         reach = band(stats, starts)
@@ -146,22 +145,28 @@ class PruningGraph(torch.nn.Module):
             target = torch.floor((budget.float() * round_ + 0.5) / config.rounds)
             for group in range(config.stride):
                 if round_ > 1 or group > 0:  # before the first pick nothing is covered
-                    cover = coverage(reach, kept, cover, config.chain_steps)
-                gain_q = quantise(marginal_gain(reach, cover), self.gain_levels)
-                peak = peak_scores(reach.squared_distance, rank_keys(gain_q, kept, -1.0), gain_q)
+                    cover = coverage(reach, kept, cover, config.chain_steps,
+                                     picked_since(group, self.frames, config.stride))
+                if group >= self.frames:  # an empty group picks nothing
+                    continue
+                rows = group_frames(group, config.stride)
+                gain_q = quantise(marginal_gain(reach, cover, rows), self.gain_levels)
+                kept_rows = kept[rows]
+                peak = peak_scores(reach.squared_distance[rows], rank_keys(gain_q, kept_rows, -1.0), gain_q)
                 score = quantise(peak, self.score_levels)
                 # kept tokens rank first (key above every candidate): a frame keeps its top `target`
-                score_key = rank_keys(score, kept, float(KEY_LIMIT))
-                kept = kept | (self.rank_in_frame(score_key) < (target * self.group_mask[group]).unsqueeze(1))
+                score_key = rank_keys(score, kept_rows, float(KEY_LIMIT))
+                picked = kept_rows | (self.rank_in_frame(score_key) < target[rows].unsqueeze(1))
+                kept = put_rows(kept.float(), rows, picked.float()) > 0  # as float: TensorRT scatters no bool
         return kept
 
     def rank_in_frame(self, keys: torch.Tensor) -> torch.Tensor:
-        """keys: (T, P) unique within each frame -> (T, P) float32 rank (0 = highest key).
+        """keys: (F, P) unique within each frame -> (F, P) float32 rank (0 = highest key).
 
         A TopK over the P tokens of each frame (k = P, never over all tokens) and its inverse
         permutation, scattered without reduction."""
         order = torch.topk(keys, self.tokens, dim=1).indices
-        position = self.token_index.float().expand(self.frames, self.tokens)
+        position = self.token_index.float().expand_as(keys)
         return torch.zeros_like(keys).scatter(1, order, position)
 
     def compact(self, keep: torch.Tensor) -> torch.Tensor:

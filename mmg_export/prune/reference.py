@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from .config import MMGConfig, Selection, check_features, check_ratio, keep_count
-from .scores import (TokenStats, band, coverage, cut_threshold, frame_weight, marginal_gain, merge_keys,
-                     peak_scores, pick_levels, quantise, rank_keys, similarity_levels, token_stats,
-                     weight_scale)
+from .scores import (TokenStats, band, coverage, cut_threshold, frame_weight, group_frames, marginal_gain,
+                     merge_keys, peak_scores, pick_levels, picked_since, quantise, rank_keys, similarity_levels,
+                     token_stats, weight_scale)
 
 
 def select_tokens(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
@@ -133,31 +133,34 @@ def allocate(total: int, weights: list[int], cap: int) -> list[int]:
 
 def pick_tokens(stats: TokenStats, starts: torch.Tensor, budget: list[int],
                 config: MMGConfig) -> tuple[list[int], torch.Tensor]:
-    """Flat indices (ascending) of the tokens every frame keeps, and the last gains (T, P).
+    """Flat indices (ascending) of the tokens every frame keeps, and each frame's gains (T, P) at
+    its last pick.
 
     ``config.rounds`` rounds; in round r frame f tops up to floor(budget[f] * r / rounds) tokens.
     Within a round the frames pick in ``config.stride`` groups (f mod stride), and before each
-    group picks, coverage, marginal gains and peak scores are recomputed from everything kept
-    (:mod:`.scores`). A frame keeps its candidates with the highest peak-score keys.
+    group picks, coverage is recomputed from everything kept, then the group's marginal gains and
+    peak scores (:mod:`.scores`). A frame keeps its candidates with the highest peak-score keys.
     """
     frames, tokens = starts.shape[0], stats.gram.shape[1]
     reach = band(stats, starts)
     gain_levels, score_levels = pick_levels(tokens)
     kept = torch.zeros(frames, tokens, dtype=torch.bool)
     cover = torch.zeros(frames, tokens)
-    gain = torch.zeros(frames, tokens)
+    gains = torch.zeros(frames, tokens)
     for round_ in range(1, config.rounds + 1):
         for group in range(config.stride):
             if round_ > 1 or group > 0:  # before the first pick nothing is covered
-                cover = coverage(reach, kept, cover, config.chain_steps)
-            gain = marginal_gain(reach, cover)
+                cover = coverage(reach, kept, cover, config.chain_steps, picked_since(group, frames, config.stride))
+            rows = group_frames(group, config.stride)
+            gain = marginal_gain(reach, cover, rows)
             gain_q = quantise(gain, gain_levels)
-            peak = peak_scores(reach.squared_distance, rank_keys(gain_q, kept, -1.0), gain_q)
-            score_key = rank_keys(quantise(peak, score_levels), kept, -1.0)
-            for f in range(group, frames, config.stride):
+            peak = peak_scores(reach.squared_distance[rows], rank_keys(gain_q, kept[rows], -1.0), gain_q)
+            score_key = rank_keys(quantise(peak, score_levels), kept[rows], -1.0)
+            for row, f in enumerate(range(group, frames, config.stride)):
                 need = budget[f] * round_ // config.rounds - int(kept[f].sum())
-                kept[f, best_tokens(score_key[f].tolist(), need)] = True
-    return kept.reshape(-1).nonzero().squeeze(1).tolist(), gain
+                kept[f, best_tokens(score_key[row].tolist(), need)] = True
+                gains[f] = gain[row]
+    return kept.reshape(-1).nonzero().squeeze(1).tolist(), gains
 
 
 def best_tokens(keys: list[float], count: int) -> list[int]:

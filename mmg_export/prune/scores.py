@@ -121,33 +121,58 @@ def _with_neighbours(values: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
     return torch.cat([own, padded[:-2], padded[2:]], dim=1)
 
 
-def coverage(band: Band, kept: torch.Tensor, carried: torch.Tensor, steps: int) -> torch.Tensor:
+def coverage(band: Band, kept: torch.Tensor, carried: torch.Tensor, steps: int,
+             changed: slice = slice(None)) -> torch.Tensor:
     """(T, P) how well the kept tokens already represent every token, in [0, 1].
 
     A token is covered by its best kept token of the same frame (cosine), and along the segment
     through the neighbouring frames: cover_t(i) >= link(i, j) * cover_{t+-1}(j) for every token j
     of frame t-1 or t+1, so a kept token's reach decays with every frame it is carried.
-    ``carried`` (T, P) is the coverage before (it only grows as tokens are kept). Each of the
-    ``steps`` steps adds the kept tokens and carries coverage one frame further; with 0 steps only
-    the kept tokens of the same frame count. kept: (T, P) bool.
+    ``carried`` (T, P) is the coverage before (it only grows as tokens are kept); the frames
+    ``changed`` (a static slice; all by default) kept tokens since, every other frame's kept
+    tokens are already in ``carried``, so only the changed frames' own part is computed. The
+    first of the ``steps`` steps adds those kept tokens, and each step carries coverage one frame
+    further; with 0 steps only the kept tokens of the same frame count. kept: (T, P) bool.
     """
-    kept = kept.float()
-    cover = carried
-    for _ in range(max(steps, 1)):
-        neighbours = cover if steps else torch.zeros_like(cover)
-        weight = _with_neighbours(neighbours, kept).unsqueeze(1)
-        cover = torch.maximum(cover, (band.reach * weight).amax(dim=2))
+    tokens = kept.shape[1]
+    own = (band.reach[changed, :, :tokens] * kept[changed].float().unsqueeze(1)).amax(dim=2)
+    cover = put_rows(carried, changed, torch.maximum(carried[changed], own))
+    carry_from = carried
+    for _ in range(steps):
+        neighbours = _with_neighbours(carry_from, carry_from)[:, tokens:].unsqueeze(1)  # [c_{t-1}, c_{t+1}]
+        cover = torch.maximum(cover, (band.reach[:, :, tokens:] * neighbours).amax(dim=2))
+        carry_from = cover
     return cover
 
 
-def marginal_gain(band: Band, cover: torch.Tensor) -> torch.Tensor:
-    """(T, P) facility-location gain of keeping each token, in [0, 3P].
+def put_rows(values: torch.Tensor, rows: slice, new: torch.Tensor) -> torch.Tensor:
+    """(T, P) float ``values`` with its rows ``rows`` replaced by ``new`` (F, P), as one
+    ScatterElements (the ScatterND that slice assignment exports to is ~4x slower under ONNX
+    Runtime's CUDA provider, and TensorRT scatters no bool)."""
+    index = torch.arange(values.shape[0], device=values.device)[rows].unsqueeze(1).expand_as(new)
+    return values.scatter(0, index, new)
+
+
+def group_frames(group: int, stride: int) -> slice:
+    """The frames of pick group ``group`` (t mod stride == group), as a static strided slice."""
+    return slice(group, None, stride)
+
+
+def picked_since(group: int, frames: int, stride: int) -> slice:
+    """The frames that kept tokens since the coverage before group ``group``'s pick was last
+    recomputed: the previous group's (all frames where that group is empty: the same coverage)."""
+    previous = (group - 1) % stride
+    return group_frames(previous, stride) if previous < frames else slice(None)
+
+
+def marginal_gain(band: Band, cover: torch.Tensor, frames: slice = slice(None)) -> torch.Tensor:
+    """(F, P) facility-location gain of keeping each token of ``frames`` (all T by default), in [0, 3P].
 
     gain(j) = sum over the tokens i of the frame and of its linked neighbour frames of
     max(0, sim(i, j) - cover(i)): how much keeping j would raise the best similarity of every
-    token near it in time to a kept token.
+    token near it in time to a kept token. cover: (T, P), every frame's.
     """
-    room = band.reach - _with_neighbours(cover, cover).unsqueeze(1)  # [t, j, i]: sim(i, j) - cover(i)
+    room = band.reach[frames] - _with_neighbours(cover, cover)[frames].unsqueeze(1)  # [t, j, i]: sim(i, j) - cover(i)
     return room.clamp_(min=0.0).sum(dim=2)
 
 
