@@ -73,10 +73,12 @@ CLIPS = (
     Clip("cube.mpeg", "visp-images-data", content="one hand-held shot of a cube (grayscale)"),
 )
 ABLATION = {
-    "default (rounds=3, 9 picks)": MMGConfig(),
-    "rounds=2 (6 picks, the previous default)": MMGConfig(rounds=2),
-    "rounds=1 (3 picks)": MMGConfig(rounds=1),
-    "stride=1 (3 picks, all frames at once)": MMGConfig(stride=1),
+    "default (rounds=2, stride=5: 10 picks)": MMGConfig(),
+    "stride=3 (6 picks, the previous default)": MMGConfig(stride=3),
+    "rounds=3, stride=3 (9 picks)": MMGConfig(rounds=3, stride=3),
+    "rounds=3 (15 picks)": MMGConfig(rounds=3),
+    "rounds=1 (5 picks)": MMGConfig(rounds=1),
+    "stride=1 (2 picks, all frames at once)": MMGConfig(stride=1),
     "chain_steps=0 (no temporal coverage)": MMGConfig(chain_steps=0),
     "budget=uniform": MMGConfig(budget="uniform"),
 }

@@ -103,20 +103,20 @@ def test_pruner_onnx_matches_on_real_clip_features(tmp_path, clip_features):
 
 
 def test_rounds_option_builds_that_pruner_and_records_it(tmp_path):
-    """--rounds 2: the manifest says so and pruner.onnx selects what PruningGraph(rounds=2) selects,
+    """--rounds 3: the manifest says so and pruner.onnx selects what PruningGraph(rounds=3) selects,
     which differs from the default's selection on this input."""
     from mmg_export.prune import MMGConfig
 
-    out = tmp_path / "r2"
-    assert main(["build", "--target", "cpu", "--frames", "8", "--rounds", "2", "--out", str(out)]) == 0
+    out = tmp_path / "r3"
+    assert main(["build", "--target", "cpu", "--frames", "8", "--rounds", "3", "--out", str(out)]) == 0
     manifest = verify_artifacts(out)
-    assert manifest.extra["pruning"]["rounds"] == 2
+    assert manifest.extra["pruning"]["rounds"] == 3
     tokens = torch.randn(8, 196, 64, generator=torch.Generator().manual_seed(3))
     _, indices, _ = session(out / "pruner.onnx").run(None, {"video_tokens": tokens.numpy()})
     with torch.no_grad():
-        _, two_rounds = PruningGraph(8, 196, 64, 0.25, MMGConfig(rounds=2))(tokens)
+        _, three_rounds = PruningGraph(8, 196, 64, 0.25, MMGConfig(rounds=3))(tokens)
         _, default = PruningGraph(8, 196, 64, 0.25)(tokens)
-    assert indices.tolist() == two_rounds.tolist() != default.tolist()
+    assert indices.tolist() == three_rounds.tolist() != default.tolist()
 
 
 def test_the_pruner_passes_the_lint(artifacts):

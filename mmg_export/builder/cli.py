@@ -44,8 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "each weight is then stored twice)")
     parser.add_argument("--merge", action="store_true", help="merge dropped tokens into their nearest kept token")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="token-selection rounds, 1-8 (default 3; 2 is ~25%% faster and keeps slightly less "
-                             "of the video: docs/quality.md)")
+                        help="token-selection rounds, 1-8 (default 2; 3 keeps slightly more of the video and "
+                             "makes the pruner ~35%% slower: docs/quality.md)")
     parser.add_argument("--list-targets", action="store_true", help="list the build profiles and exit")
     parser.set_defaults(handler=run)
 

@@ -18,10 +18,11 @@ class MMGConfig:
     min_segment_frames: no segment is shorter than this many frames; a candidate closer than this
         to a stronger one (lower similarity) is dropped.
     max_segments: at most this many segments; the weakest boundaries are dropped.
-    rounds: every frame picks its tokens in this many rounds (a third of its budget in each of
-        three), each round by marginal gain given everything kept before it.
-    stride: frames t with the same t mod ``stride`` pick together; the others see their picks
-        (neighbouring frames never pick at the same time).
+    rounds: every frame picks its tokens in this many rounds (half of its budget in the first of
+        two), each round by marginal gain given everything kept before it.
+    stride: frames t with the same t mod ``stride`` pick together; the others see their picks.
+        With 2 * chain_steps + 1 (the default, 5), frames that pick together are farther apart
+        than one coverage update carries a pick, so no pick is made blind to a nearer one.
     chain_steps: frame-to-frame steps coverage is carried along a segment before each pick.
     novelty_levels: frame novelty is quantised to integers 0..novelty_levels (exact budget
         arithmetic in every runtime).
@@ -35,8 +36,8 @@ class MMGConfig:
     cut_factor: float = 4.0
     min_segment_frames: int = 1
     max_segments: int = 8
-    rounds: int = 3
-    stride: int = 3
+    rounds: int = 2
+    stride: int = 5
     chain_steps: int = 2
     novelty_levels: int = 64
     novelty_floor: float = 0.1
