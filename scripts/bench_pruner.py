@@ -9,8 +9,8 @@ for the GPU before returning). Eager: CUDA events. Medians over --iterations aft
 video-like features (``make_video``); "same idx" compares the deployed graph's kept indices with
 eager's on the same input. --profile adds the GPU kernel time of the deployed runs (CUPTI through
 torch.profiler: ONNX Runtime's own profile times kernel launches on the host, not the GPU).
---rounds times a token stage of that many rounds instead of the default (the quality trade-off of
-``docs/quality.md``'s ablation).
+--rounds and --stride time a token stage of that many rounds and pick groups instead of the default
+(the quality trade-off of ``docs/quality.md``'s ablation).
 
 GPU:   python scripts/bench_pruner.py --out-dir $OUT
 Smoke: python scripts/bench_pruner.py --smoke      (tiny sizes on the CPU)
@@ -46,7 +46,7 @@ def device_tokens(session: OrtSession, features: torch.Tensor, dtype: str) -> Te
 
 def measure(args, frames: int, precision: str, scratch: Path, cuda: bool) -> dict:
     dtype = IO_DTYPES[precision]
-    config = MMGConfig() if args.rounds is None else MMGConfig(rounds=args.rounds)
+    config = MMGConfig(**{knob: getattr(args, knob) for knob in ("rounds", "stride") if getattr(args, knob)})
     path = export_pruner(frames, args.tokens, args.dim, args.ratio, precision,
                          scratch / f"pruner-{frames}-{precision}.onnx", config)
     providers = [["CUDAExecutionProvider", {"use_tf32": "0"}], ["CPUExecutionProvider", {}]] if cuda else \
@@ -63,7 +63,7 @@ def measure(args, frames: int, precision: str, scratch: Path, cuda: bool) -> dic
     with torch.no_grad():
         eager = time_any(lambda: graph(on_device), args.iterations, args.warmup, cuda)
         _, expected = graph(on_device)
-    row = {"frames": frames, "precision": precision, "rounds": config.rounds, "K": keep, "deployed_ms": deployed["median_ms"],
+    row = {"frames": frames, "precision": precision, "rounds": config.rounds, "stride": config.stride, "K": keep, "deployed_ms": deployed["median_ms"],
            "deployed_p90_ms": deployed["p90_ms"], "eager_ms": eager["median_ms"], "providers": session.providers,
            "same_idx": outputs["kept_indices"].numpy().tolist() == expected.cpu().tolist()}
     if args.profile and cuda:
@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=None, help="token-stage rounds (default: MMGConfig's)")
+    parser.add_argument("--stride", type=int, default=None, help="pick groups per round (default: MMGConfig's)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
@@ -102,8 +103,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         rows = [measure(args, frames, precision, Path(scratch), cuda) for frames in args.frames
                 for precision in args.dtypes]
-    headers = ["frames", "precision", "rounds", "K", "deployed (ORT, bound, CUDA graph) ms", "p90 ms", "eager ms", "same idx"]
-    print(markdown_table(headers, [(r["frames"], r["precision"], r["rounds"], r["K"], r["deployed_ms"], r["deployed_p90_ms"],
+    headers = ["frames", "precision", "rounds", "stride", "K", "deployed (ORT, bound, CUDA graph) ms", "p90 ms", "eager ms", "same idx"]
+    print(markdown_table(headers, [(r["frames"], r["precision"], r["rounds"], r["stride"], r["K"], r["deployed_ms"], r["deployed_p90_ms"],
                                     r["eager_ms"], r["same_idx"]) for r in rows]))
     for row in rows:
         if "profile" in row:
