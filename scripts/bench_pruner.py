@@ -63,8 +63,9 @@ def measure(args, frames: int, precision: str, scratch: Path, cuda: bool) -> dic
     with torch.no_grad():
         eager = time_any(lambda: graph(on_device), args.iterations, args.warmup, cuda)
         _, expected = graph(on_device)
-    row = {"frames": frames, "precision": precision, "rounds": config.rounds, "stride": config.stride, "K": keep, "deployed_ms": deployed["median_ms"],
-           "deployed_p90_ms": deployed["p90_ms"], "eager_ms": eager["median_ms"], "providers": session.providers,
+    row = {"frames": frames, "precision": precision, "rounds": config.rounds, "stride": config.stride, "K": keep,
+           "deployed_ms": deployed["median_ms"], "deployed_p90_ms": deployed["p90_ms"], "eager_ms": eager["median_ms"],
+           "providers": session.providers,
            "same_idx": outputs["kept_indices"].numpy().tolist() == expected.cpu().tolist()}
     if args.profile and cuda:
         row["profile"] = kernel_profile(session, inputs, outputs)
@@ -103,9 +104,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         rows = [measure(args, frames, precision, Path(scratch), cuda) for frames in args.frames
                 for precision in args.dtypes]
-    headers = ["frames", "precision", "rounds", "stride", "K", "deployed (ORT, bound, CUDA graph) ms", "p90 ms", "eager ms", "same idx"]
-    print(markdown_table(headers, [(r["frames"], r["precision"], r["rounds"], r["stride"], r["K"], r["deployed_ms"], r["deployed_p90_ms"],
-                                    r["eager_ms"], r["same_idx"]) for r in rows]))
+    headers = ["frames", "precision", "rounds", "stride", "K", "deployed (ORT, bound, CUDA graph) ms", "p90 ms",
+               "eager ms", "same idx"]
+    columns = ["frames", "precision", "rounds", "stride", "K", "deployed_ms", "deployed_p90_ms", "eager_ms", "same_idx"]
+    print(markdown_table(headers, [[r[column] for column in columns] for r in rows]))
     for row in rows:
         if "profile" in row:
             profile = row["profile"]
