@@ -46,7 +46,8 @@ def device_tokens(session: OrtSession, features: torch.Tensor, dtype: str) -> Te
 
 def measure(args, frames: int, precision: str, scratch: Path, cuda: bool) -> dict:
     dtype = IO_DTYPES[precision]
-    config = MMGConfig(**{knob: getattr(args, knob) for knob in ("rounds", "stride") if getattr(args, knob)})
+    knobs = {knob: getattr(args, knob) for knob in ("rounds", "stride")}
+    config = MMGConfig(**{knob: value for knob, value in knobs.items() if value is not None})
     path = export_pruner(frames, args.tokens, args.dim, args.ratio, precision,
                          scratch / f"pruner-{frames}-{precision}.onnx", config)
     providers = [["CUDAExecutionProvider", {"use_tf32": "0"}], ["CPUExecutionProvider", {}]] if cuda else \
@@ -104,10 +105,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         rows = [measure(args, frames, precision, Path(scratch), cuda) for frames in args.frames
                 for precision in args.dtypes]
-    headers = ["frames", "precision", "rounds", "stride", "K", "deployed (ORT, bound, CUDA graph) ms", "p90 ms",
-               "eager ms", "same idx"]
-    columns = ["frames", "precision", "rounds", "stride", "K", "deployed_ms", "deployed_p90_ms", "eager_ms", "same_idx"]
-    print(markdown_table(headers, [[r[column] for column in columns] for r in rows]))
+    columns = {"frames": "frames", "precision": "precision", "rounds": "rounds", "stride": "stride", "K": "K",
+               "deployed_ms": "deployed (ORT, bound, CUDA graph) ms", "deployed_p90_ms": "p90 ms",
+               "eager_ms": "eager ms", "same_idx": "same idx"}
+    print(markdown_table(list(columns.values()), [[r[key] for key in columns] for r in rows]))
     for row in rows:
         if "profile" in row:
             profile = row["profile"]

@@ -21,8 +21,8 @@ class MMGConfig:
     rounds: every frame picks its tokens in this many rounds (half of its budget in the first of
         two), each round by marginal gain given everything kept before it.
     stride: frames t with the same t mod ``stride`` pick together; the others see their picks.
-        With 2 * chain_steps + 1 (the default, 5), frames that pick together are farther apart
-        than one coverage update carries a pick, so no pick is made blind to a nearer one.
+        With 2 * chain_steps + 1 (the default, 5), the frames that one coverage update reaches
+        from two frames picking together (chain_steps each way) do not overlap.
     chain_steps: frame-to-frame steps coverage is carried along a segment before each pick.
     novelty_levels: frame novelty is quantised to integers 0..novelty_levels (exact budget
         arithmetic in every runtime).

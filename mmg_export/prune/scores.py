@@ -128,18 +128,19 @@ def coverage(band: Band, kept: torch.Tensor, carried: torch.Tensor, steps: int,
     A token is covered by its best kept token of the same frame (cosine), and along the segment
     through the neighbouring frames: cover_t(i) >= link(i, j) * cover_{t+-1}(j) for every token j
     of frame t-1 or t+1, so a kept token's reach decays with every frame it is carried.
-    ``carried`` (T, P) is the coverage before (it only grows as tokens are kept); the frames
-    ``changed`` (a static slice; all by default) kept tokens since, every other frame's kept
-    tokens are already in ``carried``, so only the changed frames' own part is computed. The
-    first of the ``steps`` steps adds those kept tokens, and each step carries coverage one frame
-    further; with 0 steps only the kept tokens of the same frame count. kept: (T, P) bool.
+    ``carried`` (T, P) is the coverage before (it only grows as tokens are kept). Only the frames
+    ``changed`` (a static slice; all by default) kept tokens since it was computed; every other
+    kept token is already in ``carried``, so only the changed frames' kept tokens are compared
+    again. Then each of the ``steps`` steps carries coverage one frame further, the first from
+    ``carried`` (as if the new tokens and the carry were one step); with 0 steps only the kept
+    tokens of the same frame count. kept: (T, P) bool.
     """
     tokens = kept.shape[1]
     own = (band.reach[changed, :, :tokens] * kept[changed].float().unsqueeze(1)).amax(dim=2)
     cover = put_rows(carried, changed, torch.maximum(carried[changed], own))
     carry_from = carried
     for _ in range(steps):
-        neighbours = _with_neighbours(carry_from, carry_from)[:, tokens:].unsqueeze(1)  # [c_{t-1}, c_{t+1}]
+        neighbours = _with_neighbours(carry_from, carry_from)[:, tokens:].unsqueeze(1)  # (T, 1, 2P): c_{t-1}, c_{t+1}
         cover = torch.maximum(cover, (band.reach[:, :, tokens:] * neighbours).amax(dim=2))
         carry_from = cover
     return cover
@@ -201,10 +202,11 @@ def pick_levels(tokens: int) -> tuple[float, float]:
 
 
 def rank_keys(values_q: torch.Tensor, kept: torch.Tensor, kept_key: float) -> torch.Tensor:
-    """(T, P) unique float32 integer keys: quantised value first, then the lower token index.
+    """(F, P) unique float32 integer keys: quantised value first, then the lower token index.
 
-    values_q: (T, P) quantised values >= 0; kept tokens get ``kept_key`` instead (-1 puts them
-    below every candidate, KEY_LIMIT above).
+    values_q: (F, P) quantised values >= 0 of F frames (all, or a pick group's); kept: (F, P)
+    bool, whose tokens get ``kept_key`` instead (-1 puts them below every candidate, KEY_LIMIT
+    above).
     """
     tokens = values_q.shape[1]
     reverse_index = torch.arange(tokens - 1, -1, -1, device=values_q.device, dtype=torch.float32)
@@ -212,14 +214,14 @@ def rank_keys(values_q: torch.Tensor, kept: torch.Tensor, kept_key: float) -> to
 
 
 def peak_scores(squared_distance: torch.Tensor, gain_key: torch.Tensor, gain_q: torch.Tensor) -> torch.Tensor:
-    """(T, P) density-peak score of every candidate: quantised gain * squared distance to a better one.
+    """(F, P) density-peak score of every candidate: quantised gain * squared distance to a better one.
 
     As in DPC (gain playing density): delta(j) = min ||u_j - u_k||^2 over the candidates k of the
     frame with a higher gain key (4, the largest, for the best one), so a near-copy of a better
     candidate scores low and the round keeps spread-out peaks. The squared distance (2 - 2 cos)
     suppresses near-copies harder than the distance and needs no square root.
-    squared_distance: (T, P, P) from :class:`Band`; gain_key: (T, P) from :func:`rank_keys`
-    (kept tokens -1); gain_q: quantised gains.
+    squared_distance: (F, P, P) of F frames (all, or a pick group's) from :class:`Band`;
+    gain_key: (F, P) from :func:`rank_keys` (kept tokens -1); gain_q: (F, P) quantised gains.
     """
     better = gain_key.unsqueeze(1) > gain_key.unsqueeze(2)  # [t, j, k]: k beats j
     delta = torch.where(better, squared_distance, 4.0).amin(dim=2)
