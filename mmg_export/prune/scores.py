@@ -115,10 +115,10 @@ def band(stats: TokenStats, starts: torch.Tensor) -> Band:
     return Band(reach=torch.cat([stats.gram, links, to_next], dim=2), squared_distance=squared_distance)
 
 
-def _with_neighbours(values: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
-    """(T, P) values, (T, P) own part -> (T, 3P): [own[t], values[t-1], values[t+1]] (0 past the ends)."""
+def _neighbours(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, P) -> (values[t-1], values[t+1]), each (T, P), 0 past the ends: the order of :class:`Band`'s links."""
     padded = torch.nn.functional.pad(values, (0, 0, 1, 1))
-    return torch.cat([own, padded[:-2], padded[2:]], dim=1)
+    return padded[:-2], padded[2:]
 
 
 def coverage(band: Band, kept: torch.Tensor, carried: torch.Tensor, steps: int,
@@ -140,7 +140,7 @@ def coverage(band: Band, kept: torch.Tensor, carried: torch.Tensor, steps: int,
     cover = put_rows(carried, changed, torch.maximum(carried[changed], own))
     carry_from = carried
     for _ in range(steps):
-        neighbours = _with_neighbours(carry_from, carry_from)[:, tokens:].unsqueeze(1)  # (T, 1, 2P): c_{t-1}, c_{t+1}
+        neighbours = torch.cat(_neighbours(carry_from), dim=1).unsqueeze(1)  # (T, 1, 2P): c_{t-1}, c_{t+1}
         cover = torch.maximum(cover, (band.reach[:, :, tokens:] * neighbours).amax(dim=2))
         carry_from = cover
     return cover
@@ -173,7 +173,8 @@ def marginal_gain(band: Band, cover: torch.Tensor, frames: slice = slice(None)) 
     max(0, sim(i, j) - cover(i)): how much keeping j would raise the best similarity of every
     token near it in time to a kept token. cover: (T, P), every frame's.
     """
-    room = band.reach[frames] - _with_neighbours(cover, cover)[frames].unsqueeze(1)  # [t, j, i]: sim(i, j) - cover(i)
+    cover_by_column = torch.cat([cover, *_neighbours(cover)], dim=1)[frames]  # (F, 3P), columns as in the band
+    room = band.reach[frames] - cover_by_column.unsqueeze(1)  # [t, j, i]: sim(i, j) - cover(i)
     return room.clamp_(min=0.0).sum(dim=2)
 
 
