@@ -55,12 +55,14 @@ def check_pipeline_options(args: argparse.Namespace) -> None:
         raise UserError(f"--keep-positions needs --llm transformers: {args.llm} derives positions from token order")
 
 
-def load_pipeline(args: argparse.Namespace):
-    """The :class:`~mmg_runtime.pipeline.Pipeline` that the pipeline options describe (verified, warmed up)."""
-    from .pipeline import Pipeline
+def load_pipeline(args: argparse.Namespace, question: str | None = None):
+    """The :class:`~mmg_runtime.pipeline.Pipeline` that the pipeline options describe (verified, warmed
+    up with ``question`` where the first question is known, else a generic one)."""
+    from .pipeline import WARM_UP_QUESTION, Pipeline
 
     return Pipeline.from_artifacts(args.artifacts, llm=args.llm, model_dir=args.model,
-                                   keep_positions=args.keep_positions, decoder=args.decoder)
+                                   keep_positions=args.keep_positions, decoder=args.decoder,
+                                   warm_up_question=question or WARM_UP_QUESTION)
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -87,7 +89,7 @@ def check_options(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_options(args)
-    pipeline = load_pipeline(args)
+    pipeline = load_pipeline(args, question=args.prompt)
     if args.stream is not None:
         answer, header = _stream(pipeline, args)
     else:

@@ -113,6 +113,10 @@ class ChunkEncoder:
         timings.encode += time.perf_counter() - middle
 
 
+WARM_UP_QUESTION = "Describe the video."
+"""What loading asks the synthetic clip when the first question is not known in advance."""
+
+
 class Pipeline:
     """Preprocess -> encoder -> pruner -> LLM over one artifact directory (``mmg-export build`` output).
 
@@ -121,7 +125,7 @@ class Pipeline:
     """
 
     def __init__(self, directory: Path, manifest: Manifest, llm: LLMBackend, keep_positions: bool = False,
-                 decoder: str = "auto", warm_up: bool = True) -> None:
+                 decoder: str = "auto", warm_up: bool = True, warm_up_question: str = WARM_UP_QUESTION) -> None:
         start = time.perf_counter()
         self.load_seconds = 0.0
         self.directory, self.manifest, self.llm = directory, manifest, llm
@@ -144,19 +148,19 @@ class Pipeline:
         self.reader = make_reader(decoder, self.encoder.device)
         self._pyav = self.reader if isinstance(self.reader, PyAVReader) else PyAVReader()
         if warm_up:
-            self.warm_up()
+            self.warm_up(warm_up_question)
         self.load_seconds = time.perf_counter() - start
 
     @classmethod
     def from_artifacts(cls, directory: str | Path, llm: LLMBackend | str = "transformers",
                        model_dir: str | Path | None = None, keep_positions: bool = False, decoder: str = "auto",
-                       warm_up: bool = True) -> Pipeline:
+                       warm_up: bool = True, warm_up_question: str = WARM_UP_QUESTION) -> Pipeline:
         """Verify the manifest and hashes, open every component, attach the LLM, and warm up.
 
         llm: an :class:`LLMBackend`, or a name from :data:`LLM_BACKENDS`: "transformers" loads
         LLaVA-OneVision from ``model_dir`` (default: the model the artifacts were built from);
         "trtllm-engine" takes a TensorRT-LLM engine directory and "trtllm-api" a model directory
-        for the TensorRT-LLM LLM API, both as ``model_dir``.
+        for the TensorRT-LLM LLM API, both as ``model_dir``. warm_up_question: see :meth:`warm_up`.
         """
         start = time.perf_counter()
         directory = Path(directory)
@@ -165,7 +169,7 @@ class Pipeline:
         manifest = verify_artifacts(directory, **this_machine())
         if isinstance(llm, str):
             llm = make_llm(llm, directory, manifest, model_dir)
-        pipeline = cls(directory, manifest, llm, keep_positions, decoder, warm_up)
+        pipeline = cls(directory, manifest, llm, keep_positions, decoder, warm_up, warm_up_question)
         pipeline.load_seconds = time.perf_counter() - start
         return pipeline
 
@@ -265,11 +269,16 @@ class Pipeline:
         text = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
         return Answer(text, generation.token_ids, indices, timings, extra=generation.extra)
 
-    def warm_up(self) -> None:
+    def warm_up(self, question: str = WARM_UP_QUESTION) -> None:
         """One question on a synthetic 720p clip (and a decode through NVDEC where it is the decoder):
-        allocations, kernel selection, CUDA graph capture and the LLM's first call happen here."""
+        allocations, kernel selection, CUDA graph capture and the LLM's first call happen here.
+
+        The transformers LLM's first prefill at a new prompt length costs more than later ones
+        (+8 to +14 ms at 7B geometry on an H100, BENCHMARKS.md), so where the question is known
+        before loading (``mmg-export run --prompt``) warming up with it moves that cost into loading.
+        """
         clip = np.random.default_rng(0).integers(0, 256, (self.frames, 720, 1280, 3), dtype=np.uint8)
-        self.ask(clip, "Describe the video.", max_new_tokens=2)
+        self.ask(clip, question, max_new_tokens=2)
         if self.reader is not self._pyav:
             from .nvdec import warm_up_file
 

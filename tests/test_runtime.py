@@ -169,6 +169,31 @@ def test_loading_warms_up_with_a_720p_question(artifacts, bigbuckbunny):
     assert answer.timings.load == pipeline.load_seconds
 
 
+def test_loading_warms_up_with_the_question_to_come(artifacts, bigbuckbunny):
+    """The LLM's first prefill at a prompt length costs more (BENCHMARKS.md): given the question to
+    come, the warm-up asks it, so the first real prefill has a length the LLM has run."""
+    default = Pipeline.from_artifacts(artifacts, llm=RecordingBackend(TransformersBackend(artifacts / "model")))
+    given = Pipeline.from_artifacts(artifacts, llm=RecordingBackend(TransformersBackend(artifacts / "model")),
+                                    warm_up_question=QUESTION)
+    given.ask(bigbuckbunny, QUESTION, max_new_tokens=1)
+    (generic,), (warm_up, first) = default.llm.prompts, given.llm.prompts
+    assert warm_up.input_ids == first.input_ids
+    assert generic.sequence_length != first.sequence_length
+
+
+def test_run_warms_up_with_its_prompt(artifacts, bikes, monkeypatch, capsys):
+    asked, real_warm_up = [], Pipeline.warm_up
+
+    def recording_warm_up(self, question):
+        asked.append(question)
+        real_warm_up(self, question)
+
+    monkeypatch.setattr(Pipeline, "warm_up", recording_warm_up)
+    assert main(["run", "--video", str(bikes), "--prompt", "Who rides the bikes?", "--artifacts", str(artifacts),
+                 "--max-new-tokens", "1", "--json"]) == 0
+    assert asked == ["Who rides the bikes?"] and json.loads(capsys.readouterr().out)["generated_tokens"] == 1
+
+
 # ----------------------------------------------------------------------------------------------
 # Live streams
 
