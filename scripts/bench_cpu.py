@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Pruner latency on the CPU (the core issue's targets): PruningGraph and the reference.
 
-    python scripts/bench_cpu.py [--frames 32] [--iterations 20]
+    python scripts/bench_cpu.py [--frames 32] [--iterations 20] [--rounds R --stride S --chain-steps C]
 
 Times with ``time.perf_counter`` around each call (``_bench_common.time_wall``) (torch's intra-op threads = all cores),
 median, p90 and min after 3 warm-up calls, and the median process CPU time per call (all
@@ -9,6 +9,8 @@ threads: on a machine shared with other work the wall clock stretches, the CPU t
 the reference (plain Python decisions) is timed a few times. Also the exported ONNX under ONNX
 Runtime's CPU provider, for comparison, and its node count.
 Targets at T=32, P=196, D=3584 fp32: PruningGraph median <= 250 ms, reference < 5 s.
+--rounds, --stride and --chain-steps time another token stage (``build --reach 3``: --chain-steps 3
+--stride 7).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ setup_path()
 
 import torch  # noqa: E402
 
-from mmg_export import PruningGraph, select_tokens  # noqa: E402
+from mmg_export import MMGConfig, PruningGraph, select_tokens  # noqa: E402
 from mmg_export.builder.export import export_pruner  # noqa: E402
 
 
@@ -56,20 +58,26 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.25)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--reference-iterations", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=None, help="token-stage rounds (default: MMGConfig's)")
+    parser.add_argument("--stride", type=int, default=None, help="pick groups per round (default: MMGConfig's)")
+    parser.add_argument("--chain-steps", type=int, default=None,
+                        help="coverage steps per update (default: MMGConfig's)")
     args = parser.parse_args()
+    knobs = {knob: getattr(args, knob) for knob in ("rounds", "stride", "chain_steps")}
+    config = MMGConfig(**{knob: value for knob, value in knobs.items() if value is not None})
 
     shape = (args.frames, args.tokens, args.dim)
     features = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    graph = PruningGraph(*shape, ratio=args.ratio).eval()
+    graph = PruningGraph(*shape, ratio=args.ratio, config=config).eval()
     with torch.no_grad():
         graph_times = timed(lambda: graph(features), args.iterations, 3)
-        reference_times = timed(lambda: select_tokens(features, args.ratio), args.reference_iterations, 1)
-        same = graph(features)[1].tolist() == select_tokens(features, args.ratio).indices.tolist()
+        reference_times = timed(lambda: select_tokens(features, args.ratio, config), args.reference_iterations, 1)
+        same = graph(features)[1].tolist() == select_tokens(features, args.ratio, config).indices.tolist()
     import onnx
     import onnxruntime
 
     with tempfile.TemporaryDirectory() as scratch:
-        path = export_pruner(*shape, args.ratio, "fp32", Path(scratch) / "pruner.onnx")
+        path = export_pruner(*shape, args.ratio, "fp32", Path(scratch) / "pruner.onnx", config)
         nodes = len(onnx.load(str(path)).graph.node)
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         feed = {"video_tokens": features.numpy()}
@@ -78,6 +86,7 @@ def main() -> None:
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}")
     print(f"T={args.frames}, P={args.tokens}, D={args.dim}, fp32, ratio {args.ratio}: K = {graph.keep}; "
+          f"rounds {config.rounds}, stride {config.stride}, chain_steps {config.chain_steps}; "
           f"graph and reference select the same tokens: {same}; pruner.onnx (opset 18): {nodes} nodes\n")
     print(markdown_table(["form", "median ms", "p90 ms", "min ms", "CPU ms (all threads)", "runs", "target"], [
         row("PruningGraph (torch eager)", graph_times, "<= 250 ms"),

@@ -9,8 +9,9 @@ for the GPU before returning). Eager: CUDA events. Medians over --iterations aft
 video-like features (``make_video``); "same idx" compares the deployed graph's kept indices with
 eager's on the same input. --profile adds the GPU kernel time of the deployed runs (CUPTI through
 torch.profiler: ONNX Runtime's own profile times kernel launches on the host, not the GPU).
---rounds and --stride time a token stage of that many rounds and pick groups instead of the default
-(the quality trade-off of ``docs/quality.md``'s ablation).
+--rounds, --stride and --chain-steps time a token stage of that many rounds, pick groups and coverage
+steps instead of the default (the quality trade-off of ``docs/quality.md``'s ablation; ``build --reach
+3`` is --chain-steps 3 --stride 7).
 
 GPU:   python scripts/bench_pruner.py --out-dir $OUT
 Smoke: python scripts/bench_pruner.py --smoke      (tiny sizes on the CPU)
@@ -46,7 +47,7 @@ def device_tokens(session: OrtSession, features: torch.Tensor, dtype: str) -> Te
 
 def measure(args, frames: int, precision: str, scratch: Path, cuda: bool) -> dict:
     dtype = IO_DTYPES[precision]
-    knobs = {knob: getattr(args, knob) for knob in ("rounds", "stride")}
+    knobs = {knob: getattr(args, knob) for knob in ("rounds", "stride", "chain_steps")}
     config = MMGConfig(**{knob: value for knob, value in knobs.items() if value is not None})
     path = export_pruner(frames, args.tokens, args.dim, args.ratio, precision,
                          scratch / f"pruner-{frames}-{precision}.onnx", config)
@@ -64,7 +65,8 @@ def measure(args, frames: int, precision: str, scratch: Path, cuda: bool) -> dic
     with torch.no_grad():
         eager = time_any(lambda: graph(on_device), args.iterations, args.warmup, cuda)
         _, expected = graph(on_device)
-    row = {"frames": frames, "precision": precision, "rounds": config.rounds, "stride": config.stride, "K": keep,
+    row = {"frames": frames, "precision": precision, "rounds": config.rounds, "stride": config.stride,
+           "chain_steps": config.chain_steps, "K": keep,
            "deployed_ms": deployed["median_ms"], "deployed_p90_ms": deployed["p90_ms"], "eager_ms": eager["median_ms"],
            "providers": session.providers,
            "same_idx": outputs["kept_indices"].numpy().tolist() == expected.cpu().tolist()}
@@ -93,6 +95,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=None, help="token-stage rounds (default: MMGConfig's)")
     parser.add_argument("--stride", type=int, default=None, help="pick groups per round (default: MMGConfig's)")
+    parser.add_argument("--chain-steps", type=int, default=None, help="coverage steps per update (default: MMGConfig's)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
@@ -105,7 +108,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         rows = [measure(args, frames, precision, Path(scratch), cuda) for frames in args.frames
                 for precision in args.dtypes]
-    columns = {"frames": "frames", "precision": "precision", "rounds": "rounds", "stride": "stride", "K": "K",
+    columns = {"frames": "frames", "precision": "precision", "rounds": "rounds", "stride": "stride",
+               "chain_steps": "steps", "K": "K",
                "deployed_ms": "deployed (ORT, bound, CUDA graph) ms", "deployed_p90_ms": "p90 ms",
                "eager_ms": "eager ms", "same_idx": "same idx"}
     print(markdown_table(list(columns.values()), [[r[key] for key in columns] for r in rows]))

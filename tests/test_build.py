@@ -119,6 +119,27 @@ def test_rounds_option_builds_that_pruner_and_records_it(tmp_path):
     assert indices.tolist() == three_rounds.tolist() != default.tolist()
 
 
+def test_reach_option_builds_that_pruner_and_records_it(tmp_path):
+    """--reach 3: chain_steps 3 and 2 x 3 + 1 = 7 pick groups in the manifest, and pruner.onnx
+    selects what PruningGraph with that config selects, which differs from the default's here."""
+    from mmg_export.builder.cli import MAX_STRIDE
+    from mmg_export.prune import MMGConfig
+
+    out = tmp_path / "reach3"
+    assert main(["build", "--target", "cpu", "--frames", "8", "--reach", "3", "--out", str(out)]) == 0
+    pruning = verify_artifacts(out).extra["pruning"]
+    assert (pruning["chain_steps"], pruning["stride"], pruning["rounds"]) == (3, 7, 2)
+    tokens = torch.randn(8, 196, 64, generator=torch.Generator().manual_seed(3))
+    _, indices, _ = session(out / "pruner.onnx").run(None, {"video_tokens": tokens.numpy()})
+    with torch.no_grad():
+        _, reach3 = PruningGraph(8, 196, 64, 0.25, MMGConfig(chain_steps=3, stride=7))(tokens)
+        _, default = PruningGraph(8, 196, 64, 0.25)(tokens)
+    assert indices.tolist() == reach3.tolist() != default.tolist()
+    MMGConfig(stride=MAX_STRIDE)
+    with pytest.raises(ValueError, match="stride"):
+        MMGConfig(stride=MAX_STRIDE + 1)
+
+
 def test_the_pruner_passes_the_lint(artifacts):
     """The pruner is the same graph for both backends; the TensorRT-flavour encoder and the matmul
     preprocessing are linted in their own tests (the CPU artifacts hold the ONNX Runtime ones)."""
@@ -140,6 +161,9 @@ def test_lint_command_on_an_exported_graph(artifacts, capsys):
     (["--target", "cpu", "--backend", "tensorrt"], "--backend tensorrt needs a GPU target"),
     (["--target", "cpu", "--rounds", "0"], "rounds=0: expected an int in [1, 8]"),
     (["--target", "cpu", "--rounds", "9"], "rounds=9: expected an int in [1, 8]"),
+    (["--target", "cpu", "--reach", "4"], "--reach 4: expected an integer from 0 to 3 (2 x reach + 1 pick groups, "
+                                          "at most 8)"),
+    (["--target", "cpu", "--reach", "-1"], "--reach -1: expected an integer from 0 to 3"),
 ])
 def test_bad_build_arguments_fail_with_one_line(tmp_path, capsys, args, message):
     out = tmp_path / "out"

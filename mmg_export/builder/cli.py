@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 DEFAULT_OUT = Path("engines") / "out"
 TINY_MODEL = "tiny"
 """Model part of the default output name for the built-in model."""
+MAX_STRIDE = 8
+"""MMGConfig's largest stride (pick groups per round); kept here so that the CLI loads without torch."""
+MAX_REACH = (MAX_STRIDE - 1) // 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,16 +49,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rounds", type=int, default=None,
                         help="token-selection rounds, 1-8 (default 2; 3 keeps slightly more of the video and "
                              "makes the pruner ~35%% slower: docs/quality.md)")
+    parser.add_argument("--reach", type=int, default=None,
+                        help=f"frames each coverage update carries a pick's coverage, 0-{MAX_REACH} (default 2); "
+                             "the frames pick in 2 x reach + 1 groups (3 keeps more of the video, GPU cost not "
+                             "measured: docs/quality.md)")
     parser.add_argument("--list-targets", action="store_true", help="list the build profiles and exit")
     parser.set_defaults(handler=run)
 
 
 def pruning_config(args: argparse.Namespace) -> MMGConfig:
-    """The pruner's settings from ``--merge`` and ``--rounds`` (ValueError, one line, when out of range)."""
+    """The pruner's settings from ``--merge``, ``--rounds`` and ``--reach`` (ValueError, one line, when
+    out of range). ``--reach N`` sets chain_steps = N and stride = 2N + 1, the rule of :class:`MMGConfig`."""
     from ..prune import MMGConfig
 
-    rounds = {} if args.rounds is None else {"rounds": args.rounds}
-    return MMGConfig(merge=args.merge, **rounds)
+    settings: dict = {"merge": args.merge}
+    if args.rounds is not None:
+        settings["rounds"] = args.rounds
+    if args.reach is not None:
+        if not 0 <= args.reach <= MAX_REACH:
+            raise ValueError(f"--reach {args.reach}: expected an integer from 0 to {MAX_REACH} "
+                             f"(2 x reach + 1 pick groups, at most {MAX_STRIDE})")
+        settings.update(chain_steps=args.reach, stride=2 * args.reach + 1)
+    return MMGConfig(**settings)
 
 
 def run(args: argparse.Namespace) -> int:
