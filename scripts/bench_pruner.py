@@ -109,7 +109,7 @@ def main() -> None:
         rows = [measure(args, frames, precision, Path(scratch), cuda) for frames in args.frames
                 for precision in args.dtypes]
     columns = {"frames": "frames", "precision": "precision", "rounds": "rounds", "stride": "stride",
-               "chain_steps": "steps", "K": "K",
+               "chain_steps": "chain steps", "K": "K",
                "deployed_ms": "deployed (ORT, bound, CUDA graph) ms", "deployed_p90_ms": "p90 ms",
                "eager_ms": "eager ms", "same_idx": "same idx"}
     print(markdown_table(list(columns.values()), [[r[key] for key in columns] for r in rows]))

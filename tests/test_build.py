@@ -140,6 +140,13 @@ def test_reach_option_builds_that_pruner_and_records_it(tmp_path):
         MMGConfig(stride=MAX_STRIDE + 1)
 
 
+def test_a_build_without_out_names_its_pruner_settings(tmp_path, monkeypatch):
+    """Without --out, --reach 3 lands beside the default's directory, not on it."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", "--target", "cpu", "--frames", "8", "--reach", "3"]) == 0
+    assert [p.name for p in (tmp_path / "engines" / "out").iterdir()] == ["tiny-cpu-ort-fp32-8f-r0.25-reach3"]
+
+
 def test_the_pruner_passes_the_lint(artifacts):
     """The pruner is the same graph for both backends; the TensorRT-flavour encoder and the matmul
     preprocessing are linted in their own tests (the CPU artifacts hold the ONNX Runtime ones)."""
@@ -168,7 +175,8 @@ def test_lint_command_on_an_exported_graph(artifacts, capsys):
 def test_bad_build_arguments_fail_with_one_line(tmp_path, capsys, args, message):
     out = tmp_path / "out"
     assert main(["build", "--out", str(out), *args]) == 1
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 
 

@@ -50,9 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="token-selection rounds, 1-8 (default 2; 3 keeps slightly more of the video and "
                              "makes the pruner ~35%% slower: docs/quality.md)")
     parser.add_argument("--reach", type=int, default=None,
-                        help=f"frames each coverage update carries a pick's coverage, 0-{MAX_REACH} (default 2); "
-                             "the frames pick in 2 x reach + 1 groups (3 keeps more of the video, GPU cost not "
-                             "measured: docs/quality.md)")
+                        help=f"frames each way that one coverage update carries a pick's coverage, 0-{MAX_REACH} "
+                             "(default 2); the frames pick in 2 x reach + 1 groups (3 keeps more of the video, GPU "
+                             "cost not measured; 0 and 1 keep much less: docs/quality.md)")
     parser.add_argument("--list-targets", action="store_true", help="list the build profiles and exit")
     parser.set_defaults(handler=run)
 
@@ -73,6 +73,32 @@ def pruning_config(args: argparse.Namespace) -> MMGConfig:
     return MMGConfig(**settings)
 
 
+def check_arguments(args: argparse.Namespace) -> MMGConfig:
+    """Every build argument checkable before the target is known (one line each when wrong); the
+    pruner's settings."""
+    from ..prune.config import check_ratio
+    from .pipeline import check_frames
+
+    check_ratio(args.ratio)
+    if args.frames is not None:
+        check_frames(args.frames)
+    return pruning_config(args)
+
+
+def pruning_suffix(pruning: MMGConfig) -> str:
+    """The default artifact name's part for pruner settings other than the defaults, e.g. ``-merge``,
+    ``-rounds3-reach3`` (empty for the defaults), so that such a build does not land on the default's."""
+    from ..prune import MMGConfig
+
+    default = MMGConfig()
+    parts = ["merge"] if pruning.merge else []
+    if pruning.rounds != default.rounds:
+        parts.append(f"rounds{pruning.rounds}")
+    if (pruning.chain_steps, pruning.stride) != (default.chain_steps, default.stride):
+        parts.append(f"reach{pruning.chain_steps}")
+    return "".join(f"-{part}" for part in parts)
+
+
 def run(args: argparse.Namespace) -> int:
     from mmg_runtime.device import device_info, is_jetson
 
@@ -82,19 +108,21 @@ def run(args: argparse.Namespace) -> int:
         for name in list_targets():
             print(f"{name:12s} {load_target(name).description}")
         return 0
+    pruning = check_arguments(args)
     target = load_target(args.target or detect_target())
     if args.hardware_compatible:
         target = hardware_compatible(target)
     backend = args.backend or ("onnxruntime" if target.name == "cpu" else default_backend())
     precision = args.precision or target.precision
     frames = args.frames if args.frames is not None else target.frames
-    out = args.out or DEFAULT_OUT / default_name(args.model, target.name, backend, precision, frames, args.ratio)
+    out = args.out or DEFAULT_OUT / (default_name(args.model, target.name, backend, precision, frames, args.ratio)
+                                     + pruning_suffix(pruning))
 
     from .pipeline import BuildOptions, build
 
     options = BuildOptions(out=out, target=target, ratio=args.ratio, frames=frames, precision=precision,
                            backend=backend, model_dir=args.model, overwrite=args.overwrite, keep_onnx=args.keep_onnx,
-                           pruning=pruning_config(args))
+                           pruning=pruning)
     if backend == "tensorrt":
         from .tensorrt import require_tensorrt
 

@@ -48,6 +48,12 @@ PROFILE_FRAMES = 8
 """Optimisation-profile ``opt`` frame count of the dynamic axes: the runtime's chunk (``CHUNK_FRAMES``)."""
 
 
+def check_frames(frames: int) -> None:
+    """UserError (one line) unless ``frames`` is an int from 1 to MAX_FRAMES."""
+    if not isinstance(frames, int) or not 1 <= frames <= MAX_FRAMES:
+        raise UserError(f"--frames {frames}: expected an integer from 1 to {MAX_FRAMES}")
+
+
 @dataclass
 class BuildOptions:
     """What ``mmg-export build`` was asked for."""
@@ -66,8 +72,7 @@ class BuildOptions:
 
     def __post_init__(self) -> None:
         check_ratio(self.ratio)
-        if not isinstance(self.frames, int) or not 1 <= self.frames <= MAX_FRAMES:
-            raise UserError(f"--frames {self.frames}: expected an integer from 1 to {MAX_FRAMES}")
+        check_frames(self.frames)
         export.torch_dtype(self.precision)
         if self.backend not in ("tensorrt", "onnxruntime"):
             raise UserError(f"--backend {self.backend}: expected tensorrt or onnxruntime")
