@@ -140,6 +140,16 @@ def test_reach_option_builds_that_pruner_and_records_it(tmp_path):
         MMGConfig(stride=MAX_STRIDE + 1)
 
 
+def test_pruner_settings_other_than_the_defaults_name_the_build():
+    from mmg_export.builder.cli import pruning_suffix
+    from mmg_export.prune import MMGConfig
+
+    assert pruning_suffix(MMGConfig()) == ""
+    assert pruning_suffix(MMGConfig(merge=True)) == "-merge"
+    assert pruning_suffix(MMGConfig(rounds=3, chain_steps=3, stride=7)) == "-rounds3-reach3"
+    assert pruning_suffix(MMGConfig(chain_steps=1, stride=3)) == "-reach1"
+
+
 def test_a_build_without_out_names_its_pruner_settings(tmp_path, monkeypatch):
     """Without --out, --reach 3 lands beside the default's directory, not on it."""
     monkeypatch.chdir(tmp_path)

@@ -228,16 +228,6 @@ def test_default_output_names_tell_builds_apart(tmp_path: Path) -> None:
     assert default_name(tmp_path / "my model!", "cpu", "onnxruntime", "fp32", 8, 1.0) == "my_model_-cpu-ort-fp32-8f-r1"
 
 
-def test_pruner_settings_other_than_the_defaults_name_the_build() -> None:
-    from mmg_export.builder.cli import pruning_suffix
-    from mmg_export.prune import MMGConfig
-
-    assert pruning_suffix(MMGConfig()) == ""
-    assert pruning_suffix(MMGConfig(merge=True)) == "-merge"
-    assert pruning_suffix(MMGConfig(rounds=3, chain_steps=3, stride=7)) == "-rounds3-reach3"
-    assert pruning_suffix(MMGConfig(chain_steps=1, stride=3)) == "-reach1"
-
-
 @pytest.fixture
 def tensorrt_here(monkeypatch: pytest.MonkeyPatch):
     """TensorRT importable (the stand-in) and this machine's GPU as the test says."""
