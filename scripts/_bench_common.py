@@ -106,6 +106,26 @@ def cuda_kernels(fn: Callable[[], object], runs: int) -> list[tuple[float, float
                    if avg.device_type == DeviceType.CUDA), reverse=True)
 
 
+def add_token_stage_options(parser) -> None:
+    """--rounds, --stride and --chain-steps: a token stage other than MMGConfig's default."""
+    parser.add_argument("--rounds", type=int, default=None, help="token-stage rounds (default: MMGConfig's)")
+    parser.add_argument("--stride", type=int, default=None, help="pick groups per round (default: MMGConfig's)")
+    parser.add_argument("--chain-steps", type=int, default=None,
+                        help="coverage steps per update (default: MMGConfig's)")
+
+
+def token_stage_config(parser, args):
+    """The MMGConfig that :func:`add_token_stage_options`' arguments ask for; out of range: the
+    parser's one-line error (exit 2)."""
+    from mmg_export.prune import MMGConfig
+
+    knobs = {knob: getattr(args, knob) for knob in ("rounds", "stride", "chain_steps")}
+    try:
+        return MMGConfig(**{knob: value for knob, value in knobs.items() if value is not None})
+    except ValueError as error:
+        parser.error(str(error))
+
+
 def make_video(frames: int, tokens: int, dim: int, seed: int):
     """Video-like fp32 features (T, P, D): a few scenes (one every 8 frames) of per-token prototypes
     sharing a scene component, with per-frame drift, so that segments, budgets and ranks all vary."""

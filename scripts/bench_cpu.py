@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _bench_common import markdown_table, setup_path, time_wall
+from _bench_common import add_token_stage_options, markdown_table, setup_path, time_wall, token_stage_config
 
 setup_path()
 
 import torch  # noqa: E402
 
-from mmg_export import MMGConfig, PruningGraph, select_tokens  # noqa: E402
+from mmg_export import PruningGraph, select_tokens  # noqa: E402
 from mmg_export.builder.export import export_pruner  # noqa: E402
 
 
@@ -58,13 +58,9 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.25)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--reference-iterations", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=None, help="token-stage rounds (default: MMGConfig's)")
-    parser.add_argument("--stride", type=int, default=None, help="pick groups per round (default: MMGConfig's)")
-    parser.add_argument("--chain-steps", type=int, default=None,
-                        help="coverage steps per update (default: MMGConfig's)")
+    add_token_stage_options(parser)
     args = parser.parse_args()
-    knobs = {knob: getattr(args, knob) for knob in ("rounds", "stride", "chain_steps")}
-    config = MMGConfig(**{knob: value for knob, value in knobs.items() if value is not None})
+    config = token_stage_config(parser, args)
 
     shape = (args.frames, args.tokens, args.dim)
     features = torch.randn(*shape, generator=torch.Generator().manual_seed(0))

@@ -22,7 +22,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _bench_common import cuda_kernels, environment, make_video, markdown_table, print_environment, setup_path, time_any, write_json
+from _bench_common import (add_token_stage_options, cuda_kernels, environment, make_video, markdown_table,
+                           print_environment, setup_path, time_any, token_stage_config, write_json)
 
 setup_path()
 
@@ -45,10 +46,8 @@ def device_tokens(session: OrtSession, features: torch.Tensor, dtype: str) -> Te
     return tensor
 
 
-def measure(args, frames: int, precision: str, scratch: Path, cuda: bool) -> dict:
+def measure(args, config: MMGConfig, frames: int, precision: str, scratch: Path, cuda: bool) -> dict:
     dtype = IO_DTYPES[precision]
-    knobs = {knob: getattr(args, knob) for knob in ("rounds", "stride", "chain_steps")}
-    config = MMGConfig(**{knob: value for knob, value in knobs.items() if value is not None})
     path = export_pruner(frames, args.tokens, args.dim, args.ratio, precision,
                          scratch / f"pruner-{frames}-{precision}.onnx", config)
     providers = [["CUDAExecutionProvider", {"use_tf32": "0"}], ["CPUExecutionProvider", {}]] if cuda else \
@@ -93,20 +92,19 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.25)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=None, help="token-stage rounds (default: MMGConfig's)")
-    parser.add_argument("--stride", type=int, default=None, help="pick groups per round (default: MMGConfig's)")
-    parser.add_argument("--chain-steps", type=int, default=None, help="coverage steps per update (default: MMGConfig's)")
+    add_token_stage_options(parser)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     args = parser.parse_args()
+    config = token_stage_config(parser, args)
     cuda = torch.cuda.is_available() and not args.smoke
     if args.smoke:
         args.frames, args.dim, args.dtypes, args.iterations, args.warmup = [4], 64, ["fp32"], 3, 1
     env = environment()
     print_environment(env)
     with tempfile.TemporaryDirectory() as scratch:
-        rows = [measure(args, frames, precision, Path(scratch), cuda) for frames in args.frames
+        rows = [measure(args, config, frames, precision, Path(scratch), cuda) for frames in args.frames
                 for precision in args.dtypes]
     columns = {"frames": "frames", "precision": "precision", "rounds": "rounds", "stride": "stride",
                "chain_steps": "chain steps", "K": "K",
