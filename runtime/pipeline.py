@@ -299,8 +299,13 @@ def open_component(manifest: Manifest, directory: Path, name: str, cuda_graph: b
 
 
 def open_model(manifest: Manifest, path: Path, cuda_graph: bool = False):
-    """A model file under the manifest's backend: a :class:`TrtEngine`, or an :class:`OrtSession` on
-    exactly the manifest's providers (``cuda_graph``: captured and replayed, CUDA provider only)."""
+    """A model file under the manifest's backend: a :class:`TrtEngine`, an :class:`OrtSession` on
+    exactly the manifest's providers, or for a ``.pt2`` file (``--pruner-backend aotinductor``) an
+    :class:`~.aotinductor.AotiPackage` with the pruner's I/O (``cuda_graph``: captured and replayed, GPU only)."""
+    if path.suffix == ".pt2":
+        from .aotinductor import open_package
+
+        return open_package(path, manifest, cuda_graph)
     if manifest.backend == "tensorrt":
         from .trt_engine import TrtEngine
 

@@ -126,6 +126,42 @@ def token_stage_config(parser, args):
         parser.error(str(error))
 
 
+def add_pruner_backend_option(parser) -> None:
+    """--pruner-backend: the pruner as ``pruner.onnx`` under ONNX Runtime, or as ``pruner.pt2``."""
+    parser.add_argument("--pruner-backend", choices=["onnxruntime", "aotinductor"], default="onnxruntime",
+                        help="onnxruntime: pruner.onnx (default); aotinductor: pruner.pt2, what build "
+                             "--pruner-backend aotinductor ships")
+
+
+def open_pruner(backend: str, shape: tuple[int, int, int], ratio: float, precision: str, config, stem: Path,
+                cuda: bool):
+    """The pruner for ``video_tokens`` of ``shape`` (T, P, D) opened as the pipeline opens it: ``stem``.onnx
+    under ONNX Runtime (TF32 off), or ``stem``.pt2 compiled by AOTInductor for this device; on a GPU
+    replayed as one CUDA graph."""
+    import numpy as np
+    import torch
+
+    from mmg_export.builder.export import IO_DTYPES, export_pruner
+    from mmg_runtime.aotinductor import AotiPackage
+    from mmg_runtime.manifest import TensorSpec
+    from mmg_runtime.sessions import OrtSession
+
+    frames, tokens, dim = shape
+    if backend == "aotinductor":
+        from mmg_export.builder.aotinductor import compile_pruner
+
+        dtype, keep = IO_DTYPES[precision], int(np.floor(ratio * frames * tokens + 0.5))
+        path = compile_pruner(frames, tokens, dim, ratio, precision, stem.with_suffix(".pt2"), config,
+                              torch.zeros(dim), "cuda" if cuda else "cpu")
+        inputs = {"video_tokens": TensorSpec(shape, dtype)}
+        outputs = {"video_embeds": TensorSpec((keep + 1, dim), dtype), "kept_indices": TensorSpec((keep,), "int64"),
+                   "finite": TensorSpec((1,), "bool")}
+        return AotiPackage(path, inputs, outputs, "cuda" if cuda else "cpu", cuda_graph=cuda)
+    path = export_pruner(frames, tokens, dim, ratio, precision, stem.with_suffix(".onnx"), config)
+    providers = [["CUDAExecutionProvider", {"use_tf32": "0"}]] if cuda else []
+    return OrtSession(path, providers + [["CPUExecutionProvider", {}]], cuda_graph=cuda)
+
+
 def make_video(frames: int, tokens: int, dim: int, seed: int):
     """Video-like fp32 features (T, P, D): a few scenes (one every 8 frames) of per-token prototypes
     sharing a scene component, with per-frame drift, so that segments, budgets and ranks all vary."""

@@ -11,7 +11,9 @@ eager's on the same input. --profile adds the GPU kernel time of the deployed ru
 torch.profiler: ONNX Runtime's own profile times kernel launches on the host, not the GPU).
 --rounds, --stride and --chain-steps time a token stage of that many rounds, pick groups and coverage
 steps instead of the default (the quality trade-off of ``docs/quality.md``'s ablation; ``build --reach
-3`` is --chain-steps 3 --stride 7).
+3`` is --chain-steps 3 --stride 7). --pruner-backend aotinductor times ``pruner.pt2`` instead (what
+``build --pruner-backend aotinductor`` ships: the same module compiled by TorchInductor for this
+device, opened as ``mmg_runtime.aotinductor.AotiPackage``, bound, one CUDA graph).
 
 GPU:   python scripts/bench_pruner.py --out-dir $OUT
 Smoke: python scripts/bench_pruner.py --smoke      (tiny sizes on the CPU)
@@ -22,21 +24,22 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _bench_common import (add_token_stage_options, cuda_kernels, environment, make_video, markdown_table,
-                           print_environment, setup_path, time_any, token_stage_config, write_json)
+from _bench_common import (add_pruner_backend_option, add_token_stage_options, cuda_kernels, environment, make_video, markdown_table,
+                           open_pruner, print_environment, setup_path, time_any, token_stage_config, write_json)
 
 setup_path()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mmg_export.builder.export import IO_DTYPES, export_pruner, torch_dtype  # noqa: E402
+from mmg_export.builder.export import IO_DTYPES, torch_dtype  # noqa: E402
 from mmg_export.prune import MMGConfig, PruningGraph  # noqa: E402
+from mmg_runtime.aotinductor import AotiPackage  # noqa: E402
 from mmg_runtime.sessions import OrtSession  # noqa: E402
 from mmg_runtime.tensor import Tensor  # noqa: E402
 
 
-def device_tokens(session: OrtSession, features: torch.Tensor, dtype: str) -> Tensor:
+def device_tokens(session: OrtSession | AotiPackage, features: torch.Tensor, dtype: str) -> Tensor:
     """``features`` as a ``dtype`` tensor on the session's device (bfloat16 through its bit patterns)."""
     if dtype != "bfloat16":
         return session.upload(features.float().numpy().astype(dtype))
@@ -48,12 +51,9 @@ def device_tokens(session: OrtSession, features: torch.Tensor, dtype: str) -> Te
 
 def measure(args, config: MMGConfig, frames: int, precision: str, scratch: Path, cuda: bool) -> dict:
     dtype = IO_DTYPES[precision]
-    path = export_pruner(frames, args.tokens, args.dim, args.ratio, precision,
-                         scratch / f"pruner-{frames}-{precision}.onnx", config)
-    providers = [["CUDAExecutionProvider", {"use_tf32": "0"}], ["CPUExecutionProvider", {}]] if cuda else \
-        [["CPUExecutionProvider", {}]]
-    session = OrtSession(path, providers, cuda_graph=cuda)
     keep = int(np.floor(args.ratio * frames * args.tokens + 0.5))
+    session = open_pruner(args.pruner_backend, (frames, args.tokens, args.dim), args.ratio, precision, config,
+                          scratch / f"pruner-{frames}-{precision}", cuda)
     features = make_video(frames, args.tokens, args.dim, seed=frames)
     inputs = {"video_tokens": device_tokens(session, features, dtype)}
     outputs = {"video_embeds": session.empty((keep + 1, args.dim), dtype),
@@ -74,7 +74,7 @@ def measure(args, config: MMGConfig, frames: int, precision: str, scratch: Path,
     return row
 
 
-def kernel_profile(session: OrtSession, inputs: dict, outputs: dict, runs: int = 5) -> dict:
+def kernel_profile(session: OrtSession | AotiPackage, inputs: dict, outputs: dict, runs: int = 5) -> dict:
     """GPU kernel time of ``runs`` deployed runs (CUDA graph replays), from CUPTI via torch.profiler:
     how long the GPU is busy per run, how many kernels, and the kernels that take longest."""
     kernels = cuda_kernels(lambda: session.run_bound(inputs, outputs), runs)
@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     add_token_stage_options(parser)
+    add_pruner_backend_option(parser)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
@@ -108,8 +109,8 @@ def main() -> None:
                 for precision in args.dtypes]
     columns = {"frames": "frames", "precision": "precision", "rounds": "rounds", "stride": "stride",
                "chain_steps": "chain steps", "K": "K",
-               "deployed_ms": "deployed (ORT, bound, CUDA graph) ms", "deployed_p90_ms": "p90 ms",
-               "eager_ms": "eager ms", "same_idx": "same idx"}
+               "deployed_ms": "deployed (bound, CUDA graph) ms", "deployed_p90_ms": "p90 ms",
+               "eager_ms": "eager ms", "same_idx": "same idx", "providers": "runs on"}
     print(markdown_table(list(columns.values()), [[r[key] for key in columns] for r in rows]))
     for row in rows:
         if "profile" in row:

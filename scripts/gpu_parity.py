@@ -8,7 +8,11 @@ frames, letterbox, low-rank, huge, tiny, bf16-valued), plus the issue's own case
 TF32 off. Prints the share of the reference's kept indices the GPU keeps, per input; target
 >= 99.5 % on every input, 100 % on the real clip.
 
-GPU:   python scripts/gpu_parity.py [--clip-features bikes_features.npy]
+--rounds, --stride and --chain-steps check a token stage other than the default (``build --reach 3``
+is --chain-steps 3 --stride 7); --pruner-backend aotinductor checks ``pruner.pt2`` (TorchInductor's
+compilation of the same module: fused reductions may sum in another order) instead.
+
+GPU:   python scripts/gpu_parity.py [--clip-features bikes_features.npy] [--chain-steps 3 --stride 7]
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _bench_common import ROOT, markdown_table, setup_path
+from _bench_common import (ROOT, add_pruner_backend_option, add_token_stage_options, markdown_table, open_pruner,
+                           setup_path, token_stage_config)
 
 setup_path()
 sys.path.insert(0, str(ROOT / "tests"))
@@ -26,19 +31,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mmg_export import select_tokens  # noqa: E402
-from mmg_export.builder.export import export_pruner  # noqa: E402
-from mmg_runtime.sessions import OrtSession  # noqa: E402
 from test_prune_near_ties import FAMILIES, clustered  # noqa: E402
 
-CUDA = [["CUDAExecutionProvider", {"use_tf32": "0"}], ["CPUExecutionProvider", {}]]
 
-
-def agreement(video: torch.Tensor, ratio: float, scratch: Path, sessions: dict) -> float:
+def agreement(video: torch.Tensor, ratio: float, scratch: Path, sessions: dict, config, backend: str) -> float:
     frames, tokens, dim = video.shape
     key = (frames, tokens, dim, ratio)
     if key not in sessions:
-        path = export_pruner(frames, tokens, dim, ratio, "fp32", scratch / f"pruner-{len(sessions)}.onnx")
-        session = OrtSession(path, CUDA, cuda_graph=True)
+        session = open_pruner(backend, (frames, tokens, dim), ratio, "fp32", config, scratch / f"pruner-{len(sessions)}",
+                              cuda=True)
         keep = int(np.floor(ratio * frames * tokens + 0.5))
         buffers = {"video_tokens": session.empty((frames, tokens, dim), "float32"),
                    "video_embeds": session.empty((keep + 1, dim), "float32"),
@@ -49,7 +50,7 @@ def agreement(video: torch.Tensor, ratio: float, scratch: Path, sessions: dict) 
     outputs = {name: buffers[name] for name in ("video_embeds", "kept_indices", "finite")}
     session.run_bound({"video_tokens": buffers["video_tokens"]}, outputs)
     kept = set(buffers["kept_indices"].numpy().tolist())
-    expected = select_tokens(video, ratio).indices.tolist()
+    expected = select_tokens(video, ratio, config).indices.tolist()
     return len(kept & set(expected)) / len(expected)
 
 
@@ -58,19 +59,24 @@ def main() -> None:
     parser.add_argument("--clip-features", default=None,
                         help="(T, P, D) float32 .npy of a real clip's features, e.g. from "
                              "mmg_export.eval.features.clip_tokens('bikes.mp4', 32) (the dev extra's CNN)")
+    add_token_stage_options(parser)
+    add_pruner_backend_option(parser)
     args = parser.parse_args()
+    config = token_stage_config(parser, args)
+    print(f"{args.pruner_backend} pruner; token stage: {config.rounds} rounds x {config.stride} pick groups, "
+          f"{config.chain_steps} coverage steps")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         sessions: dict = {}
         for family, make in FAMILIES.items():
-            scores = [agreement(make(seed), 0.25, Path(scratch), sessions) for seed in range(3)]
+            scores = [agreement(make(seed), 0.25, Path(scratch), sessions, config, args.pruner_backend) for seed in range(3)]
             rows.append((family, "3 seeds", min(scores)))
-        wide = [agreement(clustered(seed, 32, 196, 3584, 8), 0.25, Path(scratch), sessions) for seed in range(2)]
+        wide = [agreement(clustered(seed, 32, 196, 3584, 8), 0.25, Path(scratch), sessions, config, args.pruner_backend) for seed in range(2)]
         rows.append(("clustered-8 at D = 3584 (the issue's case)", "2 seeds", min(wide)))
         if args.clip_features:
             features = torch.from_numpy(np.load(args.clip_features))
             rows += [(f"{Path(args.clip_features).name} (real clip), ratio {r}", "1 clip",
-                      agreement(features, r, Path(scratch), sessions)) for r in (0.1, 0.25)]
+                      agreement(features, r, Path(scratch), sessions, config, args.pruner_backend)) for r in (0.1, 0.25)]
     print(markdown_table(["input", "runs", "min agreement with the reference"], rows))
 
 

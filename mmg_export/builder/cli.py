@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="export precision (default: the target's)")
     parser.add_argument("--backend", choices=["tensorrt", "onnxruntime"], default=None,
                         help="default: tensorrt where it is installed, else onnxruntime")
+    parser.add_argument("--pruner-backend", choices=["aotinductor"], default=None,
+                        help="with --backend onnxruntime: ship the pruner compiled by TorchInductor for this "
+                             "machine's GPU or CPU (pruner.pt2: fused kernels, ~3x faster on an H100; needs the "
+                             "same torch release where it runs) instead of pruner.onnx")
     parser.add_argument("--hardware-compatible", action="store_true",
                         help="TensorRT engines that every Ampere+ GPU runs (not on Jetson), instead of "
                              "engines for the target's GPU only")
@@ -51,8 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "makes the pruner ~35%% slower: docs/quality.md)")
     parser.add_argument("--reach", type=int, default=None,
                         help=f"frames each way that one coverage update carries a pick's coverage, 0-{MAX_REACH} "
-                             "(default 2); the frames pick in 2 x reach + 1 groups (3 keeps more of the video, GPU "
-                             "cost not measured; 0 and 1 keep much less: docs/quality.md)")
+                             "(default 2); the frames pick in 2 x reach + 1 groups (3 keeps more of the video for "
+                             "~45%% more pruner time; 0 and 1 keep much less: docs/quality.md)")
     parser.add_argument("--list-targets", action="store_true", help="list the build profiles and exit")
     parser.set_defaults(handler=run)
 
@@ -116,13 +120,13 @@ def run(args: argparse.Namespace) -> int:
     precision = args.precision or target.precision
     frames = args.frames if args.frames is not None else target.frames
     out = args.out or DEFAULT_OUT / (default_name(args.model, target.name, backend, precision, frames, args.ratio)
-                                     + pruning_suffix(pruning))
+                                     + pruning_suffix(pruning) + ("-aoti" if args.pruner_backend else ""))
 
     from .pipeline import BuildOptions, build
 
     options = BuildOptions(out=out, target=target, ratio=args.ratio, frames=frames, precision=precision,
                            backend=backend, model_dir=args.model, overwrite=args.overwrite, keep_onnx=args.keep_onnx,
-                           pruning=pruning)
+                           pruning=pruning, pruner_backend=args.pruner_backend)
     if backend == "tensorrt":
         from .tensorrt import require_tensorrt
 

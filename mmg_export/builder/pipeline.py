@@ -69,6 +69,8 @@ class BuildOptions:
     keep_onnx: bool = False
     """TensorRT builds: also keep the engines' ONNX sources, in ``onnx/`` (for ``scripts/verify_tensorrt.py``)."""
     pruning: MMGConfig = field(default_factory=MMGConfig)
+    pruner_backend: str | None = None
+    """"aotinductor": the pruner compiled by TorchInductor (``pruner.pt2``) instead of ``pruner.onnx``."""
 
     def __post_init__(self) -> None:
         check_ratio(self.ratio)
@@ -79,6 +81,15 @@ class BuildOptions:
         if self.backend == "tensorrt" and self.target.name == "cpu":
             raise UserError("--backend tensorrt needs a GPU target (--target NAME); target cpu builds "
                             "ONNX Runtime models only")
+        if self.pruner_backend not in (None, "aotinductor"):
+            raise UserError(f"--pruner-backend {self.pruner_backend}: expected aotinductor")
+        if self.pruner_backend and self.backend != "onnxruntime":
+            raise UserError("--pruner-backend aotinductor goes with --backend onnxruntime (a TensorRT build fuses "
+                            "the pruner's engine itself)")
+        if self.pruner_backend:
+            from .aotinductor import compile_device
+
+            compile_device(self.target.name)  # fails at once where the package cannot be compiled
 
 
 class Progress:
@@ -128,7 +139,7 @@ def build(options: BuildOptions) -> Manifest:
         from .tensorrt import builder_settings, require_tensorrt
 
         builder_settings(options.target, require_tensorrt().__version__)
-    progress = Progress(total=6)
+    progress = Progress(total=7 if options.pruner_backend else 6)
     dtype = export.IO_DTYPES[options.precision]
     with atomic_output_dir(options.out, overwrite=options.overwrite) as work, \
             tempfile.TemporaryDirectory(prefix=f".{options.out.name}.tmp-", dir=work.parent) as scratch:
@@ -144,15 +155,19 @@ def build(options: BuildOptions) -> Manifest:
             export.export_encoder(encoder, options.frames, options.precision, onnx_dir / "encoder.onnx",
                                   options.backend)
         keep = keep_count(options.frames * encoder.tokens_per_frame, options.ratio)
+        pruner_dir = Path(scratch) if options.pruner_backend else onnx_dir  # linted, not shipped
         with progress.stage(f"export pruner.onnx (ratio {options.ratio}, K = {keep})"):
             export.export_pruner(options.frames, encoder.tokens_per_frame, encoder.hidden_size, options.ratio,
-                                 options.precision, onnx_dir / "pruner.onnx", options.pruning, encoder.newline)
+                                 options.precision, pruner_dir / "pruner.onnx", options.pruning, encoder.newline)
         tensorrt_bound = GRAPHS if options.backend == "tensorrt" else ("pruner",)
         with progress.stage(f"lint {', '.join(tensorrt_bound)} for TensorRT 10.3 and 11"):
-            _lint(onnx_dir, [f"{name}.onnx" for name in tensorrt_bound])
+            _lint([(pruner_dir if name == "pruner" else onnx_dir) / f"{name}.onnx" for name in tensorrt_bound])
         specs = component_specs(options, encoder, keep)
         with progress.stage(f"{options.backend} backend for target {options.target.name}"):
             files, device, versions = _backend(options, onnx_dir, work, progress, specs)
+        if options.pruner_backend:
+            files["pruner"], device = _aotinductor_pruner(options, encoder, work, progress)
+            versions["pruner_backend"] = options.pruner_backend
         with progress.stage("tokenizer, manifest"):
             extra = _save_language_model(loaded, options, work)
             manifest = _manifest(options, specs, keep, work, files, device, versions, extra)
@@ -160,16 +175,29 @@ def build(options: BuildOptions) -> Manifest:
     return manifest
 
 
-def _lint(work: Path, names: list[str]) -> None:
+def _lint(paths: list[Path]) -> None:
     """Every graph must pass the lint of every TensorRT release we ship a table for (10.3 and 11)."""
     from ..lint import supported_versions
     from ..lint.rules import lint_model
 
-    for name in names:
+    for path in paths:
         for version in supported_versions():
-            report = lint_model(work / name, version)
+            report = lint_model(path, version)
             if not report.ok:
-                raise UserError(f"{name} fails the TensorRT {version} compatibility lint:\n{report.format_table()}")
+                raise UserError(f"{path.name} fails the TensorRT {version} compatibility lint:\n"
+                                f"{report.format_table()}")
+
+
+def _aotinductor_pruner(options: BuildOptions, encoder: VideoEncoder, work: Path,
+                        progress: Progress) -> tuple[str, dict | None]:
+    """``pruner.pt2`` compiled for this machine's device; returns (its file, the manifest's device)."""
+    from .aotinductor import compile_device, compile_pruner, device_record
+
+    device = compile_device(options.target.name)
+    with progress.stage(f"compile pruner.pt2 (AOTInductor, {device})"):
+        compile_pruner(options.frames, encoder.tokens_per_frame, encoder.hidden_size, options.ratio,
+                       options.precision, work / "pruner.pt2", options.pruning, encoder.newline, device)
+    return "pruner.pt2", device_record(device)
 
 
 def _backend(options: BuildOptions, onnx_dir: Path, work: Path, progress: Progress,

@@ -365,16 +365,33 @@ def _pruners(directory: Path, manifest: Manifest, ratios: list[float], scratch: 
     for ratio in ratios:
         if ratio == manifest.ratio:
             yield ratio, open_component(manifest, directory, "pruner", cuda_graph=True)
+        elif manifest.extra.get("pruner_backend") == "aotinductor":
+            from mmg_runtime.aotinductor import open_package
+
+            from ..prune.config import keep_count
+
+            keep = keep_count(manifest.frames * manifest.tokens_per_frame, ratio)
+            yield ratio, open_package(_extra_pruner(manifest, ratio, scratch), manifest, cuda_graph=True, keep=keep)
         else:
             yield ratio, open_model(manifest, _extra_pruner(manifest, ratio, scratch), cuda_graph=True)
 
 
 def _extra_pruner(manifest: Manifest, ratio: float, scratch: Path) -> Path:
-    """The artifacts' pruner at another ``ratio``: ONNX, or its TensorRT engine (needs torch)."""
+    """The artifacts' pruner at another ``ratio``: ONNX, its TensorRT engine, or its AOTInductor
+    package (needs torch)."""
     from ..prune import MMGConfig
     from .export import export_pruner
 
     print(f"      exporting the pruner at ratio {ratio:g}", file=sys.stderr, flush=True)
+    if manifest.extra.get("pruner_backend") == "aotinductor":
+        import torch
+
+        from .aotinductor import compile_pruner
+
+        return compile_pruner(manifest.frames, manifest.tokens_per_frame, manifest.hidden_size, ratio,
+                              manifest.precision, scratch / f"pruner-{ratio:g}.pt2",
+                              MMGConfig(**manifest.extra.get("pruning", {})), torch.zeros(manifest.hidden_size),
+                              "cpu" if manifest.device is None else "cuda")
     onnx_path = export_pruner(manifest.frames, manifest.tokens_per_frame, manifest.hidden_size, ratio,
                               manifest.precision, scratch / f"pruner-{ratio:g}.onnx",
                               MMGConfig(**manifest.extra.get("pruning", {})))

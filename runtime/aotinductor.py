@@ -1,0 +1,172 @@
+"""AOTInductor backend: a component compiled ahead of time by TorchInductor (``pruner.pt2``).
+
+``mmg-export build --pruner-backend aotinductor`` compiles the pruner on the build machine into
+one package of fused kernels (Triton on a GPU, C++ on the CPU). Here it is loaded with
+``torch._inductor.aoti_load_package`` and run on :class:`~mmg_runtime.tensor.Tensor` buffers
+viewed as torch tensors (no copy); on a GPU the first bound run is captured as one CUDA graph and
+replayed afterwards, as the ONNX Runtime sessions do. The package needs torch on the deploy
+machine, of the release it was compiled with, and the build machine's GPU architecture: both are
+checked before it is loaded. torch is imported when a package is opened, so this module imports
+where only ONNX Runtime exists.
+
+Measured on an H100 (torch 2.11, BENCHMARKS.md): the 32-frame bf16 pruner replays in 0.94 ms
+(``pruner.onnx`` under ONNX Runtime: 3.0 ms), but opening the package takes ~43 s (the cause was
+not found), and a process that opened one before importing onnxruntime crashed in torch's loader
+(twice): :func:`open_package` imports onnxruntime first.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+from .manifest import REBUILD_HINT, Manifest, TensorSpec
+from .tensor import HOST_TYPES, Tensor
+
+INSTALL_HINT = ("needs torch on this machine (pip install torch, the release the artifacts were built with); "
+                "or rebuild without --pruner-backend aotinductor")
+WARM_UP_RUNS = 3
+"""Runs on a side stream before the capture (lazy initialisation must not land in the graph)."""
+
+
+def _torch(path: Path) -> Any:
+    try:
+        import torch
+    except ImportError as error:
+        raise UserError(f"{path}: an AOTInductor package {INSTALL_HINT}") from error
+    return torch
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``major.minor`` of a version string ("2.11.0+cu130" -> (2, 11))."""
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+
+
+def open_package(path: Path, manifest: Manifest, cuda_graph: bool = False, keep: int | None = None) -> AotiPackage:
+    """The manifest's pruner package at ``path``, once this machine's torch release and GPU are
+    checked against the build's (``cuda_graph``: GPU packages only). ``keep``: a package compiled
+    for another K than the manifest's (``mmg-export profile --ratios``)."""
+    torch = _torch(path)
+    import onnxruntime  # noqa: F401  (before torch's loader: see the module's docstring)
+
+    device = "cpu" if manifest.device is None else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{path}: a CUDA AOTInductor package, but torch sees no CUDA GPU here")
+    capability = None if device == "cpu" else "{}.{}".format(*torch.cuda.get_device_capability())
+    check_compatible(path, manifest, torch.__version__, capability)
+    component = manifest.components["pruner"]
+    outputs = dict(component.outputs)
+    if keep is not None:
+        embeds = outputs["video_embeds"]
+        outputs.update(video_embeds=TensorSpec((keep + 1, embeds.shape[1]), embeds.dtype),
+                       kept_indices=TensorSpec((keep,), "int64"))
+    return AotiPackage(path, component.inputs, outputs, device, cuda_graph)
+
+
+class AotiPackage:
+    """One AOTInductor package run on bound tensors; ``inputs`` and ``outputs`` name its I/O in
+    order. ``cuda_graph``: replay one CUDA graph per set of bound addresses (device "cuda" only)."""
+
+    def __init__(self, path: Path, inputs: dict[str, TensorSpec], outputs: dict[str, TensorSpec], device: str,
+                 cuda_graph: bool = False) -> None:
+        self.path = Path(path)
+        torch = _torch(self.path)
+        self._torch, self.device = torch, device
+        self.inputs = {name: (spec.shape, spec.dtype) for name, spec in inputs.items()}
+        self.outputs = {name: (spec.shape, spec.dtype) for name, spec in outputs.items()}
+        self.cuda_graph = cuda_graph and device == "cuda"
+        try:  # single-threaded: without the package's own stream synchronisation, which breaks a capture
+            self.model = torch._inductor.aoti_load_package(str(self.path), run_single_threaded=self.cuda_graph)
+        except Exception as error:  # torch raises RuntimeError and others
+            raise UserError(f"{self.path}: torch {torch.__version__} cannot load this AOTInductor package "
+                            f"({str(error).splitlines()[0][:200]}); {REBUILD_HINT}") from error
+        self.providers = [f"AOTInductor (torch {torch.__version__}, {device})"] + ["CUDA graph"] * self.cuda_graph
+        self._graphs: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    def run_bound(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]) -> None:
+        """Run once, reading ``inputs`` and writing ``outputs`` in place (one call at a time)."""
+        with self._lock:
+            if not self.cuda_graph:
+                self._step(*self._views(inputs, outputs))
+                return
+            key = tuple((name, t.ptr, t.shape, t.dtype) for name, t in (*inputs.items(), *outputs.items()))
+            graph = self._graphs.get(key) or self._capture(inputs, outputs)
+            if graph is None:  # the capture failed: run without a graph from now on (reported in providers)
+                self._step(*self._views(inputs, outputs))
+                return
+            self._graphs[key] = graph
+            graph.replay()
+            self._torch.cuda.current_stream().synchronize()
+
+    def _views(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]) -> tuple[list, list]:
+        """The bound tensors as torch views, in the package's input and output order."""
+        return [inputs[name].to_torch() for name in self.inputs], [outputs[name].to_torch() for name in self.outputs]
+
+    def _step(self, inputs: list, outputs: list) -> None:
+        results = self.model(*inputs)
+        for name, out, result in zip(self.outputs, outputs, results, strict=True):
+            if tuple(result.shape) != tuple(out.shape) or result.dtype != out.dtype:
+                raise UserError(f"{self.path}: output '{name}' is {result.dtype} {tuple(result.shape)}, the bound "
+                                f"buffer {out.dtype} {tuple(out.shape)}; {REBUILD_HINT}")
+            out.copy_(result)
+
+    def _capture(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]):
+        """One CUDA graph of the run on these buffers, after warm-up runs on a side stream."""
+        torch = self._torch
+        views = self._views(inputs, outputs)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(WARM_UP_RUNS):
+                self._step(*views)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._step(*views)
+        except RuntimeError as error:  # torch.AcceleratorError is one
+            self.cuda_graph = False
+            self.providers[-1] = f"no CUDA graph ({str(error).splitlines()[0][:120]})"
+            return None
+        return graph
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Host arrays in, host arrays out (tests and tools; the pipeline uses :meth:`run_bound`)."""
+        inputs = {name: self.upload(feeds[name]) for name in self.inputs}
+        outputs = {name: self.empty(tuple(shape), dtype) for name, (shape, dtype) in self.outputs.items()}
+        self.run_bound(inputs, outputs)
+        return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+    def empty(self, shape: tuple[int, ...], dtype: str) -> Tensor:
+        """An uninitialised tensor on the package's device: NumPy's on the CPU, torch's on a GPU."""
+        if self.device == "cpu":
+            return Tensor.from_numpy(np.empty(shape, dtype=HOST_TYPES[dtype]))
+        value = self._torch.empty(shape, dtype=getattr(self._torch, dtype), device="cuda")
+        return Tensor(value, value.data_ptr(), tuple(shape), dtype, "cuda")
+
+    def upload(self, array: np.ndarray) -> Tensor:
+        """``array`` on the package's device (used in place on the CPU)."""
+        if self.device == "cpu":
+            return Tensor.from_numpy(array)
+        dtype = next(name for name, kind in HOST_TYPES.items() if array.dtype == kind)
+        value = self._torch.from_numpy(np.ascontiguousarray(array)).to("cuda")
+        return Tensor(value, value.data_ptr(), tuple(value.shape), dtype, "cuda")
+
+
+def check_compatible(path: Path, manifest: Manifest, torch_version: str, capability: str | None) -> None:
+    """UserError unless this torch release (major.minor) and GPU (compute capability) are the build's."""
+    built = manifest.versions.get("torch", "?")
+    device = manifest.device or {}
+    built_capability = device.get("compute_capability")
+    if _release(built) != _release(torch_version) or built_capability != capability:
+        raise UserError(f"{path}: AOTInductor package compiled with torch {built} for {_where(built_capability)}; "
+                        f"this machine has torch {torch_version} on {_where(capability)}; {REBUILD_HINT}")
+
+
+def _where(capability: str | None) -> str:
+    return "the CPU" if capability is None else "sm_" + capability.replace(".", "")

@@ -1,0 +1,129 @@
+"""``mmg-export build --pruner-backend aotinductor``: the pruner compiled by TorchInductor
+(``pruner.pt2``) on the CPU here, run by the pipeline, selecting exactly the reference's tokens.
+
+The GPU package (Triton kernels, one CUDA graph) is measured in BENCHMARKS.md; this machine has
+no GPU, so these tests compile and run the CPU package through the same code.
+"""
+import dataclasses
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mmg_export import select_tokens
+from mmg_export.cli import main
+from mmg_runtime.aotinductor import check_compatible, open_package
+from mmg_runtime.errors import UserError
+from mmg_runtime.manifest import verify_artifacts
+from mmg_runtime.pipeline import Pipeline
+
+
+@pytest.fixture(scope="module")
+def aoti_artifacts(tmp_path_factory):
+    out = tmp_path_factory.mktemp("aoti") / "artifacts"
+    assert main(["build", "--target", "cpu", "--pruner-backend", "aotinductor", "--out", str(out)]) == 0
+    return out
+
+
+def test_the_manifest_names_the_package_and_no_onnx_pruner_ships(aoti_artifacts):
+    manifest = verify_artifacts(aoti_artifacts)
+    assert manifest.components["pruner"].file == "pruner.pt2"
+    assert manifest.extra["pruner_backend"] == "aotinductor"
+    assert manifest.backend == "onnxruntime" and manifest.device is None  # compiled for the CPU
+    assert manifest.components["pruner"].outputs["video_embeds"].shape == (1569, 64)
+    assert not (aoti_artifacts / "pruner.onnx").exists()
+    assert sorted(p.name for p in aoti_artifacts.iterdir()) == [
+        "encoder.onnx", "manifest.json", "model", "preprocess.onnx", "pruner.pt2", "tokenizer"]
+
+
+def test_the_package_selects_exactly_the_reference(aoti_artifacts):
+    package = open_package(aoti_artifacts / "pruner.pt2", verify_artifacts(aoti_artifacts))
+    assert package.providers == [f"AOTInductor (torch {torch.__version__}, cpu)"]
+    for seed in range(3):
+        video = np.random.default_rng(seed).standard_normal((32, 196, 64)).astype(np.float32)
+        out = package.run({"video_tokens": video})
+        expected = select_tokens(torch.from_numpy(video), 0.25)
+        np.testing.assert_array_equal(out["kept_indices"], expected.indices.numpy())
+        np.testing.assert_array_equal(out["video_embeds"][:-1], expected.features.numpy())
+        assert out["finite"].tolist() == [True]
+    video[3, 5, 7] = np.nan
+    assert package.run({"video_tokens": video})["finite"].tolist() == [False]
+
+
+def test_the_pipeline_runs_the_package_on_a_real_clip(aoti_artifacts, bikes):
+    with Pipeline.from_artifacts(aoti_artifacts, decoder="pyav") as pipeline:
+        answer = pipeline.ask(bikes, "What happens in this video?", max_new_tokens=3)
+        expected = select_tokens(torch.from_numpy(pipeline.tokens.numpy()), 0.25).indices.numpy()
+        assert pipeline.providers["pruner"] == [f"AOTInductor (torch {torch.__version__}, cpu)"]
+    np.testing.assert_array_equal(answer.kept_indices, expected)
+    assert len(answer.token_ids) == 3 and answer.timings.tokens_kept == 1568
+
+
+def test_another_torch_release_or_device_is_refused_in_one_line(aoti_artifacts):
+    manifest = verify_artifacts(aoti_artifacts)
+    path = aoti_artifacts / "pruner.pt2"
+    check_compatible(path, manifest, torch.__version__, None)
+    older = dataclasses.replace(manifest, versions={**manifest.versions, "torch": "2.9.1"})
+    with pytest.raises(UserError) as error:
+        check_compatible(path, older, "2.11.0+cu130", None)
+    assert str(error.value) == (f"{path}: AOTInductor package compiled with torch 2.9.1 for the CPU; this machine has "
+                                "torch 2.11.0+cu130 on the CPU; rebuild with mmg-export build")
+    on_gpu = dataclasses.replace(manifest, device={"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    with pytest.raises(UserError, match=r"for sm_90; this machine has torch .* on sm_87; rebuild"):
+        check_compatible(path, on_gpu, torch.__version__, "8.7")
+
+
+def test_without_torch_opening_the_package_says_what_to_install(aoti_artifacts, monkeypatch):
+    manifest = verify_artifacts(aoti_artifacts)
+    monkeypatch.setitem(sys.modules, "torch", None)  # what `import torch` meets where it is not installed
+    with pytest.raises(UserError, match=r"pruner.pt2: an AOTInductor package needs torch on this machine"):
+        open_package(aoti_artifacts / "pruner.pt2", manifest)
+
+
+def test_an_edited_package_is_refused_before_loading(aoti_artifacts, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(aoti_artifacts, copy)
+    with open(copy / "pruner.pt2", "ab") as package:
+        package.write(b"\0")
+    with pytest.raises(UserError, match=r"pruner.pt2: sha256 mismatch"):
+        Pipeline.from_artifacts(copy, warm_up=False)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--backend", "tensorrt", "--target", "h100"],
+     "--pruner-backend aotinductor goes with --backend onnxruntime"),
+    (["--target", "h100", "--backend", "onnxruntime"],
+     "compiles the pruner for the GPU it is built on: target h100 needs a CUDA GPU on this machine"),
+])
+def test_a_package_that_cannot_be_built_fails_at_once_in_one_line(arguments, message, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the package can be compiled for it")
+    out = tmp_path / "out"
+    assert main(["build", "--pruner-backend", "aotinductor", *arguments, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "[1/" not in err  # before any stage ran
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_profile_compiles_the_package_at_another_ratio(aoti_artifacts, tmp_path, capsys):
+    report = tmp_path / "profile.json"
+    assert main(["profile", str(aoti_artifacts), "--ratios", "0.1", "--iterations", "1", "--warm-up", "0",
+                 "--json", str(report)]) == 0
+    rows = [row for row in json.loads(report.read_text())["measurements"] if row["component"] == "pruner"]
+    assert [(row["ratio"], row["keep"]) for row in rows] == [(0.1, 627)]
+    assert "AOTInductor" in rows[0]["runs_on"]
+
+
+def test_a_failed_compilation_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    broken = {"cpp.cxx": ("no-such-compiler",), "force_disable_caches": True}
+    with torch._inductor.config.patch(broken):
+        assert main(["build", "--target", "cpu", "--pruner-backend", "aotinductor", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "pruner.pt2: TorchInductor could not compile the pruner for cpu (" in err
+    assert err.strip().splitlines()[-1].startswith("mmg-export build: error: pruner.pt2: TorchInductor could not")
+    assert list(tmp_path.iterdir()) == []
