@@ -3,7 +3,8 @@
 Stages, each timed on the progress display:
 
     load model -> export preprocess.onnx + encoder.onnx -> export pruner.onnx -> lint (TensorRT-bound graphs)
-      -> TensorRT engines | ONNX Runtime graphs -> tokenizer, (tiny) LLM -> manifest
+      -> TensorRT engines | ONNX Runtime graphs [-> pruner.pt2 (--pruner-backend aotinductor)]
+      -> tokenizer, (tiny) LLM -> manifest
 
 An artifact directory holds each weight once: the ONNX graphs themselves for ONNX Runtime, the
 engines alone for TensorRT (their ONNX sources are written to a scratch folder). Everything is
