@@ -3,8 +3,9 @@
 ``mmg-export build --pruner-backend aotinductor`` compiles the pruner on the build machine into
 one package of fused kernels (Triton on a GPU, C++ on the CPU). Here it is loaded with
 ``torch._inductor.aoti_load_package`` and run on :class:`~mmg_runtime.tensor.Tensor` buffers
-viewed as torch tensors (no copy); on a GPU the first bound run is captured as one CUDA graph and
-replayed afterwards, as the ONNX Runtime sessions do. The package needs torch on the deploy
+viewed as torch tensors (no copy); on a GPU the first run on a set of buffers is captured as one
+CUDA graph and replayed afterwards (a few such sets are kept: the pipeline's, one per live
+stream). The package needs torch on the deploy
 machine, of the release it was compiled with, and the build machine's GPU architecture: both are
 checked before it is loaded. torch is imported when a package is opened, so this module imports
 where only ONNX Runtime exists.
@@ -12,7 +13,7 @@ where only ONNX Runtime exists.
 Measured on an H100 (torch 2.11, BENCHMARKS.md): the 32-frame bf16 pruner replays in 0.94 ms
 (``pruner.onnx`` under ONNX Runtime: 3.0 ms), but opening the package takes ~43 s (the cause was
 not found), and a process that opened one before importing onnxruntime crashed in torch's loader
-(twice): :func:`open_package` imports onnxruntime first.
+(twice): :class:`AotiPackage` imports onnxruntime first.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .manifest import REBUILD_HINT, Manifest, TensorSpec
 from .tensor import HOST_TYPES, Tensor
 
@@ -31,6 +32,10 @@ INSTALL_HINT = ("needs torch on this machine (pip install torch, the release the
                 "or rebuild without --pruner-backend aotinductor")
 WARM_UP_RUNS = 3
 """Runs on a side stream before the capture (lazy initialisation must not land in the graph)."""
+MAX_GRAPHS = 8
+"""CUDA graphs kept (one per set of bound buffers, each with its memory pool); the oldest goes first."""
+PACKAGE_OUTPUTS = ("video_embeds", "kept_indices", "finite")
+"""The order in which the compiled pruner (``DeployedPruner.forward``) returns its outputs."""
 
 
 def _torch(path: Path) -> Any:
@@ -41,9 +46,10 @@ def _torch(path: Path) -> Any:
     return torch
 
 
-def _release(version: str) -> tuple[int, ...]:
-    """``major.minor`` of a version string ("2.11.0+cu130" -> (2, 11))."""
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+def _release(version: str) -> tuple[tuple[int, ...], str]:
+    """``major.minor`` and the local build of a version string ("2.11.0+cu130" -> ((2, 11), "cu130"))."""
+    public, _, local = version.partition("+")
+    return tuple(int(part) for part in re.findall(r"\d+", public)[:2]), local
 
 
 def open_package(path: Path, manifest: Manifest, cuda_graph: bool = False, keep: int | None = None) -> AotiPackage:
@@ -51,15 +57,16 @@ def open_package(path: Path, manifest: Manifest, cuda_graph: bool = False, keep:
     checked against the build's (``cuda_graph``: GPU packages only). ``keep``: a package compiled
     for another K than the manifest's (``mmg-export profile --ratios``)."""
     torch = _torch(path)
-    import onnxruntime  # noqa: F401  (before torch's loader: see the module's docstring)
-
     device = "cpu" if manifest.device is None else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError(f"{path}: a CUDA AOTInductor package, but torch sees no CUDA GPU here")
     capability = None if device == "cpu" else "{}.{}".format(*torch.cuda.get_device_capability())
     check_compatible(path, manifest, torch.__version__, capability)
     component = manifest.components["pruner"]
-    outputs = dict(component.outputs)
+    if set(component.outputs) != set(PACKAGE_OUTPUTS):
+        raise UserError(f"{path}: the manifest's pruner outputs are {sorted(component.outputs)}, an AOTInductor "
+                        f"pruner returns {', '.join(PACKAGE_OUTPUTS)}; {REBUILD_HINT}")
+    outputs = {name: component.outputs[name] for name in PACKAGE_OUTPUTS}  # in the package's order
     if keep is not None:
         embeds = outputs["video_embeds"]
         outputs.update(video_embeds=TensorSpec((keep + 1, embeds.shape[1]), embeds.dtype),
@@ -69,7 +76,10 @@ def open_package(path: Path, manifest: Manifest, cuda_graph: bool = False, keep:
 
 class AotiPackage:
     """One AOTInductor package run on bound tensors; ``inputs`` and ``outputs`` name its I/O in
-    order. ``cuda_graph``: replay one CUDA graph per set of bound addresses (device "cuda" only)."""
+    order. ``cuda_graph``: replay one CUDA graph per set of bound addresses (device "cuda" only).
+    Every run has finished when :meth:`run_bound` returns."""
+
+    backend = "aotinductor"
 
     def __init__(self, path: Path, inputs: dict[str, TensorSpec], outputs: dict[str, TensorSpec], device: str,
                  cuda_graph: bool = False) -> None:
@@ -79,11 +89,15 @@ class AotiPackage:
         self.inputs = {name: (spec.shape, spec.dtype) for name, spec in inputs.items()}
         self.outputs = {name: (spec.shape, spec.dtype) for name, spec in outputs.items()}
         self.cuda_graph = cuda_graph and device == "cuda"
+        try:
+            import onnxruntime  # noqa: F401  (before torch's loader: see the module's docstring)
+        except ImportError:
+            pass
         try:  # single-threaded: without the package's own stream synchronisation, which breaks a capture
             self.model = torch._inductor.aoti_load_package(str(self.path), run_single_threaded=self.cuda_graph)
         except Exception as error:  # torch raises RuntimeError and others
             raise UserError(f"{self.path}: torch {torch.__version__} cannot load this AOTInductor package "
-                            f"({str(error).splitlines()[0][:200]}); {REBUILD_HINT}") from error
+                            f"({first_line(error)}); {REBUILD_HINT}") from error
         self.providers = [f"AOTInductor (torch {torch.__version__}, {device})"] + ["CUDA graph"] * self.cuda_graph
         self._graphs: dict[tuple, Any] = {}
         self._lock = threading.Lock()
@@ -91,31 +105,44 @@ class AotiPackage:
     def run_bound(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]) -> None:
         """Run once, reading ``inputs`` and writing ``outputs`` in place (one call at a time)."""
         with self._lock:
-            if not self.cuda_graph:
+            graph = self._graph(inputs, outputs) if self.cuda_graph else None
+            if graph is None:  # no graph (CPU, or the capture failed: reported in providers)
                 self._step(*self._views(inputs, outputs))
-                return
-            key = tuple((name, t.ptr, t.shape, t.dtype) for name, t in (*inputs.items(), *outputs.items()))
-            graph = self._graphs.get(key) or self._capture(inputs, outputs)
-            if graph is None:  # the capture failed: run without a graph from now on (reported in providers)
-                self._step(*self._views(inputs, outputs))
-                return
+            else:
+                graph.replay()
+            if self.device == "cuda":
+                self._torch.cuda.current_stream().synchronize()
+
+    def _graph(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]):
+        """The CUDA graph of these buffers, captured on first use; None once a capture failed."""
+        key = tuple((name, t.ptr, t.shape, t.dtype) for name, t in (*inputs.items(), *outputs.items()))
+        if key not in self._graphs:
+            graph = self._capture(inputs, outputs)
+            if graph is None:
+                return None
+            if len(self._graphs) >= MAX_GRAPHS:
+                self._graphs.pop(next(iter(self._graphs)))
             self._graphs[key] = graph
-            graph.replay()
-            self._torch.cuda.current_stream().synchronize()
+        return self._graphs[key]
 
     def _views(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]) -> tuple[list, list]:
         """The bound tensors as torch views, in the package's input and output order."""
         return [inputs[name].to_torch() for name in self.inputs], [outputs[name].to_torch() for name in self.outputs]
 
     def _step(self, inputs: list, outputs: list) -> None:
-        results = self.model(*inputs)
+        """One run of the package on torch views, its results copied into ``outputs``."""
+        try:
+            results = self.model(*inputs)
+        except RuntimeError as error:  # a wrong buffer, out of memory, ...
+            raise UserError(f"{self.path}: the AOTInductor package failed on {self.device}: {first_line(error)}") \
+                from error
         for name, out, result in zip(self.outputs, outputs, results, strict=True):
             if tuple(result.shape) != tuple(out.shape) or result.dtype != out.dtype:
                 raise UserError(f"{self.path}: output '{name}' is {result.dtype} {tuple(result.shape)}, the bound "
                                 f"buffer {out.dtype} {tuple(out.shape)}; {REBUILD_HINT}")
             out.copy_(result)
 
-    def _capture(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]):
+    def _capture(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]) -> Any:
         """One CUDA graph of the run on these buffers, after warm-up runs on a side stream."""
         torch = self._torch
         views = self._views(inputs, outputs)
@@ -126,12 +153,12 @@ class AotiPackage:
                 self._step(*views)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
+        try:  # thread-local: the decode and encode threads go on copying while the pruner is captured
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self._step(*views)
-        except RuntimeError as error:  # torch.AcceleratorError is one
+        except (RuntimeError, UserError) as error:  # torch.AcceleratorError is a RuntimeError
             self.cuda_graph = False
-            self.providers[-1] = f"no CUDA graph ({str(error).splitlines()[0][:120]})"
+            self.providers[-1] = f"no CUDA graph ({first_line(error, 120)})"
             return None
         return graph
 
@@ -159,7 +186,8 @@ class AotiPackage:
 
 
 def check_compatible(path: Path, manifest: Manifest, torch_version: str, capability: str | None) -> None:
-    """UserError unless this torch release (major.minor) and GPU (compute capability) are the build's."""
+    """UserError unless this torch release (major.minor and local build, e.g. cu130) and GPU (compute
+    capability) are the build's."""
     built = manifest.versions.get("torch", "?")
     device = manifest.device or {}
     built_capability = device.get("compute_capability")

@@ -7,3 +7,9 @@ class UserError(Exception):
     The CLI prints its message as one line, without a traceback: say which file or argument
     is wrong and what was expected.
     """
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of ``error``'s message, at most ``limit`` characters (its type's name when empty)."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else type(error).__name__

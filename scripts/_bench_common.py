@@ -137,27 +137,22 @@ def open_pruner(backend: str, shape: tuple[int, int, int], ratio: float, precisi
                 cuda: bool):
     """The pruner for ``video_tokens`` of ``shape`` (T, P, D) opened as the pipeline opens it: ``stem``.onnx
     under ONNX Runtime (TF32 off), or ``stem``.pt2 compiled by AOTInductor for this device; on a GPU
-    replayed as one CUDA graph."""
-    import numpy as np
-    import torch
-
+    replayed as one CUDA graph. config: an MMGConfig (None: the default)."""
     from mmg_export.builder.export import IO_DTYPES, export_pruner
+    from mmg_export.builder.pipeline import pruner_specs
+    from mmg_export.prune.config import keep_count
     from mmg_runtime.aotinductor import AotiPackage
-    from mmg_runtime.manifest import TensorSpec
     from mmg_runtime.sessions import OrtSession
 
     frames, tokens, dim = shape
     if backend == "aotinductor":
         from mmg_export.builder.aotinductor import compile_pruner
 
-        dtype, keep = IO_DTYPES[precision], int(np.floor(ratio * frames * tokens + 0.5))
-        path = compile_pruner(frames, tokens, dim, ratio, precision, stem.with_suffix(".pt2"), config,
-                              torch.zeros(dim), "cuda" if cuda else "cpu")
-        inputs = {"video_tokens": TensorSpec(shape, dtype)}
-        outputs = {"video_embeds": TensorSpec((keep + 1, dim), dtype), "kept_indices": TensorSpec((keep,), "int64"),
-                   "finite": TensorSpec((1,), "bool")}
-        return AotiPackage(path, inputs, outputs, "cuda" if cuda else "cpu", cuda_graph=cuda)
-    path = export_pruner(frames, tokens, dim, ratio, precision, stem.with_suffix(".onnx"), config)
+        device = "cuda" if cuda else "cpu"
+        path = compile_pruner(*shape, ratio, precision, stem.with_suffix(".pt2"), config, device=device)
+        specs = pruner_specs(*shape, keep_count(frames * tokens, ratio), IO_DTYPES[precision])
+        return AotiPackage(path, *specs, device, cuda_graph=cuda)
+    path = export_pruner(*shape, ratio, precision, stem.with_suffix(".onnx"), config)
     providers = [["CUDAExecutionProvider", {"use_tf32": "0"}]] if cuda else []
     return OrtSession(path, providers + [["CPUExecutionProvider", {}]], cuda_graph=cuda)
 

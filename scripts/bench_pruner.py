@@ -24,8 +24,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _bench_common import (add_pruner_backend_option, add_token_stage_options, cuda_kernels, environment, make_video, markdown_table,
-                           open_pruner, print_environment, setup_path, time_any, token_stage_config, write_json)
+from _bench_common import (add_pruner_backend_option, add_token_stage_options, cuda_kernels, environment,
+                           make_video, markdown_table, open_pruner, print_environment, setup_path, time_any,
+                           token_stage_config, write_json)
 
 setup_path()
 

@@ -17,6 +17,7 @@ GPU:   python scripts/gpu_parity.py [--clip-features bikes_features.npy] [--chai
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 from pathlib import Path
@@ -30,16 +31,17 @@ sys.path.insert(0, str(ROOT / "tests"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mmg_export import select_tokens  # noqa: E402
+from mmg_export import MMGConfig, select_tokens  # noqa: E402
 from test_prune_near_ties import FAMILIES, clustered  # noqa: E402
 
 
-def agreement(video: torch.Tensor, ratio: float, scratch: Path, sessions: dict, config, backend: str) -> float:
+def agreement(video: torch.Tensor, ratio: float, scratch: Path, sessions: dict, config: MMGConfig,
+              backend: str) -> float:
     frames, tokens, dim = video.shape
     key = (frames, tokens, dim, ratio)
     if key not in sessions:
-        session = open_pruner(backend, (frames, tokens, dim), ratio, "fp32", config, scratch / f"pruner-{len(sessions)}",
-                              cuda=True)
+        session = open_pruner(backend, (frames, tokens, dim), ratio, "fp32", config,
+                              scratch / f"pruner-{len(sessions)}", cuda=True)
         keep = int(np.floor(ratio * frames * tokens + 0.5))
         buffers = {"video_tokens": session.empty((frames, tokens, dim), "float32"),
                    "video_embeds": session.empty((keep + 1, dim), "float32"),
@@ -68,15 +70,16 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         sessions: dict = {}
+        agree = functools.partial(agreement, scratch=Path(scratch), sessions=sessions, config=config,
+                                  backend=args.pruner_backend)
         for family, make in FAMILIES.items():
-            scores = [agreement(make(seed), 0.25, Path(scratch), sessions, config, args.pruner_backend) for seed in range(3)]
-            rows.append((family, "3 seeds", min(scores)))
-        wide = [agreement(clustered(seed, 32, 196, 3584, 8), 0.25, Path(scratch), sessions, config, args.pruner_backend) for seed in range(2)]
-        rows.append(("clustered-8 at D = 3584 (the issue's case)", "2 seeds", min(wide)))
+            rows.append((family, "3 seeds", min(agree(make(seed), 0.25) for seed in range(3))))
+        wide = min(agree(clustered(seed, 32, 196, 3584, 8), 0.25) for seed in range(2))
+        rows.append(("clustered-8 at D = 3584 (the issue's case)", "2 seeds", wide))
         if args.clip_features:
             features = torch.from_numpy(np.load(args.clip_features))
-            rows += [(f"{Path(args.clip_features).name} (real clip), ratio {r}", "1 clip",
-                      agreement(features, r, Path(scratch), sessions, config, args.pruner_backend)) for r in (0.1, 0.25)]
+            rows += [(f"{Path(args.clip_features).name} (real clip), ratio {r}", "1 clip", agree(features, r))
+                     for r in (0.1, 0.25)]
     print(markdown_table(["input", "runs", "min agreement with the reference"], rows))
 
 

@@ -6,6 +6,7 @@ no GPU, so these tests compile and run the CPU package through the same code.
 """
 import dataclasses
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -75,11 +76,31 @@ def test_another_torch_release_or_device_is_refused_in_one_line(aoti_artifacts):
         check_compatible(path, on_gpu, torch.__version__, "8.7")
 
 
-def test_without_torch_opening_the_package_says_what_to_install(aoti_artifacts, monkeypatch):
+def test_the_package_output_order_and_shapes_are_checked(aoti_artifacts):
     manifest = verify_artifacts(aoti_artifacts)
-    monkeypatch.setitem(sys.modules, "torch", None)  # what `import torch` meets where it is not installed
-    with pytest.raises(UserError, match=r"pruner.pt2: an AOTInductor package needs torch on this machine"):
-        open_package(aoti_artifacts / "pruner.pt2", manifest)
+    pruner = manifest.components["pruner"]
+    renamed = {("embeds" if name == "video_embeds" else name): spec for name, spec in pruner.outputs.items()}
+    edited = dataclasses.replace(manifest, components={**manifest.components,
+                                                       "pruner": dataclasses.replace(pruner, outputs=renamed)})
+    with pytest.raises(UserError, match=r"pruner outputs are \['embeds', 'finite', 'kept_indices'\], an AOTInductor "
+                                        r"pruner returns video_embeds, kept_indices, finite; rebuild"):
+        open_package(aoti_artifacts / "pruner.pt2", edited)
+    other_k = open_package(aoti_artifacts / "pruner.pt2", manifest, keep=627)  # as if compiled at ratio 0.1
+    with pytest.raises(UserError, match=r"output 'video_embeds' is torch.float32 \(1569, 64\), the bound buffer "
+                                        r"torch.float32 \(628, 64\); rebuild"):
+        other_k.run({"video_tokens": np.zeros((32, 196, 64), np.float32)})
+
+
+def test_the_runtime_module_imports_without_torch(aoti_artifacts):
+    code = ("import sys; sys.modules['torch'] = None\nfrom pathlib import Path\n"
+            "from mmg_runtime.aotinductor import open_package\nfrom mmg_runtime.manifest import verify_artifacts\n"
+            f"path = Path({str(aoti_artifacts)!r})\nopen_package(path / 'pruner.pt2', verify_artifacts(path))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"mmg_runtime.errors.UserError: {aoti_artifacts / 'pruner.pt2'}: an AOTInductor package needs torch on this "
+        "machine (pip install torch, the release the artifacts were built with); or rebuild without "
+        "--pruner-backend aotinductor")
 
 
 def test_an_edited_package_is_refused_before_loading(aoti_artifacts, tmp_path):
@@ -93,14 +114,14 @@ def test_an_edited_package_is_refused_before_loading(aoti_artifacts, tmp_path):
         Pipeline.from_artifacts(copy, warm_up=False)
 
 
-@pytest.mark.parametrize("arguments, message", [
+@pytest.mark.parametrize("arguments, message, needs_no_gpu", [
     (["--backend", "tensorrt", "--target", "h100"],
-     "--pruner-backend aotinductor goes with --backend onnxruntime"),
-    (["--target", "h100", "--backend", "onnxruntime"],
-     "compiles the pruner for the GPU it is built on: target h100 needs a CUDA GPU on this machine"),
+     "--pruner-backend aotinductor goes with --backend onnxruntime", False),
+    (["--target", "h100"],
+     "compiles the pruner for the GPU it is built on: target h100 needs a CUDA GPU on this machine", True),
 ])
-def test_a_package_that_cannot_be_built_fails_at_once_in_one_line(arguments, message, tmp_path, capsys):
-    if torch.cuda.is_available():
+def test_a_package_that_cannot_be_built_fails_at_once_in_one_line(arguments, message, needs_no_gpu, tmp_path, capsys):
+    if needs_no_gpu and torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the package can be compiled for it")
     out = tmp_path / "out"
     assert main(["build", "--pruner-backend", "aotinductor", *arguments, "--out", str(out)]) == 1

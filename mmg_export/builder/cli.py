@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reach", type=int, default=None,
                         help=f"frames each way that one coverage update carries a pick's coverage, 0-{MAX_REACH} "
                              "(default 2); the frames pick in 2 x reach + 1 groups (3 keeps more of the video for "
-                             "~45%% more pruner time; 0 and 1 keep much less: docs/quality.md)")
+                             "~45%% more pruner time under ONNX Runtime; 0 and 1 keep much less: docs/quality.md)")
     parser.add_argument("--list-targets", action="store_true", help="list the build profiles and exit")
     parser.set_defaults(handler=run)
 
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     target = load_target(args.target or detect_target())
     if args.hardware_compatible:
         target = hardware_compatible(target)
-    backend = args.backend or ("onnxruntime" if target.name == "cpu" else default_backend())
+    backend = args.backend or ("onnxruntime" if target.name == "cpu" or args.pruner_backend else default_backend())
     precision = args.precision or target.precision
     frames = args.frames if args.frames is not None else target.frames
     out = args.out or DEFAULT_OUT / (default_name(args.model, target.name, backend, precision, frames, args.ratio)

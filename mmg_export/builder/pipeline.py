@@ -90,7 +90,7 @@ class BuildOptions:
         if self.pruner_backend:
             from .aotinductor import compile_device
 
-            compile_device(self.target.name)  # fails at once where the package cannot be compiled
+            compile_device(self.target)  # fails at once where the package cannot be compiled
 
 
 class Progress:
@@ -192,9 +192,9 @@ def _lint(paths: list[Path]) -> None:
 def _aotinductor_pruner(options: BuildOptions, encoder: VideoEncoder, work: Path,
                         progress: Progress) -> tuple[str, dict | None]:
     """``pruner.pt2`` compiled for this machine's device; returns (its file, the manifest's device)."""
-    from .aotinductor import compile_device, compile_pruner, device_record
+    from .aotinductor import compile_pruner, device_record
 
-    device = compile_device(options.target.name)
+    device = "cpu" if options.target.name == "cpu" else "cuda"  # checked by BuildOptions
     with progress.stage(f"compile pruner.pt2 (AOTInductor, {device})"):
         compile_pruner(options.frames, encoder.tokens_per_frame, encoder.hidden_size, options.ratio,
                        options.precision, work / "pruner.pt2", options.pruning, encoder.newline, device)
@@ -274,10 +274,16 @@ def component_specs(options: BuildOptions, encoder: VideoEncoder, keep: int) -> 
                        {"pixel_values": TensorSpec(("frames", 3, size, size), dtype)}),
         "encoder": ({"pixel_values": TensorSpec(("frames", 3, size, size), dtype)},
                     {"video_tokens": TensorSpec(("frames", tokens, hidden), dtype)}),
-        "pruner": ({"video_tokens": TensorSpec((frames, tokens, hidden), dtype)},
-                   {"video_embeds": TensorSpec((keep + 1, hidden), dtype), "kept_indices": TensorSpec((keep,), "int64"),
-                    "finite": TensorSpec((1,), "bool")}),
+        "pruner": pruner_specs(frames, tokens, hidden, keep, dtype),
     }
+
+
+def pruner_specs(frames: int, tokens: int, hidden: int, keep: int, dtype: str) -> tuple[dict, dict]:
+    """(inputs, outputs) of the pruner: video_tokens (T, P, H) -> video_embeds (K + 1, H), kept_indices
+    (K,), finite (1,), in the order the module returns them."""
+    return ({"video_tokens": TensorSpec((frames, tokens, hidden), dtype)},
+            {"video_embeds": TensorSpec((keep + 1, hidden), dtype), "kept_indices": TensorSpec((keep,), "int64"),
+             "finite": TensorSpec((1,), "bool")})
 
 
 def check_engine_io(engine: str, io_tensors, expected: tuple[dict, dict]) -> None:

@@ -384,14 +384,12 @@ def _extra_pruner(manifest: Manifest, ratio: float, scratch: Path) -> Path:
 
     print(f"      exporting the pruner at ratio {ratio:g}", file=sys.stderr, flush=True)
     if manifest.extra.get("pruner_backend") == "aotinductor":
-        import torch
-
         from .aotinductor import compile_pruner
 
         return compile_pruner(manifest.frames, manifest.tokens_per_frame, manifest.hidden_size, ratio,
                               manifest.precision, scratch / f"pruner-{ratio:g}.pt2",
-                              MMGConfig(**manifest.extra.get("pruning", {})), torch.zeros(manifest.hidden_size),
-                              "cpu" if manifest.device is None else "cuda")
+                              MMGConfig(**manifest.extra.get("pruning", {})),
+                              device="cpu" if manifest.device is None else "cuda")
     onnx_path = export_pruner(manifest.frames, manifest.tokens_per_frame, manifest.hidden_size, ratio,
                               manifest.precision, scratch / f"pruner-{ratio:g}.onnx",
                               MMGConfig(**manifest.extra.get("pruning", {})))
@@ -429,7 +427,7 @@ def _llm_runs_on(llm: TransformersBackend) -> str:
 
 
 def _component(manifest: Manifest, session) -> dict:
-    return {"backend": manifest.backend, "providers": list(session.providers)}
+    return {"backend": getattr(session, "backend", manifest.backend), "providers": list(session.providers)}
 
 
 # -- output -------------------------------------------------------------------------------------------
