@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .device import device_info
 from .errors import UserError, first_line
 from .manifest import REBUILD_HINT, Manifest, TensorSpec
 from .tensor import HOST_TYPES, Tensor
@@ -60,7 +61,7 @@ def open_package(path: Path, manifest: Manifest, cuda_graph: bool = False, keep:
     device = "cpu" if manifest.device is None else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError(f"{path}: a CUDA AOTInductor package, but torch sees no CUDA GPU here")
-    capability = None if device == "cpu" else "{}.{}".format(*torch.cuda.get_device_capability())
+    capability = None if device == "cpu" else (device_info() or {}).get("compute_capability")
     check_compatible(path, manifest, torch.__version__, capability)
     component = manifest.components["pruner"]
     if set(component.outputs) != set(PACKAGE_OUTPUTS):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from mmg_runtime.device import device_info
 from mmg_runtime.errors import UserError, first_line
 
 from ..prune import MMGConfig
@@ -32,7 +33,7 @@ def compile_device(target: TargetProfile) -> str:
         raise UserError(f"--pruner-backend aotinductor compiles the pruner for the GPU it is built on: target "
                         f"{target.name} needs a CUDA GPU on this machine, torch sees none (build on the deploy GPU, "
                         "or use --target cpu)")
-    have = "{}.{}".format(*torch.cuda.get_device_capability())
+    have = device_info()["compute_capability"]
     if target.hardware_compatibility is None and have != target.compute_capability:
         raise UserError(f"--pruner-backend aotinductor compiles for this GPU (sm_{have.replace('.', '')}), but target "
                         f"{target.name} is sm_{target.compute_capability.replace('.', '')}: build on the target's GPU "
@@ -61,11 +62,3 @@ def compile_pruner(frames: int, tokens_per_frame: int, hidden: int, ratio: float
             raise UserError(f"{path.name}: TorchInductor could not compile the pruner for {device} "
                             f"({first_line(error)}); it needs a C++ compiler (g++) and, for a GPU, Triton") from error
     return path
-
-
-def device_record(device: str) -> dict[str, str] | None:
-    """The manifest's ``device`` for a package compiled on ``device`` (None: the CPU)."""
-    if device == "cpu":
-        return None
-    major, minor = torch.cuda.get_device_capability()
-    return {"name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}

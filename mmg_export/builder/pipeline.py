@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from mmg_runtime.device import device_info
 from mmg_runtime.errors import UserError
 from mmg_runtime.manifest import Component, Manifest, TensorSpec, sha256_file, write_manifest
 
@@ -192,13 +193,13 @@ def _lint(paths: list[Path]) -> None:
 def _aotinductor_pruner(options: BuildOptions, encoder: VideoEncoder, work: Path,
                         progress: Progress) -> tuple[str, dict | None]:
     """``pruner.pt2`` compiled for this machine's device; returns (its file, the manifest's device)."""
-    from .aotinductor import compile_pruner, device_record
+    from .aotinductor import compile_pruner
 
     device = "cpu" if options.target.name == "cpu" else "cuda"  # checked by BuildOptions
     with progress.stage(f"compile pruner.pt2 (AOTInductor, {device})"):
         compile_pruner(options.frames, encoder.tokens_per_frame, encoder.hidden_size, options.ratio,
                        options.precision, work / "pruner.pt2", options.pruning, encoder.newline, device)
-    return "pruner.pt2", device_record(device)
+    return "pruner.pt2", None if device == "cpu" else device_info()
 
 
 def _backend(options: BuildOptions, onnx_dir: Path, work: Path, progress: Progress,
