@@ -1,19 +1,19 @@
 """AOTInductor backend: a component compiled ahead of time by TorchInductor (``pruner.pt2``).
 
-``mmg-export build --pruner-backend aotinductor`` compiles the pruner on the build machine into
-one package of fused kernels (Triton on a GPU, C++ on the CPU). Here it is loaded with
-``torch._inductor.aoti_load_package`` and run on :class:`~mmg_runtime.tensor.Tensor` buffers
-viewed as torch tensors (no copy); on a GPU the first run on a set of buffers is captured as one
-CUDA graph and replayed afterwards (a few such sets are kept: the pipeline's, one per live
-stream). The package needs torch on the deploy
-machine, of the release it was compiled with, and the build machine's GPU architecture: both are
-checked before it is loaded. torch is imported when a package is opened, so this module imports
-where only ONNX Runtime exists.
+``mmg-export build`` compiles the pruner on the build machine into one package of fused kernels
+(Triton on a GPU, C++ on the CPU) when it builds ONNX Runtime artifacts for this machine's own
+datacenter GPU, or when asked (``--pruner-backend aotinductor``). Here it is opened by torch's C++
+loader and run on :class:`~mmg_runtime.tensor.Tensor` buffers viewed as torch tensors (no copy);
+on a GPU the first run on a set of buffers is captured as one CUDA graph and replayed afterwards
+(a few such sets are kept: the pipeline's, one per live stream). The package needs torch on the
+deploy machine, of the release it was compiled with, and the build machine's GPU architecture:
+both are checked before it is loaded. torch is imported when a package is opened, so this module
+imports where only ONNX Runtime exists.
 
 Measured on an H100 (torch 2.11, BENCHMARKS.md): the 32-frame bf16 pruner replays in 0.94 ms
-(``pruner.onnx`` under ONNX Runtime: 3.0 ms), but opening the package takes ~43 s (the cause was
-not found), and a process that opened one before importing onnxruntime crashed in torch's loader
-(twice): :class:`AotiPackage` imports onnxruntime first.
+(``pruner.onnx`` under ONNX Runtime: 3.0 ms) and opens in 10 ms. A process that opened one before
+importing onnxruntime crashed in the package's own library initialisers there (every time; not
+understood): :class:`AotiPackage` imports onnxruntime first.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from .manifest import REBUILD_HINT, Manifest, TensorSpec
 from .tensor import HOST_TYPES, Tensor
 
 INSTALL_HINT = ("needs torch on this machine (pip install torch, the release the artifacts were built with); "
-                "or rebuild without --pruner-backend aotinductor")
+                "or rebuild with --pruner-backend onnx")
 WARM_UP_RUNS = 3
 """Runs on a side stream before the capture (lazy initialisation must not land in the graph)."""
 MAX_GRAPHS = 8
@@ -45,6 +45,20 @@ def _torch(path: Path) -> Any:
     except ImportError as error:
         raise UserError(f"{path}: an AOTInductor package {INSTALL_HINT}") from error
     return torch
+
+
+def _load(torch: Any, path: Path, single_threaded: bool) -> Any:
+    """The package's model, opened by torch's C++ loader (``AOTIModelPackageLoader``, 10 ms).
+
+    ``torch._inductor.aoti_load_package`` wraps the same loader but first compares this CPU's
+    vector instruction set with the build's, for a warning only, by compiling a test library per
+    instruction set and loading each in a child Python that imports torch: 33-35 s of the 35 s it
+    took on the H100 machine (torch 2.11). :func:`check_compatible` has checked what matters here
+    (torch release, GPU), and only the build's torch release opens a package, so its loader's
+    signature is the one this torch has. Single-threaded: without the package's own stream
+    synchronisation, which breaks a CUDA-graph capture."""
+    from torch._inductor.package.package import AOTICompiledModel
+    return AOTICompiledModel(torch._C._aoti.AOTIModelPackageLoader(str(path), "model", single_threaded, 1, -1))
 
 
 def _release(version: str) -> tuple[tuple[int, ...], str]:
@@ -94,8 +108,8 @@ class AotiPackage:
             import onnxruntime  # noqa: F401  (before torch's loader: see the module's docstring)
         except ImportError:
             pass
-        try:  # single-threaded: without the package's own stream synchronisation, which breaks a capture
-            self.model = torch._inductor.aoti_load_package(str(self.path), run_single_threaded=self.cuda_graph)
+        try:
+            self.model = _load(torch, self.path, single_threaded=self.cuda_graph)
         except Exception as error:  # torch raises RuntimeError and others
             raise UserError(f"{self.path}: torch {torch.__version__} cannot load this AOTInductor package "
                             f"({first_line(error)}); {REBUILD_HINT}") from error
@@ -194,7 +208,8 @@ def check_compatible(path: Path, manifest: Manifest, torch_version: str, capabil
     built_capability = device.get("compute_capability")
     if _release(built) != _release(torch_version) or built_capability != capability:
         raise UserError(f"{path}: AOTInductor package compiled with torch {built} for {_where(built_capability)}; "
-                        f"this machine has torch {torch_version} on {_where(capability)}; {REBUILD_HINT}")
+                        f"this machine has torch {torch_version} on {_where(capability)}; {REBUILD_HINT} here, or "
+                        "with --pruner-backend onnx for a pruner that runs anywhere")
 
 
 def _where(capability: str | None) -> str:

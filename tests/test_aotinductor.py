@@ -33,6 +33,7 @@ def test_the_manifest_names_the_package_and_no_onnx_pruner_ships(aoti_artifacts)
     assert manifest.components["pruner"].file == "pruner.pt2"
     assert manifest.extra["pruner_backend"] == "aotinductor"
     assert manifest.backend == "onnxruntime" and manifest.device is None  # compiled for the CPU
+    assert manifest.versions["torch"] == torch.__version__  # with its local build (+cpu, +cu130), as checked at load
     assert manifest.components["pruner"].outputs["video_embeds"].shape == (1569, 64)
     assert not (aoti_artifacts / "pruner.onnx").exists()
     assert sorted(p.name for p in aoti_artifacts.iterdir()) == [
@@ -70,7 +71,8 @@ def test_another_torch_release_or_device_is_refused_in_one_line(aoti_artifacts):
     with pytest.raises(UserError) as error:
         check_compatible(path, older, "2.11.0+cu130", None)
     assert str(error.value) == (f"{path}: AOTInductor package compiled with torch 2.9.1 for the CPU; this machine has "
-                                "torch 2.11.0+cu130 on the CPU; rebuild with mmg-export build")
+                                "torch 2.11.0+cu130 on the CPU; rebuild with mmg-export build here, or with "
+                                "--pruner-backend onnx for a pruner that runs anywhere")
     on_gpu = dataclasses.replace(manifest, device={"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
     with pytest.raises(UserError, match=r"for sm_90; this machine has torch .* on sm_87; rebuild"):
         check_compatible(path, on_gpu, torch.__version__, "8.7")
@@ -99,8 +101,8 @@ def test_the_runtime_module_imports_without_torch(aoti_artifacts):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"mmg_runtime.errors.UserError: {aoti_artifacts / 'pruner.pt2'}: an AOTInductor package needs torch on this "
-        "machine (pip install torch, the release the artifacts were built with); or rebuild without "
-        "--pruner-backend aotinductor")
+        "machine (pip install torch, the release the artifacts were built with); or rebuild with "
+        "--pruner-backend onnx")
 
 
 def test_an_edited_package_is_refused_before_loading(aoti_artifacts, tmp_path):
@@ -112,6 +114,42 @@ def test_an_edited_package_is_refused_before_loading(aoti_artifacts, tmp_path):
         package.write(b"\0")
     with pytest.raises(UserError, match=r"pruner.pt2: sha256 mismatch"):
         Pipeline.from_artifacts(copy, warm_up=False)
+
+
+@pytest.mark.parametrize("backend, target, capability, compiles", [
+    ("onnxruntime", "h100", "9.0", True),           # ONNX Runtime artifacts for this machine's own H100
+    ("onnxruntime", "h100", None, False),           # no GPU here (the ONNX graph is portable)
+    ("onnxruntime", "h100", "8.0", False),          # another GPU than the target's
+    ("tensorrt", "h100", "9.0", False),             # TensorRT builds the pruner's engine itself
+    ("onnxruntime", "datacenter", "9.0", False),    # portable target: a package runs on one GPU model
+    ("onnxruntime", "orin-nano", "8.7", False),     # Jetson: may carry no torch
+    ("onnxruntime", "cpu", None, False),            # no gain on the CPU
+])
+def test_which_builds_ship_the_compiled_pruner_by_default(backend, target, capability, compiles):
+    from mmg_export.builder.aotinductor import compiles_for_this_gpu
+    from mmg_export.builder.targets import load_target
+
+    assert compiles_for_this_gpu(backend, load_target(target), capability) is compiles
+
+
+def test_without_a_gpu_a_gpu_target_ships_the_onnx_pruner_by_default(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the default compiles the pruner for it")
+    out = tmp_path / "out"
+    assert main(["build", "--target", "h100", "--backend", "onnxruntime", "--frames", "8", "--out", str(out)]) == 0
+    manifest = verify_artifacts(out)
+    assert manifest.components["pruner"].file == "pruner.onnx" and "pruner_backend" not in manifest.extra
+    assert "TorchInductor" not in capsys.readouterr().err
+
+
+def test_explicit_onnx_pruner_with_tensorrt_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["build", "--pruner-backend", "onnx", "--backend", "tensorrt", "--target", "h100",
+                 "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "mmg-export build: error: --pruner-backend onnx goes with --backend onnxruntime (a TensorRT build fuses the "
+        "pruner's engine itself)")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("arguments, message, needs_no_gpu", [

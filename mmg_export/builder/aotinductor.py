@@ -41,6 +41,47 @@ def compile_device(target: TargetProfile) -> str:
     return "cuda"
 
 
+def compiles_for_this_gpu(backend: str, target: TargetProfile, capability: str | None) -> bool:
+    """Whether ``mmg-export build`` ships the compiled pruner when ``--pruner-backend`` is not given:
+    for ONNX Runtime artifacts built on the GPU of a target that names one datacenter GPU
+    (``capability``: the GPU torch sees here, None without one). Not for TensorRT (its engine fuses
+    the pruner itself), the CPU (no gain: BENCHMARKS.md), portable targets (the package runs on the
+    GPU it was compiled on only) or Jetson boards (which may carry no torch)."""
+    return (backend == "onnxruntime" and target.name != "cpu" and not target.jetson
+            and target.hardware_compatibility is None and capability == target.compute_capability)
+
+
+def default_pruner_backend(backend: str, target: TargetProfile) -> tuple[str | None, str]:
+    """The pruner backend when ``--pruner-backend`` is not given ("aotinductor" or None for
+    ``pruner.onnx``; :func:`compiles_for_this_gpu`) and a note for the user ("" when it is
+    ``pruner.onnx`` as always)."""
+    capability = device_info()["compute_capability"] if torch.cuda.is_available() else None
+    if not compiles_for_this_gpu(backend, target, capability):
+        return None, ""
+    missing = _missing_toolchain()
+    if missing:
+        return None, (f"pruner: pruner.onnx, not the ~3x faster compiled pruner.pt2: TorchInductor needs {missing} "
+                      "here")
+    return "aotinductor", (f"pruner: compiled by TorchInductor for this GPU (pruner.pt2, ~3x faster than pruner.onnx "
+                           f"on an H100); where it runs needs torch {torch.__version__.split('+')[0]} and this GPU "
+                           "model (--pruner-backend onnx: the portable pruner.onnx)")
+
+
+def _missing_toolchain() -> str:
+    """What TorchInductor lacks here to compile for a GPU ("" when nothing): Triton, a C++ compiler."""
+    import importlib.util
+
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    if importlib.util.find_spec("triton") is None:
+        return "Triton (pip install triton)"
+    try:
+        get_cpp_compiler()
+    except Exception:  # inductor's InvalidCxxCompiler and others
+        return "a C++ compiler (g++)"
+    return ""
+
+
 def compile_pruner(frames: int, tokens_per_frame: int, hidden: int, ratio: float, precision: str, path: Path,
                    config: MMGConfig | None = None, newline: torch.Tensor | None = None, device: str = "cpu") -> Path:
     """Write the AOTInductor package of the :class:`DeployedPruner` for ``video_tokens (frames, P, H)``

@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mmg_runtime.errors import UserError
+
 if TYPE_CHECKING:
     from ..prune import MMGConfig
+    from .targets import TargetProfile
 
 DEFAULT_OUT = Path("engines") / "out"
 TINY_MODEL = "tiny"
@@ -35,10 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="export precision (default: the target's)")
     parser.add_argument("--backend", choices=["tensorrt", "onnxruntime"], default=None,
                         help="default: tensorrt where it is installed, else onnxruntime")
-    parser.add_argument("--pruner-backend", choices=["aotinductor"], default=None,
-                        help="with --backend onnxruntime: ship the pruner compiled by TorchInductor for this "
-                             "machine's GPU or CPU (pruner.pt2: fused kernels, ~3x faster on an H100; needs the "
-                             "same torch release where it runs) instead of pruner.onnx")
+    parser.add_argument("--pruner-backend", choices=["auto", "aotinductor", "onnx"], default="auto",
+                        help="with --backend onnxruntime: aotinductor ships the pruner compiled by TorchInductor for "
+                             "this machine's GPU or CPU (pruner.pt2: fused kernels, ~3x faster on an H100; needs the "
+                             "same torch release and GPU model where it runs), onnx the portable pruner.onnx; auto "
+                             "(default): aotinductor when building for this machine's own datacenter GPU, else onnx")
     parser.add_argument("--hardware-compatible", action="store_true",
                         help="TensorRT engines that every Ampere+ GPU runs (not on Jetson), instead of "
                              "engines for the target's GPU only")
@@ -116,17 +120,22 @@ def run(args: argparse.Namespace) -> int:
     target = load_target(args.target or detect_target())
     if args.hardware_compatible:
         target = hardware_compatible(target)
-    backend = args.backend or ("onnxruntime" if target.name == "cpu" or args.pruner_backend else default_backend())
+    chosen = args.pruner_backend != "auto"
+    backend = args.backend or ("onnxruntime" if target.name == "cpu" or chosen else default_backend())
+    if chosen and backend != "onnxruntime":
+        raise UserError(f"--pruner-backend {args.pruner_backend} goes with --backend onnxruntime (a TensorRT build "
+                        "fuses the pruner's engine itself)")
+    pruner_backend, pruner_note = pruner_choice(args.pruner_backend, backend, target)
     precision = args.precision or target.precision
     frames = args.frames if args.frames is not None else target.frames
     out = args.out or DEFAULT_OUT / (default_name(args.model, target.name, backend, precision, frames, args.ratio)
-                                     + pruning_suffix(pruning) + ("-aoti" if args.pruner_backend else ""))
+                                     + pruning_suffix(pruning) + ("-aoti" if pruner_backend else ""))
 
     from .pipeline import BuildOptions, build
 
     options = BuildOptions(out=out, target=target, ratio=args.ratio, frames=frames, precision=precision,
                            backend=backend, model_dir=args.model, overwrite=args.overwrite, keep_onnx=args.keep_onnx,
-                           pruning=pruning, pruner_backend=args.pruner_backend)
+                           pruning=pruning, pruner_backend=pruner_backend)
     if backend == "tensorrt":
         from .tensorrt import require_tensorrt
 
@@ -137,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     print(f"target {target.name}, backend {backend}, precision {precision}, {frames} frames, ratio {args.ratio:g}",
           file=sys.stderr)
+    if pruner_note:
+        print(pruner_note, file=sys.stderr)
     manifest = build(options)
     print(f"wrote {out}: K = {manifest.keep} of {manifest.frames * manifest.tokens_per_frame} video tokens, "
           f"components {', '.join(manifest.components)}")
@@ -151,6 +162,15 @@ def default_name(model: Path | None, target: str, backend: str, precision: str, 
     name = TINY_MODEL if model is None else re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).resolve().name)
     short = {"onnxruntime": "ort", "tensorrt": "trt"}.get(backend, backend)
     return f"{name}-{target}-{short}-{precision}-{frames}f-r{ratio:g}"
+
+
+def pruner_choice(requested: str, backend: str, target: TargetProfile) -> tuple[str | None, str]:
+    """``--pruner-backend`` resolved: "aotinductor" or None (``pruner.onnx``), and a note to print."""
+    if requested == "auto" and backend == "onnxruntime" and target.name != "cpu":
+        from .aotinductor import default_pruner_backend
+
+        return default_pruner_backend(backend, target)
+    return ("aotinductor" if requested == "aotinductor" else None), ""
 
 
 def default_backend() -> str:

@@ -315,13 +315,17 @@ def _manifest(options: BuildOptions, specs: Specs, keep: int, work: Path, files:
 
 
 def _versions(tensorrt: str | None) -> dict[str, str]:
-    """Library versions; TensorRT's as the module reports it (JetPack's has no package metadata)."""
+    """Library versions; TensorRT's and torch's as the modules report them (JetPack's TensorRT has no
+    package metadata; torch's may lack the local build, e.g. "2.11.0" for "2.11.0+cu130", which an
+    AOTInductor package is checked against)."""
     versions = {"python": platform.python_version(), "mmg-export": __version__}
     for library in LIBRARIES:
         try:
             versions[library] = metadata.version(library)
         except metadata.PackageNotFoundError:
             continue
+    if "torch" in sys.modules:
+        versions["torch"] = sys.modules["torch"].__version__
     if tensorrt:
         versions["tensorrt"] = tensorrt
     return versions
