@@ -129,8 +129,8 @@ def token_stage_config(parser, args):
 def add_pruner_backend_option(parser) -> None:
     """--pruner-backend: the pruner as ``pruner.onnx`` under ONNX Runtime, or as ``pruner.pt2``."""
     parser.add_argument("--pruner-backend", choices=["onnxruntime", "aotinductor"], default="onnxruntime",
-                        help="onnxruntime: pruner.onnx (default); aotinductor: pruner.pt2, what build "
-                             "--pruner-backend aotinductor ships")
+                        help="onnxruntime: pruner.onnx (default here); aotinductor: pruner.pt2, what build "
+                             "ships for ONNX Runtime artifacts on their own GPU")
 
 
 def open_pruner(backend: str, shape: tuple[int, int, int], ratio: float, precision: str, config, stem: Path,

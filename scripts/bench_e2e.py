@@ -6,7 +6,8 @@ Stage ``build``:
      ``save_pretrained``: SigLIP so400m (26 layers, 1152 wide, 384 px, patch 14), projector
      1152 -> 3584 -> 3584, Qwen2-7B (28 layers, hidden 3584, 28 heads, 4 KV heads, intermediate
      18944, vocab 152064), with the built-in character tokenizer;
-  2. ``mmg-export build --model DIR --target h100 --backend onnxruntime --ratio 0.25`` and ``--ratio 1.0``.
+  2. ``mmg-export build --model DIR --target h100 --backend onnxruntime --ratio 0.25`` and ``--ratio 1.0``
+     (on an H100 the pruner is then ``pruner.pt2``, compiled by TorchInductor: the default there).
 Stage ``measure`` (same machine, right after):
   3. ``Pipeline.from_artifacts`` for both ratios and both decoders (nvdec, pyav), one transformers LLM
      shared; load time (with the warm-up), the first question after load, then --runs questions;

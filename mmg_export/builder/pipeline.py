@@ -3,7 +3,7 @@
 Stages, each timed on the progress display:
 
     load model -> export preprocess.onnx + encoder.onnx -> export pruner.onnx -> lint (TensorRT-bound graphs)
-      -> TensorRT engines | ONNX Runtime graphs [-> pruner.pt2 (--pruner-backend aotinductor)]
+      -> TensorRT engines | ONNX Runtime graphs [-> pruner.pt2 (TorchInductor, on the target's own GPU)]
       -> tokenizer, (tiny) LLM -> manifest
 
 An artifact directory holds each weight once: the ONNX graphs themselves for ONNX Runtime, the
@@ -72,7 +72,8 @@ class BuildOptions:
     """TensorRT builds: also keep the engines' ONNX sources, in ``onnx/`` (for ``scripts/verify_tensorrt.py``)."""
     pruning: MMGConfig = field(default_factory=MMGConfig)
     pruner_backend: str | None = None
-    """"aotinductor": the pruner compiled by TorchInductor (``pruner.pt2``) instead of ``pruner.onnx``."""
+    """"aotinductor": the pruner compiled by TorchInductor (``pruner.pt2``) instead of ``pruner.onnx``
+    (``mmg-export build`` picks it by default on the target's own GPU: :func:`.aotinductor.default_pruner_backend`)."""
 
     def __post_init__(self) -> None:
         check_ratio(self.ratio)
