@@ -54,8 +54,8 @@ def _load(torch: Any, path: Path, single_threaded: bool) -> Any:
     vector instruction set with the build's, for a warning only, by compiling a test library per
     instruction set and loading each in a child Python that imports torch: 33-35 s of the 35 s it
     took on the H100 machine (torch 2.11). :func:`check_compatible` has checked what matters here
-    (torch release, GPU), and only the build's torch release opens a package, so its loader's
-    signature is the one this torch has. Single-threaded: without the package's own stream
+    (torch release, GPU): only the build's release (2.11 or later, ``mmg-export build`` checks)
+    opens a package, and this is that release's loader. Single-threaded: without the package's own stream
     synchronisation, which breaks a CUDA-graph capture."""
     from torch._inductor.package.package import AOTICompiledModel
     return AOTICompiledModel(torch._C._aoti.AOTIModelPackageLoader(str(path), "model", single_threaded, 1, -1))
@@ -201,12 +201,13 @@ class AotiPackage:
 
 
 def check_compatible(path: Path, manifest: Manifest, torch_version: str, capability: str | None) -> None:
-    """UserError unless this torch release (major.minor and local build, e.g. cu130) and GPU (compute
-    capability) are the build's."""
+    """UserError unless this torch release (major.minor, and the local build such as cu130 where the
+    manifest records one) and GPU (compute capability) are the build's."""
     built = manifest.versions.get("torch", "?")
     device = manifest.device or {}
     built_capability = device.get("compute_capability")
-    if _release(built) != _release(torch_version) or built_capability != capability:
+    (built_release, built_local), (release, local) = _release(built), _release(torch_version)
+    if built_release != release or (built_local and built_local != local) or built_capability != capability:
         raise UserError(f"{path}: AOTInductor package compiled with torch {built} for {_where(built_capability)}; "
                         f"this machine has torch {torch_version} on {_where(capability)}; {REBUILD_HINT} here, or "
                         "with --pruner-backend onnx for a pruner that runs anywhere")

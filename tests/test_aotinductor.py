@@ -73,6 +73,12 @@ def test_another_torch_release_or_device_is_refused_in_one_line(aoti_artifacts):
     assert str(error.value) == (f"{path}: AOTInductor package compiled with torch 2.9.1 for the CPU; this machine has "
                                 "torch 2.11.0+cu130 on the CPU; rebuild with mmg-export build here, or with "
                                 "--pruner-backend onnx for a pruner that runs anywhere")
+    check_compatible(path, dataclasses.replace(manifest, versions={**manifest.versions, "torch": "2.13.0"}),
+                     "2.13.5+cu130", None)  # no local build recorded (metadata without it): major.minor only
+    with pytest.raises(UserError, match=r"compiled with torch 2.13.0\+cpu for the CPU; this machine has torch "
+                                        r"2.13.0\+cu130"):
+        check_compatible(path, dataclasses.replace(manifest, versions={**manifest.versions, "torch": "2.13.0+cpu"}),
+                         "2.13.0+cu130", None)
     on_gpu = dataclasses.replace(manifest, device={"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
     with pytest.raises(UserError, match=r"for sm_90; this machine has torch .* on sm_87; rebuild"):
         check_compatible(path, on_gpu, torch.__version__, "8.7")
@@ -121,15 +127,58 @@ def test_an_edited_package_is_refused_before_loading(aoti_artifacts, tmp_path):
     ("onnxruntime", "h100", None, False),           # no GPU here (the ONNX graph is portable)
     ("onnxruntime", "h100", "8.0", False),          # another GPU than the target's
     ("tensorrt", "h100", "9.0", False),             # TensorRT builds the pruner's engine itself
-    ("onnxruntime", "datacenter", "9.0", False),    # portable target: a package runs on one GPU model
+    ("onnxruntime", "datacenter", "8.0", False),    # portable target (an A100 detects as it): one GPU model only
+    ("onnxruntime", "h100-portable", "9.0", False),  # --hardware-compatible
     ("onnxruntime", "orin-nano", "8.7", False),     # Jetson: may carry no torch
-    ("onnxruntime", "cpu", None, False),            # no gain on the CPU
+    ("onnxruntime", "cpu", "0.0", False),           # no gain on the CPU
 ])
 def test_which_builds_ship_the_compiled_pruner_by_default(backend, target, capability, compiles):
     from mmg_export.builder.aotinductor import compiles_for_this_gpu
+    from mmg_export.builder.targets import hardware_compatible, load_target
+
+    profile = hardware_compatible(load_target("h100")) if target == "h100-portable" else load_target(target)
+    assert profile.compute_capability == capability or target == "h100"
+    assert compiles_for_this_gpu(backend, profile, capability) is compiles
+
+
+@pytest.mark.parametrize("gpu, missing, expected, note", [
+    ({"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}, "", "aotinductor",
+     "pruner: compiled by TorchInductor for this GPU (pruner.pt2, ~3x faster than pruner.onnx on an H100); where it "
+     "runs needs torch {release} and this GPU model (--pruner-backend onnx: the portable pruner.onnx)"),
+    ({"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}, "Triton (pip install triton)", None,
+     "pruner: pruner.onnx, not the ~3x faster compiled pruner.pt2: TorchInductor needs Triton (pip install triton) "
+     "here"),
+    ({"name": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}, "", None, ""),
+    (None, "", None, ""),  # the driver does not answer
+])
+def test_the_default_pruner_backend_on_a_gpu_machine(monkeypatch, gpu, missing, expected, note):
+    from mmg_export.builder import aotinductor
+    from mmg_export.builder.cli import pruner_choice
     from mmg_export.builder.targets import load_target
 
-    assert compiles_for_this_gpu(backend, load_target(target), capability) is compiles
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(aotinductor, "device_info", lambda: gpu)
+    monkeypatch.setattr(aotinductor, "_missing_toolchain", lambda: missing)
+    h100 = load_target("h100")
+    assert pruner_choice("auto", "onnxruntime", h100) == (
+        expected, note.format(release=torch.__version__.split("+")[0]))
+    assert pruner_choice("auto", "tensorrt", h100) == (None, "")
+    assert pruner_choice("onnx", "onnxruntime", h100) == (None, "")
+    assert pruner_choice("onnx", "tensorrt", h100) == (None, "")  # the TensorRT engine, as always
+    assert pruner_choice("aotinductor", "onnxruntime", load_target("cpu")) == ("aotinductor", "")
+
+
+def test_the_toolchain_check_names_what_is_missing(monkeypatch):
+    import importlib.util
+
+    from mmg_export.builder import aotinductor
+
+    has_triton = importlib.util.find_spec("triton") is not None
+    assert aotinductor._missing_toolchain() == ("" if has_triton else "Triton (pip install triton)")
+    with torch._inductor.config.patch({"cpp.cxx": ("no-such-compiler",)}):
+        assert aotinductor._missing_toolchain() == "a C++ compiler (g++)"
+    monkeypatch.setattr(torch, "__version__", "2.10.1+cu128")
+    assert aotinductor._missing_toolchain() == "torch >= 2.11 (this is 2.10.1+cu128)"
 
 
 def test_without_a_gpu_a_gpu_target_ships_the_onnx_pruner_by_default(tmp_path, capsys):
@@ -142,13 +191,27 @@ def test_without_a_gpu_a_gpu_target_ships_the_onnx_pruner_by_default(tmp_path, c
     assert "TorchInductor" not in capsys.readouterr().err
 
 
-def test_explicit_onnx_pruner_with_tensorrt_is_refused(tmp_path, capsys):
+def test_the_compiled_pruner_asks_for_onnx_runtime_even_where_tensorrt_is_installed(monkeypatch, tmp_path, capsys):
+    import types
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the package can be compiled for it")
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))  # the default backend: tensorrt
     out = tmp_path / "out"
-    assert main(["build", "--pruner-backend", "onnx", "--backend", "tensorrt", "--target", "h100",
-                 "--out", str(out)]) == 1
+    assert main(["build", "--target", "h100", "--pruner-backend", "aotinductor", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("mmg-export build: error: --pruner-backend aotinductor compiles the pruner for the GPU it "
+                          "is built on: target h100 needs a CUDA GPU")  # not the TensorRT refusal
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_older_torch_is_refused_in_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch, "__version__", "2.9.1+cpu")
+    out = tmp_path / "out"
+    assert main(["build", "--target", "cpu", "--pruner-backend", "aotinductor", "--out", str(out)]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "mmg-export build: error: --pruner-backend onnx goes with --backend onnxruntime (a TensorRT build fuses the "
-        "pruner's engine itself)")
+        "mmg-export build: error: --pruner-backend aotinductor needs torch >= 2.11, this machine has 2.9.1+cpu (or "
+        "use --pruner-backend onnx)")
     assert list(tmp_path.iterdir()) == []
 
 

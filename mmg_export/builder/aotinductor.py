@@ -10,6 +10,7 @@ carries only TensorRT and ONNX Runtime uses the ONNX or TensorRT pruner).
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -23,17 +24,25 @@ from .export import DeployedPruner, torch_dtype
 from .targets import TargetProfile
 
 
+MIN_TORCH = (2, 11)
+"""The oldest torch release the compiled pruner is built with: the one it was measured and loaded
+with (BENCHMARKS.md); older releases' loaders take other arguments."""
+
+
 def compile_device(target: TargetProfile) -> str:
     """"cpu" for the cpu target, else "cuda", which must be the target's GPU (any, for a portable
     target such as datacenter: the manifest records the one built on): the package is compiled
     for the GPU it is built on (UserError, one line, otherwise)."""
+    if _torch_release() < MIN_TORCH:
+        raise UserError(f"--pruner-backend aotinductor needs torch >= {'.'.join(map(str, MIN_TORCH))}, this machine "
+                        f"has {torch.__version__} (or use --pruner-backend onnx)")
     if target.name == "cpu":
         return "cpu"
     if not torch.cuda.is_available():
         raise UserError(f"--pruner-backend aotinductor compiles the pruner for the GPU it is built on: target "
                         f"{target.name} needs a CUDA GPU on this machine, torch sees none (build on the deploy GPU, "
                         "or use --target cpu)")
-    have = device_info()["compute_capability"]
+    have = (device_info() or {}).get("compute_capability", "?")
     if target.hardware_compatibility is None and have != target.compute_capability:
         raise UserError(f"--pruner-backend aotinductor compiles for this GPU (sm_{have.replace('.', '')}), but target "
                         f"{target.name} is sm_{target.compute_capability.replace('.', '')}: build on the target's GPU "
@@ -55,7 +64,7 @@ def default_pruner_backend(backend: str, target: TargetProfile) -> tuple[str | N
     """The pruner backend when ``--pruner-backend`` is not given ("aotinductor" or None for
     ``pruner.onnx``; :func:`compiles_for_this_gpu`) and a note for the user ("" when it is
     ``pruner.onnx`` as always)."""
-    capability = device_info()["compute_capability"] if torch.cuda.is_available() else None
+    capability = (device_info() or {}).get("compute_capability") if torch.cuda.is_available() else None
     if not compiles_for_this_gpu(backend, target, capability):
         return None, ""
     missing = _missing_toolchain()
@@ -68,18 +77,25 @@ def default_pruner_backend(backend: str, target: TargetProfile) -> tuple[str | N
 
 
 def _missing_toolchain() -> str:
-    """What TorchInductor lacks here to compile for a GPU ("" when nothing): Triton, a C++ compiler."""
+    """What TorchInductor lacks here to compile for a GPU ("" when nothing): a recent enough torch,
+    a C++ compiler, Triton."""
     import importlib.util
 
     from torch._inductor.cpp_builder import get_cpp_compiler
 
-    if importlib.util.find_spec("triton") is None:
-        return "Triton (pip install triton)"
+    if _torch_release() < MIN_TORCH:
+        return f"torch >= {'.'.join(map(str, MIN_TORCH))} (this is {torch.__version__})"
     try:
         get_cpp_compiler()
     except Exception:  # inductor's InvalidCxxCompiler and others
         return "a C++ compiler (g++)"
+    if importlib.util.find_spec("triton") is None:
+        return "Triton (pip install triton)"
     return ""
+
+
+def _torch_release() -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", torch.__version__.split("+")[0])[:2])
 
 
 def compile_pruner(frames: int, tokens_per_frame: int, hidden: int, ratio: float, precision: str, path: Path,

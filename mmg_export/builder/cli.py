@@ -41,14 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pruner-backend", choices=["auto", "aotinductor", "onnx"], default="auto",
                         help="with --backend onnxruntime: aotinductor ships the pruner compiled by TorchInductor for "
                              "this machine's GPU or CPU (pruner.pt2: fused kernels, ~3x faster on an H100; needs the "
-                             "same torch release and GPU model where it runs), onnx the portable pruner.onnx; auto "
-                             "(default): aotinductor when building for this machine's own datacenter GPU, else onnx")
+                             "same torch release and GPU model where it runs), onnx the portable pruner.onnx (or "
+                             "the TensorRT engine with --backend tensorrt); auto (default): aotinductor when "
+                             "building ONNX Runtime artifacts for this machine's own datacenter GPU, else onnx")
     parser.add_argument("--hardware-compatible", action="store_true",
                         help="TensorRT engines that every Ampere+ GPU runs (not on Jetson), instead of "
                              "engines for the target's GPU only")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"artifact directory (default: {DEFAULT_OUT}/MODEL-TARGET-BACKEND-PRECISION-"
-                             "FRAMESf-rRATIO)")
+                             "FRAMESf-rRATIO, then -merge, -roundsN, -reachN, -aoti where they apply)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact directory")
     parser.add_argument("--keep-onnx", action="store_true",
                         help="tensorrt backend: also keep the engines' ONNX sources in onnx/ (for verification; "
@@ -60,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reach", type=int, default=None,
                         help=f"frames each way that one coverage update carries a pick's coverage, 0-{MAX_REACH} "
                              "(default 2); the frames pick in 2 x reach + 1 groups (3 keeps more of the video for "
-                             "~45%% more pruner time under ONNX Runtime; 0 and 1 keep much less: docs/quality.md)")
+                             "+0.3 ms as pruner.pt2, +1.4 ms as pruner.onnx on an H100; 0 and 1 keep much less: "
+                             "docs/quality.md)")
     parser.add_argument("--list-targets", action="store_true", help="list the build profiles and exit")
     parser.set_defaults(handler=run)
 
@@ -120,11 +122,11 @@ def run(args: argparse.Namespace) -> int:
     target = load_target(args.target or detect_target())
     if args.hardware_compatible:
         target = hardware_compatible(target)
-    chosen = args.pruner_backend != "auto"
-    backend = args.backend or ("onnxruntime" if target.name == "cpu" or chosen else default_backend())
-    if chosen and backend != "onnxruntime":
-        raise UserError(f"--pruner-backend {args.pruner_backend} goes with --backend onnxruntime (a TensorRT build "
-                        "fuses the pruner's engine itself)")
+    compiled = args.pruner_backend == "aotinductor"
+    backend = args.backend or ("onnxruntime" if target.name == "cpu" or compiled else default_backend())
+    if compiled and backend != "onnxruntime":
+        raise UserError("--pruner-backend aotinductor goes with --backend onnxruntime (a TensorRT build fuses the "
+                        "pruner's engine itself)")
     pruner_backend, pruner_note = pruner_choice(args.pruner_backend, backend, target)
     precision = args.precision or target.precision
     frames = args.frames if args.frames is not None else target.frames

@@ -462,7 +462,8 @@ def make_report(args: argparse.Namespace, manifest: Manifest, frame_size: tuple[
 
 
 def library_versions() -> dict[str, str]:
-    """Python and every library of :data:`LIBRARIES` that is installed (torch's without importing it)."""
+    """Python and every library of :data:`LIBRARIES` that is installed (torch's without importing it;
+    as the module reports it once imported, with its local build such as +cu130, as the manifest)."""
     versions = {"python": platform.python_version()}
     for name in LIBRARIES:
         if name not in sys.modules and importlib.util.find_spec(name) is None:
@@ -471,6 +472,8 @@ def library_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:  # onnxruntime-gpu, JetPack's tensorrt: another distribution name
             versions[name] = str(importlib.import_module(name).__version__)
+    if "torch" in sys.modules:
+        versions["torch"] = sys.modules["torch"].__version__
     return versions
 
 
