@@ -50,6 +50,20 @@ def test_facility_location_greedy_by_hand():
     assert baselines.facility_location(FOUR, 0.75).indices.tolist() == [1, 2, 3]
 
 
+def test_budgeted_greedy_keeps_mmg_vids_budgets_and_picks_by_exact_gain():
+    # two frames: [a, b] then [a', d] with a' = a; K = 2 of 4, one per frame (MMG-Vid's budgets).
+    # frame 0: gains a 1 + 0.985 + 1 = 2.985 (a' counts), b 0.985 + 1 + 0.985 = 2.970 -> a;
+    # frame 1: a' adds 0 (a covers it and b's 0.985), d adds 1 (itself; cos(d, .) <= 0) -> d
+    video = torch.cat([degrees(0, 10), degrees(0, 180)])
+    selection = baselines.budgeted_greedy(video, 0.5)
+    assert selection.budget_per_frame.tolist() == baselines.select_tokens(video, 0.5).budget_per_frame.tolist()
+    assert selection.indices.tolist() == [0, 3]
+    # one frame: the same picks as the unbudgeted greedy
+    frame = make_video("clustered", 3, 1, 24, 6)
+    assert baselines.budgeted_greedy(frame, 0.25).indices.tolist() == \
+        baselines.facility_location(frame, 0.25).indices.tolist()
+
+
 def test_vidcom2_gives_the_distinct_frame_more_and_keeps_atypical_tokens():
     # frame embeddings e0 = (1, 0), e1 = e2 = (0, 1); video embedding normalize((1, 2)) = (0.447, 0.894);
     # distinctiveness 1 - e.v: 0.553, 0.106, 0.106 -> softmax(d / 0.01) = (1.0, 1.8e-20, 1.8e-20);

@@ -12,7 +12,9 @@ Each takes ``(features (T, P, D), ratio, config)`` and keeps exactly K = max(1, 
   frame;
 * ``divprune``: DivPrune-style max-min diversity over all tokens of the video;
 * ``facility_location``: the slow greedy facility-location selection over all tokens of the video
-  (an upper reference for the coverage metric, not a deployable method: report only).
+  (an upper reference for the coverage metric, not a deployable method: report only);
+* ``budgeted_greedy``: the same greedy held to MMG-Vid's own per-frame budgets, frame after frame
+  (report only: what exact marginal gains reach within the budgets MMG-Vid deploys).
 """
 from __future__ import annotations
 
@@ -141,6 +143,34 @@ def facility_location(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
     return _selection(features, sorted(kept), None)
 
 
+def budgeted_greedy(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
+                    config: MMGConfig | None = None) -> Selection:
+    """Facility-location greedy within MMG-Vid's per-frame budgets (slow, report only).
+
+    Frames in temporal order; each keeps, one at a time, its token that most raises
+    sum_i max(0, max_{j kept} cos(i, j)) over every token i of the video, given every token kept
+    so far in any frame (ties to the lower index), until it holds the budget that
+    :func:`~.reference.select_tokens` gives it. Tells the loss of MMG-Vid's batched, band-limited
+    gains apart from the loss of its budgets.
+    """
+    features, frames, tokens, _ = _prepare(features, ratio)
+    budget = select_tokens(features, ratio, config).budget_per_frame.tolist()
+    unit = _unit(features).reshape(frames * tokens, -1).double()
+    similarity = (unit @ unit.T).clamp(min=0.0)
+    cover = torch.zeros(frames * tokens, dtype=torch.float64)
+    kept: list[int] = []
+    for frame, count in enumerate(budget):
+        rows = similarity[frame * tokens:(frame + 1) * tokens]  # (P, T * P): this frame's candidates
+        taken = torch.zeros(tokens, dtype=torch.bool)
+        for _ in range(count):
+            gain = (rows - cover).clamp(min=0.0).sum(dim=1).masked_fill(taken, -1.0)
+            best = int(torch.argmax(gain))  # the first of equal maxima: the lower index
+            taken[best] = True
+            kept.append(frame * tokens + best)
+            cover = torch.maximum(cover, rows[best])
+    return _selection(features, sorted(kept), None)
+
+
 def _prepare(features: torch.Tensor | np.ndarray, ratio: float) -> tuple[torch.Tensor, int, int, int]:
     """Validated features, T, P and K."""
     features = check_features(features)
@@ -171,5 +201,5 @@ def _selection(features: torch.Tensor, kept: list[int], scores: torch.Tensor | N
 METHODS = {"mmg-vid": select_tokens, "uniform": uniform, "grid": grid, "random": random,
            "temporal-difference": temporal_difference, "vidcom2": vidcom2, "divprune": divprune}
 """Every method the quality report compares, by name."""
-REFERENCE_METHODS = {"facility-location": facility_location}
+REFERENCE_METHODS = {"facility-location": facility_location, "budgeted-greedy": budgeted_greedy}
 """Upper references that are too slow to deploy (reported, never a candidate)."""
