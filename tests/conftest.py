@@ -12,10 +12,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # A run in the background of a shell without job control (`pytest &`) starts with SIGINT
+    # ignored, and so would every build the interrupt tests start: restore Python's handler, which
+    # the children then get as the default disposition.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 TORCH_FREE_MODULES = frozenset({

@@ -81,10 +81,10 @@ def _missing_toolchain() -> str:
     a C++ compiler, Triton."""
     import importlib.util
 
-    from torch._inductor.cpp_builder import get_cpp_compiler
-
     if _torch_release() < MIN_TORCH:
         return f"torch >= {'.'.join(map(str, MIN_TORCH))} (this is {torch.__version__})"
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
     try:
         get_cpp_compiler()
     except Exception:  # inductor's InvalidCxxCompiler and others

@@ -325,7 +325,7 @@ def _versions(tensorrt: str | None) -> dict[str, str]:
             versions[library] = metadata.version(library)
         except metadata.PackageNotFoundError:
             continue
-    if "torch" in sys.modules:
+    if getattr(sys.modules.get("torch"), "__version__", None):  # imported (None: blocked)
         versions["torch"] = sys.modules["torch"].__version__
     if tensorrt:
         versions["tensorrt"] = tensorrt

@@ -472,7 +472,7 @@ def library_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:  # onnxruntime-gpu, JetPack's tensorrt: another distribution name
             versions[name] = str(importlib.import_module(name).__version__)
-    if "torch" in sys.modules:
+    if getattr(sys.modules.get("torch"), "__version__", None):  # imported (None: blocked)
         versions["torch"] = sys.modules["torch"].__version__
     return versions
 
