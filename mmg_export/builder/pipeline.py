@@ -14,14 +14,12 @@ failed build leaves nothing that looks like artifacts.
 from __future__ import annotations
 
 import dataclasses
-import platform
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -316,17 +314,12 @@ def _manifest(options: BuildOptions, specs: Specs, keep: int, work: Path, files:
 
 
 def _versions(tensorrt: str | None) -> dict[str, str]:
-    """Library versions; TensorRT's and torch's as the modules report them (JetPack's TensorRT has no
-    package metadata; torch's may lack the local build, e.g. "2.11.0" for "2.11.0+cu130", which an
-    AOTInductor package is checked against)."""
-    versions = {"python": platform.python_version(), "mmg-export": __version__}
-    for library in LIBRARIES:
-        try:
-            versions[library] = metadata.version(library)
-        except metadata.PackageNotFoundError:
-            continue
-    if getattr(sys.modules.get("torch"), "__version__", None):  # imported (None: blocked)
-        versions["torch"] = sys.modules["torch"].__version__
+    """Library versions (:func:`.profile.library_versions`: torch's as the module reports it, with
+    its local build such as +cu130, which an AOTInductor package is checked against); TensorRT's as
+    the module reports it (JetPack's has no package metadata)."""
+    from .profile import library_versions
+
+    versions = {"mmg-export": __version__, **library_versions(LIBRARIES)}
     if tensorrt:
         versions["tensorrt"] = tensorrt
     return versions

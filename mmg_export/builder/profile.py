@@ -461,11 +461,11 @@ def make_report(args: argparse.Namespace, manifest: Manifest, frame_size: tuple[
     }
 
 
-def library_versions() -> dict[str, str]:
-    """Python and every library of :data:`LIBRARIES` that is installed (torch's without importing it;
-    as the module reports it once imported, with its local build such as +cu130, as the manifest)."""
+def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
+    """Python and every library of ``names`` that is installed (torch's without importing it; as the
+    module reports it once imported, with its local build such as +cu130)."""
     versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
+    for name in names:
         if name not in sys.modules and importlib.util.find_spec(name) is None:
             continue
         try:
