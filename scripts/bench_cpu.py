@@ -10,7 +10,7 @@ the reference (plain Python decisions) is timed a few times. Also the exported O
 Runtime's CPU provider, for comparison, and its node count.
 Targets at T=32, P=196, D=3584 fp32: PruningGraph median <= 250 ms, reference < 5 s.
 --rounds, --stride and --chain-steps time another token stage (``build --reach 3``: --chain-steps 3
---stride 7).
+--stride 6).
 """
 from __future__ import annotations
 

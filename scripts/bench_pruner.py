@@ -11,7 +11,7 @@ eager's on the same input. --profile adds the GPU kernel time of the deployed ru
 torch.profiler: ONNX Runtime's own profile times kernel launches on the host, not the GPU).
 --rounds, --stride and --chain-steps time a token stage of that many rounds, pick groups and coverage
 steps instead of the default (the quality trade-off of ``docs/quality.md``'s ablation; ``build --reach
-3`` is --chain-steps 3 --stride 7). --pruner-backend aotinductor times ``pruner.pt2`` instead (what
+3`` is --chain-steps 3 --stride 6). --pruner-backend aotinductor times ``pruner.pt2`` instead (what
 ``build`` ships for ONNX Runtime artifacts on their own GPU: the same module compiled by TorchInductor for this
 device, opened as ``mmg_runtime.aotinductor.AotiPackage``, bound, one CUDA graph).
 

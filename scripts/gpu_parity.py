@@ -9,10 +9,10 @@ TF32 off. Prints the share of the reference's kept indices the GPU keeps, per in
 >= 99.5 % on every input, 100 % on the real clip.
 
 --rounds, --stride and --chain-steps check a token stage other than the default (``build --reach 3``
-is --chain-steps 3 --stride 7); --pruner-backend aotinductor checks ``pruner.pt2`` (TorchInductor's
+is --chain-steps 3 --stride 6); --pruner-backend aotinductor checks ``pruner.pt2`` (TorchInductor's
 compilation of the same module: fused reductions may sum in another order) instead.
 
-GPU:   python scripts/gpu_parity.py [--clip-features bikes_features.npy] [--chain-steps 3 --stride 7]
+GPU:   python scripts/gpu_parity.py [--clip-features bikes_features.npy] [--chain-steps 3 --stride 6]
 """
 from __future__ import annotations
 

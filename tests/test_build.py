@@ -120,7 +120,7 @@ def test_rounds_option_builds_that_pruner_and_records_it(tmp_path):
 
 
 def test_reach_option_builds_that_pruner_and_records_it(tmp_path):
-    """--reach 3: chain_steps 3 and 2 x 3 + 1 = 7 pick groups in the manifest, and pruner.onnx
+    """--reach 3: chain_steps 3 and 2 x 3 = 6 pick groups in the manifest, and pruner.onnx
     selects what PruningGraph with that config selects, which differs from the default's here."""
     from mmg_export.builder.cli import MAX_STRIDE
     from mmg_export.prune import MMGConfig
@@ -128,11 +128,11 @@ def test_reach_option_builds_that_pruner_and_records_it(tmp_path):
     out = tmp_path / "reach3"
     assert main(["build", "--target", "cpu", "--frames", "8", "--reach", "3", "--out", str(out)]) == 0
     pruning = verify_artifacts(out).extra["pruning"]
-    assert (pruning["chain_steps"], pruning["stride"], pruning["rounds"]) == (3, 7, 2)
+    assert (pruning["chain_steps"], pruning["stride"], pruning["rounds"]) == (3, 6, 2)
     tokens = torch.randn(8, 196, 64, generator=torch.Generator().manual_seed(3))
     _, indices, _ = session(out / "pruner.onnx").run(None, {"video_tokens": tokens.numpy()})
     with torch.no_grad():
-        _, reach3 = PruningGraph(8, 196, 64, 0.25, MMGConfig(chain_steps=3, stride=7))(tokens)
+        _, reach3 = PruningGraph(8, 196, 64, 0.25, MMGConfig(chain_steps=3, stride=6))(tokens)
         _, default = PruningGraph(8, 196, 64, 0.25)(tokens)
     assert indices.tolist() == reach3.tolist() != default.tolist()
     MMGConfig(stride=MAX_STRIDE)
@@ -146,8 +146,8 @@ def test_pruner_settings_other_than_the_defaults_name_the_build():
 
     assert pruning_suffix(MMGConfig()) == ""
     assert pruning_suffix(MMGConfig(merge=True)) == "-merge"
-    assert pruning_suffix(MMGConfig(rounds=3, chain_steps=3, stride=7)) == "-rounds3-reach3"
-    assert pruning_suffix(MMGConfig(chain_steps=1, stride=3)) == "-reach1"
+    assert pruning_suffix(MMGConfig(rounds=3, chain_steps=3, stride=6)) == "-rounds3-reach3"
+    assert pruning_suffix(MMGConfig(chain_steps=1, stride=2)) == "-reach1"
 
 
 def test_a_build_without_out_names_its_pruner_settings(tmp_path, monkeypatch):
@@ -178,9 +178,9 @@ def test_lint_command_on_an_exported_graph(artifacts, capsys):
     (["--target", "cpu", "--backend", "tensorrt"], "--backend tensorrt needs a GPU target"),
     (["--target", "cpu", "--rounds", "0"], "rounds=0: expected an int in [1, 8]"),
     (["--target", "cpu", "--rounds", "9"], "rounds=9: expected an int in [1, 8]"),
-    (["--target", "cpu", "--reach", "4"], "--reach 4: expected an integer from 0 to 3 (2 x reach + 1 pick groups, "
+    (["--target", "cpu", "--reach", "5"], "--reach 5: expected an integer from 0 to 4 (2 x reach pick groups, "
                                           "at most 8)"),
-    (["--target", "cpu", "--reach", "-1"], "--reach -1: expected an integer from 0 to 3"),
+    (["--target", "cpu", "--reach", "-1"], "--reach -1: expected an integer from 0 to 4"),
 ])
 def test_bad_build_arguments_fail_with_one_line(tmp_path, capsys, args, message):
     out = tmp_path / "out"
@@ -276,9 +276,9 @@ def test_bf16_graphs_are_bf16_end_to_end(tmp_path):
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
     matmul_inputs = [types.get(n.input[0]) for n in inferred.graph.node if n.op_type == "MatMul"]
-    # the two token products (within a frame, against the previous frame) in bf16; the budget's
-    # segment sums (exact small integers) in float32
-    assert sorted(matmul_inputs) == sorted([bfloat16, bfloat16, float32])
+    # the three token products (within a frame, against the previous frame, at the same place) in
+    # bf16; the budget's segment sums (exact small integers) in float32
+    assert sorted(matmul_inputs) == sorted([bfloat16, bfloat16, bfloat16, float32])
     for version in supported_versions():
         assert lint_model(model, version).ok
 

@@ -44,10 +44,26 @@ def test_default_keeps_in_the_second_frame_what_the_first_lacks():
     assert both_forms(STATIC_PAIR, 0.5) == [0, 2, 4]
 
 
-def test_without_temporal_coverage_the_second_frame_repeats_the_first():
-    # chain_steps=0: frame 1's coverage counts only its own kept tokens (none), so in round 2 its gains are
-    # own + frame-0 terms: A 1.6 + 0 = 1.6, C 1.8 + (1 - 0.8) = 2.0, G 2.4 + 0 = 2.4 -> G again (index 5)
-    assert both_forms(STATIC_PAIR, 0.5, MMGConfig(chain_steps=0)) == [0, 2, 5]
+def test_without_chain_steps_the_same_place_still_counts():
+    # chain_steps=0: before frame 1 picks, its coverage is only what frame 0 kept at the same places:
+    # A (kept) covers A: 1, C (dropped) nothing: 0, G (kept) covers G: 1 -> [1, 0, 1]; frame 0 [1, 0.8, 1].
+    # Gains: A adds nothing; C adds 1 in frame 1 + (1 - 0.8) in frame 0 = 1.2; G adds 0.8 (to C) -> C (index 4)
+    assert both_forms(STATIC_PAIR, 0.5, MMGConfig(chain_steps=0)) == [0, 2, 4]
+
+
+# The pair shifted by one place: [A, C, G], [G, A, C]. Frame 0 picks as in STATIC_PAIR (G, then A: gains
+# A 0.4 + 1.6 = 2.0 against C 0.2 + 1.0 = 1.2). Before frame 1 picks, the same place gives it only
+# [G.A, 0, C.G] = [0.6, 0, 0.8] (its A and C sit where frame 0 has a dropped C and a kept G).
+SHIFTED_PAIR = torch.tensor([[A, C, G], [G, A, C]])
+
+
+def test_the_chain_finds_what_moved_and_without_it_the_second_frame_repeats_the_first():
+    # default: the chain carries frame 0's coverage [1, 0.8, 1] through the links to the copies: frame 1
+    # [1, 1, 0.8]; only C adds anything ((1 - 0.8) here and in frame 0) -> C (index 5)
+    assert both_forms(SHIFTED_PAIR, 0.5) == [0, 2, 5]
+    # chain_steps=0: gains G (1 - 0.6) + 0.6 = 1.0 and A 1.0 tie, C 0.2 + 0.2 + 0.2 = 0.6; the tie goes
+    # to the lower index: G (index 3), a copy of the G that frame 0 keeps
+    assert both_forms(SHIFTED_PAIR, 0.5, MMGConfig(chain_steps=0)) == [0, 2, 3]
 
 
 def test_frames_picking_together_pick_the_same_content():
@@ -98,10 +114,9 @@ def test_marginal_budget_gives_a_new_shot_tokens_where_an_equal_split_does_not()
     # Round 1 targets floor(1 / 2) = 0 everywhere; round 2: frame 0 (group 0) keeps e1 (lower index of a
     # tie), frame 1 (group 1) the token frame 0 lacks (e2: its e1 is covered through the link), frame 4 e3.
     assert both_forms(NEW_SHOT, 0.3) == [0, 3, 8]
-    # uniform, frame 2 (group 2) picks last: its e1 is covered through frame 1 (carried from the previous
-    # pick), its e2 only by this pick's two chain steps, one step too late to reach frame 3's e2; so e2 still
-    # adds 1 (frame 3's e2) and e1 nothing -> index 2 * 2 + 1 = 5
-    assert both_forms(NEW_SHOT, 0.3, MMGConfig(budget="uniform")) == [0, 3, 5]
+    # uniform, frame 2 (group 2) picks last: frame 0's e1 and frame 1's e2 cover every e1 and e2 of the
+    # segment at their places, so both gains are 0; the tie goes to the lower index: e1 -> index 2 * 2 = 4
+    assert both_forms(NEW_SHOT, 0.3, MMGConfig(budget="uniform")) == [0, 3, 4]
 
 
 @pytest.mark.parametrize("tokens,ratio,expected", [
@@ -153,6 +168,8 @@ def test_token_stats_match_direct_cosines():
                 assert stats.gram[t, i, j] == pytest.approx(cosine(rows[t][i], rows[t][j]), abs=1e-5)
                 expected = cosine(rows[t][i], rows[t - 1][j]) if t else 0.0
                 assert stats.previous[t, i, j] == pytest.approx(expected, abs=1e-5)
+            for s in range(4):
+                assert stats.same_position[t, i, s] == pytest.approx(cosine(rows[t][i], rows[s][i]), abs=1e-5)
     for t in range(3):
         mean = [sum(unit(token)[d] for token in rows[t]) for d in range(3)]
         following = [sum(unit(token)[d] for token in rows[t + 1]) for d in range(3)]
@@ -190,26 +207,39 @@ def neighbours(frames, t):
     return [s for s in (t - 1, t + 1) if 0 <= s < frames]
 
 
+def same_place(stats, starts, t, i, s):
+    """Similarity of token i of frame t to token i of frame s, clamped, 0 with a cut between them."""
+    if any(starts[f] for f in range(min(t, s) + 1, max(t, s) + 1)):
+        return 0.0
+    return max(0.0, float(stats.same_position[t, i, s]))
+
+
 def test_coverage_matches_the_chain_formula():
     stats, starts, band = small_band()
     frames, tokens = 3, 4
     kept = torch.zeros(frames, tokens, dtype=torch.bool)
-    kept[0, 1] = kept[1, 3] = True
+    kept[0, 1] = kept[1, 3] = kept[2, 0] = True
     carried = torch.rand(frames, tokens, generator=torch.Generator().manual_seed(0)) * 0.3
+
+    def direct(t, i):  # the kept tokens of the frame itself and at the same place in its segment
+        own = [float(stats.gram[t, i, j]) for j in range(tokens) if kept[t, j]]
+        return max(own + [same_place(stats, starts, t, i, s) for s in range(frames) if kept[s, i]] + [0.0])
+
     expected = carried.tolist()
-    for _ in range(2):  # each step: own kept tokens, then one frame further along the links
+    for _ in range(2):  # each step: the kept tokens, then one frame further along the links
         previous = [row[:] for row in expected]
         for t in range(frames):
             for i in range(tokens):
-                own = max([float(stats.gram[t, i, j]) for j in range(tokens) if kept[t, j]] + [0.0])
                 carried_in = max([link(stats, starts, t, i, s, j) * previous[s][j]
                                   for s in neighbours(frames, t) for j in range(tokens)] + [0.0])
-                expected[t][i] = max(previous[t][i], own, carried_in)
+                expected[t][i] = max(previous[t][i], direct(t, i), carried_in)
     torch.testing.assert_close(scores.coverage(band, kept, carried, 2), torch.tensor(expected))
-    # no steps: only the kept tokens of the frame itself
-    own_only = [[max([float(stats.gram[t, i, j]) for j in range(tokens) if kept[t, j]] + [carried[t, i].item()])
-                 for i in range(tokens)] for t in range(frames)]
-    torch.testing.assert_close(scores.coverage(band, kept, carried, 0), torch.tensor(own_only))
+    # no steps: only the kept tokens of the frame itself and at the same place
+    direct_only = [[max(direct(t, i), carried[t, i].item()) for i in range(tokens)] for t in range(frames)]
+    torch.testing.assert_close(scores.coverage(band, kept, carried, 0), torch.tensor(direct_only))
+    # the same place counts within the segment (frame 0's token 1 for frame 1), not across the cut
+    assert same_place(stats, starts, 1, 1, 0) > 0
+    assert stats.same_position[1, 0, 2] > 0 and same_place(stats, starts, 1, 0, 2) == 0
 
 
 @pytest.mark.parametrize("steps", [0, 1, 2])
@@ -325,9 +355,11 @@ def test_one_coverage_step_carries_coverage_one_frame():
     kept = torch.zeros(3, 4, dtype=torch.bool)
     kept[0, 2] = True
     cover = scores.coverage(band, kept, torch.zeros(3, 4), 1)
-    # one step: frame 0 is covered by its kept token; frame 1 only by what was carried in (nothing yet)
+    # one step: frame 0 is covered by its kept token; frame 1 by what was carried in (nothing yet) and at
+    # the kept token's place (its own token 2)
     torch.testing.assert_close(cover[0], stats.gram[0, :, 2].clamp(min=0.0))
-    assert cover[1:].abs().sum() == 0
+    assert cover[1].tolist() == [0.0, 0.0, pytest.approx(float(stats.same_position[1, 2, 0])), 0.0]
+    assert cover[1, 2] > 0 and cover[2].abs().sum() == 0
     two = scores.coverage(band, kept, torch.zeros(3, 4), 2)
     assert float(two[1].sum()) > 0 and two[2].abs().sum() == 0  # frame 2 starts a segment: no link
 

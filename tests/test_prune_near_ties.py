@@ -101,9 +101,16 @@ def nudge(video: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("family", ["clustered-8", "duplicated-frames", "letterbox", "low-rank", "bf16-valued"])
-def test_no_decision_flips_on_a_one_ulp_perturbation(family):
-    """Exact duplicates stop being exact after the nudge; quantised decisions still see them as ties."""
-    video = FAMILIES[family](0)
-    expected = select_tokens(video, 0.25).indices.tolist()
-    kept = select_tokens(nudge(video, 1), 0.25).indices.tolist()
-    assert len(set(kept) & set(expected)) / len(expected) >= AGREEMENT
+def test_a_one_ulp_perturbation_rarely_flips_a_decision(family):
+    """Exact duplicates stop being exact after the nudge; quantised decisions still see them as ties.
+    A value within a few ulps of a grid boundary still flips (1 of these 40 low-rank videos, whose
+    gains crowd together, and 1 bf16-valued one): at most 1 in 10 may change any kept token, and no
+    video may lose more than 5 % of them."""
+    shares = []
+    for seed in range(40):
+        video = FAMILIES[family](seed)
+        expected = select_tokens(video, 0.25).indices.tolist()
+        kept = select_tokens(nudge(video, 1), 0.25).indices.tolist()
+        shares.append(len(set(kept) & set(expected)) / len(expected))
+    assert sum(share < 1.0 for share in shares) <= 4
+    assert min(shares) >= 0.95

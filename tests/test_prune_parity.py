@@ -44,8 +44,8 @@ CONFIGS = {
     "sensitive-cuts": MMGConfig(cut_factor=1.0),
     "one-round-no-chain": MMGConfig(rounds=1, stride=1, chain_steps=0),
     "many-rounds": MMGConfig(rounds=4, stride=2, chain_steps=3),
-    "reach-3": MMGConfig(chain_steps=3, stride=7),  # mmg-export build --reach 3
-    "reach-3-three-rounds": MMGConfig(rounds=3, chain_steps=3, stride=7),
+    "reach-3": MMGConfig(chain_steps=3, stride=6),  # mmg-export build --reach 3
+    "reach-3-three-rounds": MMGConfig(rounds=3, chain_steps=3, stride=6),
     "no-novelty-floor": MMGConfig(novelty_floor=0.0, novelty_levels=1),
 }
 

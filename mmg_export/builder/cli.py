@@ -18,7 +18,7 @@ TINY_MODEL = "tiny"
 """Model part of the default output name for the built-in model."""
 MAX_STRIDE = 8
 """MMGConfig's largest stride (pick groups per round); kept here so that the CLI loads without torch."""
-MAX_REACH = (MAX_STRIDE - 1) // 2
+MAX_REACH = MAX_STRIDE // 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,19 +57,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--merge", action="store_true", help="merge dropped tokens into their nearest kept token")
     parser.add_argument("--rounds", type=int, default=None,
                         help="token-selection rounds, 1-8 (default 2; 3 keeps slightly more of the video and "
-                             "makes the pruner ~35%% slower: docs/quality.md)")
+                             "makes the pruner slower: docs/quality.md)")
     parser.add_argument("--reach", type=int, default=None,
                         help=f"frames each way that one coverage update carries a pick's coverage, 0-{MAX_REACH} "
-                             "(default 2); the frames pick in 2 x reach + 1 groups (3 keeps more of the video for "
-                             "+0.3 ms as pruner.pt2, +1.4 ms as pruner.onnx on an H100; 0 and 1 keep much less: "
-                             "docs/quality.md)")
+                             "(default 2); the frames pick in 2 x reach groups (1 for reach 0; 3 keeps a little more of "
+                             "the video for a slower pruner, 0 and 1 keep much less: docs/quality.md)")
     parser.add_argument("--list-targets", action="store_true", help="list the build profiles and exit")
     parser.set_defaults(handler=run)
 
 
 def pruning_config(args: argparse.Namespace) -> MMGConfig:
     """The pruner's settings from ``--merge``, ``--rounds`` and ``--reach`` (ValueError, one line, when
-    out of range). ``--reach N`` sets chain_steps = N and stride = 2N + 1, the rule of :class:`MMGConfig`."""
+    out of range). ``--reach N`` sets chain_steps = N and stride = max(1, 2N), the rule of :class:`MMGConfig`."""
     from ..prune import MMGConfig
 
     settings: dict = {"merge": args.merge}
@@ -78,8 +77,8 @@ def pruning_config(args: argparse.Namespace) -> MMGConfig:
     if args.reach is not None:
         if not 0 <= args.reach <= MAX_REACH:
             raise ValueError(f"--reach {args.reach}: expected an integer from 0 to {MAX_REACH} "
-                             f"(2 x reach + 1 pick groups, at most {MAX_STRIDE})")
-        settings.update(chain_steps=args.reach, stride=2 * args.reach + 1)
+                             f"(2 x reach pick groups, at most {MAX_STRIDE})")
+        settings.update(chain_steps=args.reach, stride=max(1, 2 * args.reach))
     return MMGConfig(**settings)
 
 

@@ -21,8 +21,8 @@ class MMGConfig:
     rounds: every frame picks its tokens in this many rounds (half of its budget in the first of
         two), each round by marginal gain given everything kept before it.
     stride: frames t with the same t mod ``stride`` pick together; the others see their picks.
-        With 2 * chain_steps + 1 (the default, 5), the frames that one coverage update reaches
-        from two frames picking together (chain_steps each way) do not overlap.
+        With 2 * chain_steps (the default, 4), what one coverage update carries from two frames
+        picking together (chain_steps each way) meets only in the frame between them.
     chain_steps: frame-to-frame steps coverage is carried along a segment before each pick.
     novelty_levels: frame novelty is quantised to integers 0..novelty_levels (exact budget
         arithmetic in every runtime).
@@ -37,7 +37,7 @@ class MMGConfig:
     min_segment_frames: int = 1
     max_segments: int = 8
     rounds: int = 2
-    stride: int = 5
+    stride: int = 4
     chain_steps: int = 2
     novelty_levels: int = 64
     novelty_floor: float = 0.1

@@ -9,7 +9,7 @@ with every decision written as static-shape tensor algebra:
   values turned into unique integer keys (:mod:`.scores`), so no runtime breaks a tie;
 * budget arithmetic on integers held in float32 (every product stays below 2**24, so it is
   exact), so that no runtime needs integer division;
-* the token stage is ``rounds * stride`` batched picks (10 by default), each over the frames of
+* the token stage is ``rounds * stride`` batched picks (8 by default), each over the frames of
   one group (a static strided slice), never a loop over tokens or frames;
 * kept tokens compacted with float CumSums and one ScatterElements without reduction.
 """

@@ -6,7 +6,9 @@
        over each segment's frames (capped proportional allocation, largest-remainder rounding);
     3. in every frame keep tokens by marginal gain: in a few rounds, each frame picks the
        candidates that most raise the facility-location coverage of its frame and of its linked
-       neighbour frames given every token kept so far, spread out as density peaks.
+       neighbour frames given every token kept so far (in its frame, along the segment's chain of
+       neighbours, and at the same place in the segment's other frames), spread out as density
+       peaks.
 
 Decisions are plain Python over exact numbers (ints, Fractions, quantised float32 values); the
 numeric kernels come from :mod:`.scores`, shared with the fixed-shape graph (:mod:`.graph`), which

@@ -28,6 +28,8 @@ class TokenStats(NamedTuple):
     gram: (T, P, P) cosine similarity of every pair of tokens within a frame.
     previous: (T, P, P) previous[t, i, j] = cosine of token i of frame t and token j of frame t-1
         (all 0 for t = 0).
+    same_position: (T, P, T) same_position[t, p, s] = cosine of token p of frame t and token p of
+        frame s (the same place in the picture, any frame).
     novelty_level: (T,) how much of frame t the previous frame does not hold, an integer
         0..config.novelty_levels (frame 0: the maximum).
     """
@@ -35,6 +37,7 @@ class TokenStats(NamedTuple):
     frame_similarity: torch.Tensor
     gram: torch.Tensor
     previous: torch.Tensor
+    same_position: torch.Tensor
     novelty_level: torch.Tensor
 
 
@@ -43,7 +46,8 @@ def token_stats(features: torch.Tensor, config: MMGConfig) -> TokenStats:
 
     The video is first divided by its largest absolute entry (one scalar), so that the dot
     products neither overflow (features x 1e30) nor underflow (x 1e-30) in float32; cosines then
-    come from the two products and the tokens' norms on their diagonal (no unit-token pass).
+    come from the three products and the tokens' norms on the first one's diagonal (no unit-token
+    pass).
     """
     tokens = features.float()
     tiny = torch.finfo(torch.float32).tiny
@@ -56,6 +60,9 @@ def token_stats(features: torch.Tensor, config: MMGConfig) -> TokenStats:
     gram = dot / (norm.unsqueeze(2) * norm.unsqueeze(1))
     previous = (scaled[1:] @ scaled[:-1].transpose(1, 2)).float() / (norm[1:].unsqueeze(2) * norm[:-1].unsqueeze(1))
     previous = torch.cat([torch.zeros_like(gram[:1]), previous])
+    by_position = scaled.transpose(0, 1)  # (P, T, D)
+    same_position = (by_position @ by_position.transpose(1, 2)).float().transpose(0, 1)  # (T, P, T)
+    same_position = same_position / (norm.unsqueeze(2) * norm.T.unsqueeze(0))
     uniqueness = (1.0 - previous.amax(dim=2)).clamp(0.0, 1.0)  # (T, P): share the previous frame lacks
     uniqueness[0] = 1.0
     floor = config.novelty_floor
@@ -68,6 +75,7 @@ def token_stats(features: torch.Tensor, config: MMGConfig) -> TokenStats:
         frame_similarity=(frame[:-1] * frame[1:]).sum(dim=-1),
         gram=gram,
         previous=previous,
+        same_position=same_position,
         novelty_level=torch.round(novelty * config.novelty_levels),
     )
 
@@ -96,14 +104,18 @@ def cut_threshold(similarity_q: torch.Tensor, median_q: torch.Tensor, config: MM
 
 
 class Band(NamedTuple):
-    """Similarities of every token to the tokens of its own frame and of its linked neighbours.
+    """Similarities of every token to the tokens of its own frame and of its linked neighbours,
+    and to the tokens at its place in every frame of its segment.
 
     reach: (T, P, 3P) reach[t, i] = similarities of token i of frame t to the tokens of frame t,
         of frame t-1 and of frame t+1 (neighbour parts clamped at 0, and 0 across a cut).
+    same_position: (T, P, T) same_position[t, p, s] = similarity of token p of frame t to token p
+        of frame s, clamped at 0, and 0 when a cut lies between t and s.
     squared_distance: (T, P, P) ||u_i - u_j||^2 = 2 - 2 cos of the unit tokens of one frame.
     """
 
     reach: torch.Tensor
+    same_position: torch.Tensor
     squared_distance: torch.Tensor
 
 
@@ -111,8 +123,12 @@ def band(stats: TokenStats, starts: torch.Tensor) -> Band:
     """The :class:`Band` of a video whose segments begin where ``starts`` (T,) bool is True."""
     links = torch.where(starts.reshape(-1, 1, 1), torch.zeros_like(stats.previous), stats.previous.clamp(min=0.0))
     to_next = torch.cat([links[1:].transpose(1, 2), torch.zeros_like(links[:1])])
+    segment = torch.cumsum(starts.float(), dim=0)
+    same_segment = (segment.unsqueeze(1) == segment).unsqueeze(1)  # (T, 1, T)
+    same_position = torch.where(same_segment, stats.same_position.clamp(min=0.0), 0.0)
     squared_distance = (2.0 - 2.0 * stats.gram).clamp(min=0.0)
-    return Band(reach=torch.cat([stats.gram, links, to_next], dim=2), squared_distance=squared_distance)
+    return Band(reach=torch.cat([stats.gram, links, to_next], dim=2), same_position=same_position,
+                squared_distance=squared_distance)
 
 
 def _neighbours(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,19 +141,22 @@ def coverage(band: Band, kept: torch.Tensor, carried: torch.Tensor, steps: int,
              changed: slice = slice(None)) -> torch.Tensor:
     """(T, P) how well the kept tokens already represent every token, in [0, 1].
 
-    A token is covered by its best kept token of the same frame (cosine), and along the segment
-    through the neighbouring frames: cover_t(i) >= link(i, j) * cover_{t+-1}(j) for every token j
-    of frame t-1 or t+1, so a kept token's reach decays with every frame it is carried.
-    ``carried`` (T, P) is the coverage before (it only grows as tokens are kept). Only the frames
-    ``changed`` (a static slice; all by default) kept tokens since it was computed; every other
-    kept token is already in ``carried``, so only the changed frames' kept tokens are compared
-    again. Then each of the ``steps`` steps carries coverage one frame further, the first from
-    ``carried`` (as if the new tokens and the carry were one step); with 0 steps only the kept
-    tokens of the same frame count. kept: (T, P) bool.
+    A token is covered by its best kept token of the same frame (cosine), by the kept tokens at
+    its place in the other frames of its segment (what a still camera keeps once stays kept),
+    and along the segment through the neighbouring frames: cover_t(i) >= link(i, j) *
+    cover_{t+-1}(j) for every token j of frame t-1 or t+1, so a kept token's reach decays with
+    every frame it is carried. ``carried`` (T, P) is the coverage before (it only grows as tokens
+    are kept). Only the frames ``changed`` (a static slice; all by default) kept tokens since it
+    was computed; every other kept token is already in ``carried``, so only the changed frames'
+    kept tokens are compared again. Then each of the ``steps`` steps carries coverage one frame
+    further, the first from ``carried`` (as if the new tokens and the carry were one step); with
+    0 steps only the kept tokens of the same frame and at the same place count. kept: (T, P) bool.
     """
     tokens = kept.shape[1]
-    own = (band.reach[changed, :, :tokens] * kept[changed].float().unsqueeze(1)).amax(dim=2)
-    cover = put_rows(carried, changed, torch.maximum(carried[changed], own))
+    new = kept[changed].float()
+    own = (band.reach[changed, :, :tokens] * new.unsqueeze(1)).amax(dim=2)
+    same_place = (band.same_position[:, :, changed] * new.T.unsqueeze(0)).amax(dim=2)
+    cover = torch.maximum(put_rows(carried, changed, torch.maximum(carried[changed], own)), same_place)
     carry_from = carried
     for _ in range(steps):
         neighbours = torch.cat(_neighbours(carry_from), dim=1).unsqueeze(1)  # (T, 1, 2P): c_{t-1}, c_{t+1}
