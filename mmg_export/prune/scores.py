@@ -3,7 +3,7 @@
 Both forms call these functions on whole tensors, so every number they decide on is bitwise the
 same; they differ only in how they turn the numbers into decisions (segments, budgets, picks).
 Everything here is fixed-shape tensor algebra that exports to ONNX: normalisation is float32,
-the two heavy products run in the input dtype (bf16/fp16 on a GPU), everything after is float32.
+the three heavy products run in the input dtype (bf16/fp16 on a GPU), everything after is float32.
 
 Decisions are made on *quantised* values (:func:`quantise`): a float that another runtime computes
 a few ulps differently lands on the same grid point unless it sits within those ulps of a grid
@@ -53,7 +53,7 @@ def token_stats(features: torch.Tensor, config: MMGConfig) -> TokenStats:
     tiny = torch.finfo(torch.float32).tiny
     largest = torch.maximum(tokens.amax(dim=(0, 1, 2)), -tokens.amin(dim=(0, 1, 2))).clamp(min=tiny)
     scaled32 = tokens / largest
-    scaled = scaled32.to(features.dtype)  # the two products below run in the input dtype
+    scaled = scaled32.to(features.dtype)  # the three products below run in the input dtype
     dot = (scaled @ scaled.transpose(1, 2)).float()
     eye = torch.eye(dot.shape[1], dtype=torch.bool, device=dot.device)
     norm = torch.where(eye, dot, 0.0).sum(dim=2).clamp(min=tiny).sqrt()
