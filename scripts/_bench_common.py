@@ -1,7 +1,5 @@
 """Shared helpers of the GPU benchmarks (bench_e2e.py, bench_pruner.py, bench_server.py, bench_cpu.py, gpu_parity.py).
 
-* ``setup_path()``: makes ``mmg_export`` (repo root) and ``mmg_runtime`` (folder ``runtime/``)
-  importable when the package is not pip-installed (as on the GPU machine).
 * ``time_cuda_events``: per-iteration CUDA events on the current stream, after warm-up.
 * ``time_wall``: host ``perf_counter`` around the call followed by ``torch.cuda.synchronize()``
   (for ONNX Runtime, which runs on its own stream, and for CPU work).
@@ -10,36 +8,17 @@
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def setup_path() -> None:
-    """Put the repo root on sys.path and alias ``mmg_runtime`` to ``runtime/`` if not installed."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    if importlib.util.find_spec("mmg_runtime") is None and (ROOT / "runtime" / "__init__.py").exists():
-        spec = importlib.util.spec_from_file_location(
-            "mmg_runtime", ROOT / "runtime" / "__init__.py",
-            submodule_search_locations=[str(ROOT / "runtime")])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["mmg_runtime"] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as error:  # noqa: BLE001 - the benchmarks do not need mmg_runtime themselves
-            del sys.modules["mmg_runtime"]
-            print(f"note: mmg_runtime alias not loaded ({error.__class__.__name__}: {error})", file=sys.stderr)
 
 
 def summarize(times_ms: Sequence[float]) -> dict:

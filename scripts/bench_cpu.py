@@ -23,14 +23,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _bench_common import add_token_stage_options, markdown_table, setup_path, time_wall, token_stage_config
+from _bench_common import add_token_stage_options, markdown_table, time_wall, token_stage_config
 
-setup_path()
 
-import torch  # noqa: E402
+import torch
 
-from mmg_export import PruningGraph, select_tokens  # noqa: E402
-from mmg_export.builder.export import export_pruner  # noqa: E402
+from mmg_export import PruningGraph, select_tokens
+from mmg_export.builder.export import export_pruner
 
 
 def timed(fn: Callable[[], object], iterations: int, warmup: int) -> dict:

@@ -17,14 +17,13 @@ import statistics
 import time
 from pathlib import Path
 
-from _bench_common import markdown_table, setup_path
+from _bench_common import markdown_table
 
-setup_path()
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from mmg_runtime import nvdec  # noqa: E402
-from mmg_runtime.video import PyAVReader  # noqa: E402
+from mmg_runtime import nvdec
+from mmg_runtime.video import PyAVReader
 
 CLIPS = ("bigbuckbunny.mp4", "long_g25.mp4", "long_g250.mp4")
 

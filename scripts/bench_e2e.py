@@ -33,12 +33,11 @@ import sys
 import time
 from pathlib import Path
 
-from _bench_common import environment, markdown_table, print_environment, setup_path, time_any
+from _bench_common import environment, markdown_table, print_environment, time_any
 
-setup_path()
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 QUESTION = "What happens in this video?"
 SEVEN_B = dict(

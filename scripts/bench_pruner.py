@@ -25,19 +25,18 @@ import tempfile
 from pathlib import Path
 
 from _bench_common import (add_pruner_backend_option, add_token_stage_options, cuda_kernels, environment,
-                           make_video, markdown_table, open_pruner, print_environment, setup_path, time_any,
+                           make_video, markdown_table, open_pruner, print_environment, time_any,
                            token_stage_config, write_json)
 
-setup_path()
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from mmg_export.builder.export import IO_DTYPES, torch_dtype  # noqa: E402
-from mmg_export.prune import MMGConfig, PruningGraph  # noqa: E402
-from mmg_runtime.aotinductor import AotiPackage  # noqa: E402
-from mmg_runtime.sessions import OrtSession  # noqa: E402
-from mmg_runtime.tensor import Tensor  # noqa: E402
+from mmg_export.builder.export import IO_DTYPES, torch_dtype
+from mmg_export.prune import MMGConfig, PruningGraph
+from mmg_runtime.aotinductor import AotiPackage
+from mmg_runtime.sessions import OrtSession
+from mmg_runtime.tensor import Tensor
 
 
 def device_tokens(session: OrtSession | AotiPackage, features: torch.Tensor, dtype: str) -> Tensor:

@@ -2,7 +2,7 @@
 """Near-tie parity of the deployed pruner on the GPU: ``pruner.onnx`` under ONNX Runtime's CUDA provider
 (bound on the device, one CUDA graph: what the pipeline runs) against the reference ``select_tokens``.
 
-The input families are the test suite's (``tests/test_prune_near_ties.py``: clustered, duplicated
+The input families are the test suite's (``mmg_export.eval.synthetic.NEAR_TIE_FAMILIES``: clustered, duplicated
 frames, letterbox, low-rank, huge, tiny, bf16-valued), plus the issue's own case at real width
 (32 frames x 196 tokens from 8 centres per frame, D = 3584) and a real clip's features. fp32 graph,
 TF32 off. Prints the share of the reference's kept indices the GPU keeps, per input; target
@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 import tempfile
 from pathlib import Path
 
-from _bench_common import (ROOT, add_pruner_backend_option, add_token_stage_options, markdown_table, open_pruner,
-                           setup_path, token_stage_config)
+from _bench_common import (add_pruner_backend_option, add_token_stage_options, markdown_table, open_pruner,
+                           token_stage_config)
 
-setup_path()
-sys.path.insert(0, str(ROOT / "tests"))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from mmg_export import MMGConfig, select_tokens  # noqa: E402
-from test_prune_near_ties import FAMILIES, clustered  # noqa: E402
+from mmg_export import MMGConfig, select_tokens
+from mmg_export.eval.synthetic import NEAR_TIE_FAMILIES as FAMILIES, make_video
 
 
 def agreement(video: torch.Tensor, ratio: float, scratch: Path, sessions: dict, config: MMGConfig,
@@ -74,7 +70,7 @@ def main() -> None:
                                   backend=args.pruner_backend)
         for family, make in FAMILIES.items():
             rows.append((family, "3 seeds", min(agree(make(seed), 0.25) for seed in range(3))))
-        wide = min(agree(clustered(seed, 32, 196, 3584, 8), 0.25) for seed in range(2))
+        wide = min(agree(make_video("clustered", seed, 32, 196, 3584, centres=8), 0.25) for seed in range(2))
         rows.append(("clustered-8 at D = 3584 (the issue's case)", "2 seeds", wide))
         if args.clip_features:
             features = torch.from_numpy(np.load(args.clip_features))

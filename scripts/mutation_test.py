@@ -7,7 +7,7 @@
 
 mutmut mutates one function at a time (flipped comparisons, changed constants, dropped calls ...)
 and runs the tests that reach it; a mutant that no test fails on *survives*. The script stages a
-copy of the packages under their import names (``runtime/`` is ``mmg_runtime``) in ``--work``,
+copy of the packages under their import names (``src/mmg_runtime/`` is ``mmg_runtime``) in ``--work``,
 writes mutmut's configuration there for the chosen scopes and their tests, runs it, and prints
 the score (killed / all) and every survivor with its diff. Exit status 0 however many survive:
 the survivors are for a person to read (kill with a test, or explain as equivalent).

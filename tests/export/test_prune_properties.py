@@ -18,7 +18,7 @@ from mmg_export import MMGConfig, PruningGraph, select_tokens
 from mmg_export.builder.export import export_pruner
 from mmg_export.prune import scores
 from mmg_export.prune.config import keep_count
-from synthetic_videos import KINDS, make_video
+from mmg_export.eval.synthetic import KINDS, make_video
 
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

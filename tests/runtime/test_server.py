@@ -26,7 +26,7 @@ from mmg_runtime.llm.hf import TransformersBackend
 from mmg_runtime.pipeline import STAGES, Pipeline
 from mmg_runtime.prompt import video_question_ids
 from mmg_runtime.server import IncrementalText, ServerSettings, Service, running_server
-from test_video import write_png
+from samples import write_png
 
 QUESTION = "What happens in this video?"
 

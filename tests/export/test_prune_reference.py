@@ -6,7 +6,7 @@ import torch
 from mmg_export import MMGConfig, PruningGraph, select_tokens
 from mmg_export.prune.baselines import METHODS
 from mmg_export.prune.reference import allocate, best_tokens, segment_starts
-from synthetic_videos import make_video
+from mmg_export.eval.synthetic import make_video
 
 
 def test_allocate_is_proportional_with_largest_remainders():

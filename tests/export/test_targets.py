@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mmg_engines import PROFILES_DIR
-from mmg_export.builder.targets import (
+from mmg_export.builder.targets import (PROFILES_DIR,
     check_build_device,
     hardware_compatible,
     jetson_note,
@@ -278,8 +277,8 @@ def test_jetson_target_on_another_machine_says_what_it_built(tmp_path: Path, mon
     assert main(["build", "--target", "orin-agx", "--backend", "onnxruntime"]) == 0
     (options,) = built
     assert (options.backend, options.precision, options.out) == (
-        "onnxruntime", "fp16", Path("engines/out/tiny-orin-agx-ort-fp16-32f-r0.25"))
+        "onnxruntime", "fp16", Path("artifacts/tiny-orin-agx-ort-fp16-32f-r0.25"))
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("note: target orin-agx is a Jetson module and this machine is not one")
-    assert err[-1] == ("note: engines/out/tiny-orin-agx-ort-fp16-32f-r0.25 holds ONNX Runtime models, not the "
+    assert err[-1] == ("note: artifacts/tiny-orin-agx-ort-fp16-32f-r0.25 holds ONNX Runtime models, not the "
                        "orin-agx TensorRT engines")

@@ -13,7 +13,7 @@ from mmg_export import MMGConfig, PruningGraph, select_tokens
 from mmg_export.prune import scores
 from mmg_export.prune.config import keep_count
 from mmg_export.prune.reference import allocate
-from synthetic_videos import make_video
+from mmg_export.eval.synthetic import make_video, new_shot
 
 A, C, G = [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]  # unit vectors: A.C = 0, A.G = 0.6, C.G = 0.8
 
@@ -94,15 +94,7 @@ def test_a_duplicated_token_ties_and_the_lower_index_is_kept():
     assert both_forms(torch.tensor([[A, A, A], [C, C, C]]), 0.5) == [0, 1, 3]
 
 
-# Five frames: 0-3 hold the same two tokens (e1, e2), frame 4 two new ones (e3, e4); P = 2, K = floor(3 + 0.5) = 3.
-# Frame similarities [1, 1, 1, 0]: lower median 1 -> threshold min(0.95, 1 - 4 * 0) = 0.95 -> one cut, before 4.
-# Novelty: frames 1-3 repeat their predecessor: level round(64 * 0.1) = 6; segment starts (0, 4) count 64.
-# marginal weights sqrt(mean level): segment 0 sqrt(82 / 4) = 4.53, segment 1 sqrt(64) = 8 (times the same scale):
-#   shares 3 * w / (4 * 4.53 + 8) = 0.52 for frames 0-3 and 0.92 for frame 4: floors 0, the 3 units go to the
-#   largest remainders: frame 4, then frames 0 and 1 (ties to the lower index) -> [1, 1, 0, 0, 1].
-# uniform: shares 0.6 each -> frames 0, 1, 2 -> [1, 1, 1, 0, 0]: the new shot keeps nothing.
-NEW_SHOT = torch.zeros(5, 2, 4)
-NEW_SHOT[:4, 0, 0] = NEW_SHOT[:4, 1, 1] = NEW_SHOT[4, 0, 2] = NEW_SHOT[4, 1, 3] = 1.0
+NEW_SHOT = new_shot()  # frames 0-3 repeat two tokens, frame 4 is a new shot: see its docstring
 
 
 def test_marginal_budget_gives_a_new_shot_tokens_where_an_equal_split_does_not():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mmg_export import MMGConfig, PruningGraph, select_tokens
-from synthetic_videos import KINDS, make_video
+from mmg_export.eval.synthetic import KINDS, make_video
 
 # 0.3 at 5 x 9 tokens is K = floor(13.5 + 0.5) = 14, 0.125 at 4 x 12 is floor(6 + 0.5) = 6 ... and
 # 0.5 * 1 x 5 = 2.5 -> 3: the shapes below put K exactly on a .5 boundary for several ratios.

@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from .base import Generation, TokenCallback, TokenEmitter, VideoPrompt, placeholder_index
 from .prompt_table import check_video_matrix, require_contiguous_positions
@@ -195,7 +194,6 @@ class TrtLlmApiBackend:
 
     def generate(self, prompt: VideoPrompt, max_new_tokens: int, on_token: TokenCallback | None = None) -> Generation:
         """Greedy generation; prefill_s is the time to the first streamed token."""
-        import torch
         from tensorrt_llm import SamplingParams
 
         check_llmapi_prompt(prompt, self.hidden_size)

@@ -1,4 +1,4 @@
-"""Build target profiles: ``engines/<name>.toml`` (schema documented at the top of ``h100.toml``)."""
+"""Build target profiles: ``profiles/<name>.toml`` beside this module (schema documented at the top of ``h100.toml``)."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mmg_engines import PROFILES_DIR
 from mmg_export.builder.tensorrt import parse_version
 from mmg_runtime.errors import UserError
 
@@ -16,6 +15,9 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:
     import tomli as tomllib
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+"""The packaged target profiles (``*.toml``); built artifacts go to ``./artifacts/``, never here."""
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus")

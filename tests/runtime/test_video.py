@@ -17,18 +17,7 @@ import pytest
 from mmg_runtime import video
 from mmg_runtime.errors import UserError
 from mmg_runtime.video import FrameStream, PyAVReader, iter_frames, load_video, sample_frame_indices
-
-
-def write_png(path: Path, picture: np.ndarray) -> None:
-    """Write one (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) gray uint8 image as PNG with PyAV."""
-    pix_fmt = {2: "gray", 3: "rgb24", 4: "rgba"}[picture.shape[2] if picture.ndim == 3 else 2]
-    with av.open(str(path), "w", format="image2") as container:
-        stream = container.add_stream("png")
-        stream.width, stream.height, stream.pix_fmt = picture.shape[1], picture.shape[0], pix_fmt
-        for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format=pix_fmt)):
-            container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+from samples import write_png
 
 
 def gradient(index: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ..prune import MMGConfig
     from .targets import TargetProfile
 
-DEFAULT_OUT = Path("engines") / "out"
+DEFAULT_OUT = Path("artifacts")
 TINY_MODEL = "tiny"
 """Model part of the default output name for the built-in model."""
 MAX_STRIDE = 8
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="local LLaVA-OneVision checkpoint directory (default: the built-in tiny model)")
     parser.add_argument("--frames", type=int, default=None, help="frames per video (default: the target's, 32)")
     parser.add_argument("--target", default=None,
-                        help="build profile name from engines/ or a .toml path (default: this machine: "
+                        help="target profile name (mmg-export build --list-targets) or a .toml path (default: this machine: "
                              "its GPU's profile, or cpu)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None,
                         help="export precision (default: the target's)")

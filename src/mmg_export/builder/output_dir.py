@@ -76,7 +76,7 @@ def _output_path(final_dir: str | os.PathLike[str]) -> Path:
     final = Path(os.path.abspath(final_dir))
     if Path.cwd().resolve().is_relative_to(final.resolve()):
         raise UserError(f"--out {final_dir}: is the working directory or contains it; choose a new directory "
-                        "(e.g. engines/out/NAME)")
+                        "(e.g. artifacts/NAME)")
     return final
 
 

@@ -15,7 +15,8 @@ import torch
 
 from mmg_export import PruningGraph, select_tokens
 from mmg_export.builder.export import export_pruner
-from synthetic_videos import make_video
+from mmg_export.eval.synthetic import NEAR_TIE_FAMILIES as FAMILIES
+from mmg_export.eval.synthetic import make_video
 
 AGREEMENT = 0.995
 
@@ -39,34 +40,6 @@ def agreement(video: torch.Tensor, ratio: float, scratch: Path, precision: str =
     kept = session.run(None, {"video_tokens": video.numpy()})[output]
     assert len(kept) == len(expected)
     return len(set(kept.tolist()) & set(expected)) / len(expected)
-
-
-def clustered(seed: int, frames: int, tokens: int, dim: int, centres: int) -> torch.Tensor:
-    """Every token one of ``centres`` tokens of its frame: exact ties everywhere."""
-    gen = torch.Generator().manual_seed(seed)
-    base = torch.randn(frames, centres, dim, generator=gen)
-    choice = torch.randint(0, centres, (frames, tokens), generator=gen)
-    return torch.gather(base, 1, choice.unsqueeze(2).expand(frames, tokens, dim))
-
-
-def letterboxed(seed: int, frames: int = 16, tokens: int = 49, dim: int = 32) -> torch.Tensor:
-    """A frozen video (about half the frames repeat the previous one) with two rows of identical flat
-    tokens (black bars) in every frame."""
-    video = make_video("duplicated", seed, frames, tokens, dim)
-    video[:, :7] = 0.01
-    video[:, -7:] = 0.01
-    return video
-
-
-FAMILIES = {
-    "clustered-8": lambda seed: clustered(seed, 32, 196, 64, 8),  # the issue's case, at P = 196
-    "duplicated-frames": lambda seed: make_video("duplicated", seed, 16, 49, 32),
-    "letterbox": letterboxed,
-    "low-rank": lambda seed: make_video("low-rank", seed, 16, 49, 32),
-    "huge": lambda seed: make_video("cuts", seed, 16, 49, 32) * 1e30,
-    "tiny": lambda seed: make_video("cuts", seed, 16, 49, 32) * 1e-30,
-    "bf16-valued": lambda seed: make_video("clustered", seed, 16, 49, 32).bfloat16().float(),
-}
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-DEFAULT_ARTIFACTS = Path("engines") / "out" / "tiny-cpu-ort-fp32-32f-r0.25"
+DEFAULT_ARTIFACTS = Path("artifacts") / "tiny-cpu-ort-fp32-32f-r0.25"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,7 +7,7 @@ import torch
 
 from mmg_export.prune import baselines
 from mmg_export.prune.reference import allocate
-from synthetic_videos import make_video
+from mmg_export.eval.synthetic import make_video, new_shot
 
 
 def degrees(*angles: float) -> torch.Tensor:
@@ -156,9 +156,8 @@ def test_baseline_selections_carry_their_features_and_one_segment():
 
 
 def test_uniform_splits_equally_where_mmg_vid_would_not():
-    from test_prune_handchecked import NEW_SHOT  # a clip whose new last shot gets a token only from the marginal budget
 
-    assert baselines.uniform(NEW_SHOT, 0.3).budget_per_frame.tolist() == [1, 1, 1, 0, 0]
+    assert baselines.uniform(new_shot(), 0.3).budget_per_frame.tolist() == [1, 1, 1, 0, 0]
 
 
 def test_divprune_small_videos():

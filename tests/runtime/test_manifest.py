@@ -15,52 +15,14 @@ import pytest
 from mmg_runtime.errors import UserError
 from mmg_runtime.manifest import (
     MANIFEST_NAME,
-    Component,
     Manifest,
-    TensorSpec,
     load_manifest,
     model_directory,
     sha256_file,
     verify_artifacts,
     write_manifest,
 )
-
-
-def make_manifest(directory: Path, backend: str = "tensorrt", *, frames: int = 32, tokens: int = 196,
-                  hidden: int = 1152, keep: int = 1568, ratio: float = 0.25, image_size: int = 384,
-                  **changes: object) -> Manifest:
-    """A manifest for small component files written into ``directory`` (fp16; by default 32 x 196 x 1152,
-    K = 1568, 384 x 384 pixels), its tensor shapes following the geometry given."""
-    (directory / "encoder.engine").write_bytes(b"encoder plan")
-    (directory / "pruner.engine").write_bytes(b"pruner plan")
-    (directory / "newline.npy").write_bytes(b"newline row")
-    pixels = TensorSpec(shape=(frames, 3, image_size, image_size), dtype="float16")
-    video_tokens = TensorSpec(shape=(frames, tokens, hidden), dtype="float16")
-    manifest = Manifest(
-        tool_version="0.1.0",
-        backend=backend,
-        target="orin-agx",
-        precision="fp16",
-        frames=frames,
-        tokens_per_frame=tokens,
-        hidden_size=hidden,
-        ratio=ratio,
-        keep=keep,
-        components={
-            "encoder": Component("encoder.engine", sha256_file(directory / "encoder.engine"),
-                                 {"pixel_values": pixels}, {"video_tokens": video_tokens}),
-            "pruner": Component("pruner.engine", sha256_file(directory / "pruner.engine"),
-                                {"video_tokens": video_tokens},
-                                {"kept_tokens": TensorSpec(shape=(keep, hidden), dtype="float16"),
-                                 "kept_indices": TensorSpec(shape=(keep,), dtype="int64")}),
-            "newline": Component("newline.npy", sha256_file(directory / "newline.npy"), {},
-                                 {"newline": TensorSpec(shape=(hidden,), dtype="float32")}),
-        },
-        versions={"python": "3.10.12", "tensorrt": "10.3.0.30", "onnx": "1.16.0"},
-        device={"name": "Orin", "compute_capability": "8.7"},
-        extra={"model": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "image_size": image_size},
-    )
-    return replace(manifest, **changes)
+from samples import make_manifest
 
 
 def test_sha256_file(tmp_path: Path) -> None:

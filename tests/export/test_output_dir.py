@@ -17,7 +17,7 @@ from mmg_export.builder.output_dir import _signals_deferred, atomic_output_dir
 from mmg_export.cli import main
 from mmg_runtime.errors import UserError
 from mmg_runtime.manifest import write_manifest
-from test_manifest import make_manifest
+from samples import make_manifest
 
 
 def artifact_dir(path: Path) -> Path:

@@ -154,7 +154,7 @@ def test_a_build_without_out_names_its_pruner_settings(tmp_path, monkeypatch):
     """Without --out, --reach 3 lands beside the default's directory, not on it."""
     monkeypatch.chdir(tmp_path)
     assert main(["build", "--target", "cpu", "--frames", "8", "--reach", "3"]) == 0
-    assert [p.name for p in (tmp_path / "engines" / "out").iterdir()] == ["tiny-cpu-ort-fp32-8f-r0.25-reach3"]
+    assert [p.name for p in (tmp_path / "artifacts").iterdir()] == ["tiny-cpu-ort-fp32-8f-r0.25-reach3"]
 
 
 def test_the_pruner_passes_the_lint(artifacts):
