@@ -37,6 +37,7 @@ REDUCE_OPS = (
 CONSTANT_INPUTS = {
     "CumSum": (1, "axis", "cumsum-axis-not-constant"),
     **{op: (1, "axes", "reduce-axes-not-constant") for op in REDUCE_OPS},
+    **{op: (1, "axes", "squeeze-axes-not-constant") for op in ("Squeeze", "Unsqueeze")},
 }
 # ops whose table types describe their output (they have no data input)
 OUTPUT_TYPED_OPS = ("Constant", "ConstantOfShape", "RandomNormal", "RandomUniform")
@@ -394,10 +395,10 @@ def check_topk_axis(node: onnx.NodeProto, scope: Scope) -> Iterator[Finding]:
 
 
 def check_constant_inputs(node: onnx.NodeProto, scope: Scope) -> Iterator[Finding]:
-    """Axes of Reduce* and CumSum must be build-time constants.
+    """Axes of Reduce*, CumSum, Squeeze and Unsqueeze must be build-time constants.
 
-    Before opset 18 (opset 13 for ReduceSum) Reduce* axes are an attribute, which is constant by
-    definition; from then on they are an optional input, checked here.
+    Before opset 18 (opset 13 for ReduceSum, Squeeze and Unsqueeze) their axes are an attribute,
+    which is constant by definition; from then on they are an optional input, checked here.
     """
     if node.domain not in DEFAULT_DOMAINS or node.op_type not in CONSTANT_INPUTS:
         return
@@ -425,6 +426,32 @@ def check_scatter_reduction(node: onnx.NodeProto, scope: Scope) -> Iterator[Find
                        f"ScatterElements reduction='{reduction}' runs as a TensorRT plugin, not a native layer")
 
 
+def check_scatter_elements_shape(node: onnx.NodeProto, scope: Scope) -> Iterator[Finding]:
+    """ScatterElements' indices and updates must have data's rank and be no larger than data on any
+    static axis: TensorRT's importer asserts it (``addScatterLayer``), although ONNX lets indices repeat
+    positions, so that N indices may write into fewer than N slots."""
+    if node.op_type != "ScatterElements" or node.domain not in DEFAULT_DOMAINS:
+        return
+    names = dict(zip(("data", "indices", "updates"), node.input))
+    infos = {role: scope.tensors.get(name) for role, name in names.items()}
+    if len(infos) < 3 or any(info is None or info.dims is None for info in infos.values()):
+        return
+    data = infos.pop("data").dims
+    shapes = ", ".join(f"{role} '{names[role]}' {_shape_text(info.dims)}" for role, info in infos.items())
+    if any(len(info.dims) != len(data) for info in infos.values()):
+        yield _finding(scope, node, "error", "scatter-elements-shape",
+                       f"ScatterElements {shapes} and data {_shape_text(data)} differ in rank; TensorRT needs one rank")
+        return
+    for axis, limit in enumerate(data):
+        larger = [role for role, info in infos.items()
+                  if isinstance(info.dims[axis], int) and isinstance(limit, int) and info.dims[axis] > limit]
+        if larger:
+            yield _finding(scope, node, "error", "scatter-elements-shape",
+                           f"ScatterElements {shapes}: {' and '.join(larger)} larger than data '{names['data']}' "
+                           f"{_shape_text(data)} on axis {axis}; TensorRT's parser needs indices and updates no larger "
+                           f"than data on every axis (scatter into a buffer as large as the indices, then slice)")
+
+
 def check_layernorm_outputs(node: onnx.NodeProto, scope: Scope) -> Iterator[Finding]:
     """TensorRT's LayerNormalization produces only its first output, Y."""
     if node.op_type != "LayerNormalization" or node.domain not in DEFAULT_DOMAINS:
@@ -447,6 +474,7 @@ NODE_RULES: tuple[NodeRule, ...] = (
     check_topk_axis,
     check_constant_inputs,
     check_scatter_reduction,
+    check_scatter_elements_shape,
     check_layernorm_outputs,
 )
 

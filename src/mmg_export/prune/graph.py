@@ -11,7 +11,9 @@ with every decision written as static-shape tensor algebra:
   exact), so that no runtime needs integer division;
 * the token stage is ``rounds * stride`` batched picks (8 by default), each over the frames of
   one group (a static strided slice), never a loop over tokens or frames;
-* kept tokens compacted with float CumSums and one ScatterElements without reduction.
+* kept tokens compacted with float CumSums and one ScatterElements without reduction, a
+  permutation of all T x P tokens (kept ones first) into a buffer as large: TensorRT's parser
+  wants every scatter's indices no larger than its data.
 """
 from __future__ import annotations
 
@@ -172,18 +174,22 @@ class PruningGraph(torch.nn.Module):
     def compact(self, keep: torch.Tensor) -> torch.Tensor:
         """keep: (N,) bool with exactly K True -> (K,) int64 their indices, ascending.
 
-        Never indexes out of bounds: should non-finite input (NaN or inf tokens, which the deployed
-        graph flags) break the count, surplus tokens land in the discarded slot K.
+        A stable partition, kept tokens first: token i goes to slot (kept tokens before it) if kept,
+        else K + (dropped tokens before it); the slots, a permutation of 0..N-1, are scattered into
+        an (N,) buffer whose first K entries are the result. Never indexes out of bounds: should
+        non-finite input (NaN or inf tokens, which the deployed graph flags) break the count, the
+        slots are clamped to the buffer.
         """
         # running count in two levels (within each frame, then over frame totals): ONNX Runtime's
         # CUDA CumSum is quadratic in the axis length
         rows = keep.float().reshape(self.frames, self.tokens)
         within = torch.cumsum(rows, dim=1)
         before = torch.cumsum(within[:, -1], dim=0) - within[:, -1]
-        position = (within + before.unsqueeze(1)).reshape(-1) - 1.0
-        slot = torch.where(keep, position, torch.full_like(position, float(self.keep))).clamp(max=self.keep).long()
-        out = torch.zeros(self.keep + 1, dtype=torch.int64, device=keep.device)
-        return out.scatter(0, slot, self.flat_index)[: self.keep]
+        position = (within + before.unsqueeze(1)).reshape(-1) - 1.0  # kept tokens up to i, less one
+        dropped_slot = (self.keep - 1.0) + self.flat_index.float() - position  # K + (i - kept up to i)
+        slot = torch.where(keep, position, dropped_slot).clamp(max=self.frames * self.tokens - 1).long()
+        # every slot is written (a permutation), so the buffer's own values never show
+        return self.flat_index.scatter(0, slot, self.flat_index)[: self.keep]
 
     def merge_dropped(self, features: torch.Tensor, gram: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """(T, P, D) where each kept token is the mean of itself and the dropped tokens nearest to it."""
