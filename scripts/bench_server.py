@@ -4,7 +4,7 @@
     python scripts/bench_server.py [--artifacts DIR] [--video PATH] [--runs 10] [--max-tokens 16]
                                    [--llm ... --model ... --decoder ...]     (the options of `mmg-export run`)
 
-One pipeline is loaded and warmed up; the server (src/mmg_runtime/server.py) runs on a thread of this process,
+One pipeline is loaded and warmed up; the server (src/mmg_runtime/server/) runs on a thread of this process,
 on a free localhost port, over that very pipeline (media root: the video's folder). Each run asks,
 in rotating order: ``Pipeline.ask`` directly, a plain chat completion through the official openai
 client, the same through plain httpx (what the openai client itself costs), and a streamed one

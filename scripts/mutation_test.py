@@ -7,10 +7,10 @@
 
 mutmut mutates one function at a time (flipped comparisons, changed constants, dropped calls ...)
 and runs the tests that reach it; a mutant that no test fails on *survives*. The script stages a
-copy of the packages under their import names (``src/mmg_runtime/`` is ``mmg_runtime``) in ``--work``,
-writes mutmut's configuration there for the chosen scopes and their tests, runs it, and prints
-the score (killed / all) and every survivor with its diff. Exit status 0 however many survive:
-the survivors are for a person to read (kill with a test, or explain as equivalent).
+copy of the packages (``src/*``) and ``tests/`` in ``--work``, writes mutmut's configuration there for
+the chosen scopes and their tests (pytest's options: pyproject.toml's), runs it, and prints the score
+(killed / all) and every survivor with its diff. Exit status 0 however many survive: the survivors
+are for a person to read (kill with a test, or explain as equivalent).
 """
 from __future__ import annotations
 
@@ -25,35 +25,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCOPES = {
     # scope: (files to mutate, staged paths; tests that pin them, fast enough to run per mutant)
-    "prune": (["mmg_export/prune/*"], ["tests/test_prune_handchecked.py", "tests/test_prune_reference.py",
-                                        "tests/test_prune_baselines.py", "tests/test_prune_parity.py"]),
-    "manifest": (["mmg_runtime/manifest.py"], ["tests/test_manifest.py"]),
-    "prompt": (["mmg_runtime/prompt.py"], ["tests/test_prompt.py"]),
-    "video": (["mmg_runtime/video.py"], ["tests/test_video.py"]),
+    "prune": (["mmg_export/prune/*"], ["tests/export/test_prune_handchecked.py", "tests/export/test_prune_reference.py",
+                                        "tests/export/test_prune_baselines.py", "tests/export/test_prune_parity.py"]),
+    "manifest": (["mmg_runtime/manifest.py", "mmg_runtime/trust.py"], ["tests/runtime/test_manifest.py"]),
+    "prompt": (["mmg_runtime/prompt.py"], ["tests/runtime/test_prompt.py"]),
+    "video": (["mmg_runtime/video.py"], ["tests/runtime/test_video.py"]),
 }
 # per mutant, skip the prune tests that are slow and all but two shapes of the parity grid (the rest
 # pins the same code); -k also matches module names, so the other scopes' tests all run
 TEST_FILTER = ("not test_prune or (not real_clip and not llava_geometry and "
                "(5x9x4 or 8x20x16 or option or precision or not matches_reference))")
-PACKAGES = {"mmg_export": ROOT / "mmg_export", "mmg_runtime": ROOT / "runtime", "mmg_engines": ROOT / "engines"}
+PACKAGES = sorted(path for path in (ROOT / "src").iterdir() if (path / "__init__.py").is_file())
 
 
 def stage(work: Path, scopes: list[str]) -> None:
-    """Copy the packages (under their import names), the tests and mutmut's configuration to ``work``."""
+    """Copy the packages (src/*), the tests, pyproject.toml and mutmut's configuration to ``work``."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "out", "*.egg-info")
-    for name, source in PACKAGES.items():
-        shutil.copytree(source, work / name, ignore=ignore)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for package in PACKAGES:
+        shutil.copytree(package, work / package.name, ignore=ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
     only = [pattern for scope in scopes for pattern in SCOPES[scope][0]]
     tests = sorted({test for scope in scopes for test in SCOPES[scope][1]})
-    settings = {"source_paths": list(PACKAGES), "only_mutate": only, "pytest_add_cli_args_test_selection": tests,
+    settings = {"source_paths": [package.name for package in PACKAGES], "only_mutate": only,
+                "pytest_add_cli_args_test_selection": tests,
                 "pytest_add_cli_args": ["-x", "-q", "-p", "no:cacheprovider", "-k", TEST_FILTER]}
     (work / "setup.cfg").write_text("[mutmut]\ntimeout_multiplier = 2.0\ntimeout_constant = 30.0\n" + "".join(
         f"{key} =\n" + "".join(f"    {value}\n" for value in values) for key, values in settings.items()))
-    (work / "pytest.ini").write_text("[pytest]\ntestpaths = tests\nmarkers =\n    slow: end-to-end tests\n")
+    # pytest's options (import mode, the helpers' path, markers) as the project sets them
+    shutil.copy2(ROOT / "pyproject.toml", work / "pyproject.toml")
 
 
 def mutmut(work: Path, *args: str) -> subprocess.CompletedProcess:

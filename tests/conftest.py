@@ -6,12 +6,19 @@ are skipped, with the reason, when it is not installed (``pip install --no-deps 
 Where torch is not installed (the deploy install: ``pip install -e '.[cpu,test]'``), only the
 modules in :data:`TORCH_FREE_MODULES` are collected, and tests that need built artifacts use the
 directory named by ``MMG_TEST_ARTIFACTS`` (built beforehand where torch is; CI does this).
+
+A test that uses a fixture of :data:`BUILDING_FIXTURES` (directly or through another fixture) is
+marked ``slow``: the fast tier, ``-m "not slow"``, builds no artifacts.
+
+With ``MMG_STRICT_SKIPS=1`` (CI sets it) a skip whose reason matches no line of
+``tests/allowed_skips.txt`` fails the run, named with its reason (:class:`StrictSkips`).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +37,59 @@ TORCH_FREE_MODULES = frozenset({
     "test_tensorrt_logic.py", "test_trt_engine.py", "test_trtllm_logic.py", "test_video.py",
 })
 """Test modules that import nothing needing torch: the deploy install runs these."""
+BUILDING_FIXTURES = frozenset({"artifacts", "full_artifacts", "clip_features"})
+"""Session fixtures that cost a build (~20 s of CPU each) or a feature extraction: their tests are slow."""
 ARTIFACTS_VARIABLE = "MMG_TEST_ARTIFACTS"
+STRICT_SKIPS_VARIABLE = "MMG_STRICT_SKIPS"
+ALLOWED_SKIPS = Path(__file__).with_name("allowed_skips.txt")
+
+
+def read_allowed_skips(path: Path = ALLOWED_SKIPS) -> list[re.Pattern]:
+    """The skip-reason regexes of ``path``: one a line, blank lines and ``#`` comments left out."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [re.compile(line) for line in lines if line and not line.startswith("#")]
+
+
+def skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    """The reason a skipped test or module gave (``pytest.skip(reason)``, ``skipif(reason=)``)."""
+    longrepr = report.longrepr
+    message = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return message.removeprefix("Skipped: ")
+
+
+class StrictSkips:
+    """Fails the run on a skip whose reason no allowed regex matches (``re.search``)."""
+
+    def __init__(self, allowed: list[re.Pattern]) -> None:
+        self.allowed = allowed
+        self.unexpected: list[str] = []
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self.check(report)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.check(report)
+
+    def check(self, report: pytest.CollectReport | pytest.TestReport) -> None:
+        if not report.skipped or hasattr(report, "wasxfail"):
+            return
+        reason = skip_reason(report)
+        if not any(pattern.search(reason) for pattern in self.allowed):
+            self.unexpected.append(f"{report.nodeid}: {reason}")
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.unexpected and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        for line in self.unexpected:
+            terminalreporter.write_line(f"unexpected skip (no line of {ALLOWED_SKIPS.name} matches): {line}",
+                                        red=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get(STRICT_SKIPS_VARIABLE) == "1":
+        config.pluginmanager.register(StrictSkips(read_allowed_skips()), "strict-skips")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -38,6 +97,14 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     if HAVE_TORCH or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
         return None
     return collection_path.name not in TORCH_FREE_MODULES
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark slow every test that needs a fixture of :data:`BUILDING_FIXTURES`."""
+    for item in items:
+        if BUILDING_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -233,6 +233,9 @@ class ParserError:
     def node_operator(self) -> str:
         return self._operator
 
+    def node(self) -> int:
+        return 0
+
     def desc(self) -> str:
         return self._description
 

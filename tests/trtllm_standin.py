@@ -10,12 +10,20 @@ streaming=True)`` hands ``inputs["multi_modal_embeddings"]`` to the registered i
 ``attach_multimodal_embeddings(inputs, multimodal_embedding, sampling_params)`` and yields
 ``GenerationResult`` objects whose ``outputs[0].token_ids`` grow by one token per step.
 Both generate ``new_tokens`` (a list the test sets) and record what they were given.
+
+As in TensorRT-LLM 1.x, ``LLM(model=dir)`` resolves ``architectures[0]`` of ``dir/config.json``
+when it is constructed (``AutoModelForCausalLM.from_config`` raises ``ValueError: Unknown
+architecture for AutoModelForCausalLM: <name>`` for one not registered with
+``register_auto_model``) and picks the input processor registered for that model class then
+(``create_input_processor``): a registration after ``LLM(...)`` is never seen.
 """
 from __future__ import annotations
 
+import json
 import sys
 import types
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -170,11 +178,15 @@ class LLM:
     def __init__(self, model: str, **kwargs: Any) -> None:
         CALLS.llm = {"model": model, **kwargs}
         self.tokenizer = types.SimpleNamespace(decode=lambda ids: " ".join(map(str, ids)))
+        architecture = json.loads((Path(model) / "config.json").read_text())["architectures"][0]
+        if CALLS.registered.get("architecture") != architecture:
+            raise ValueError(f"Unknown architecture for AutoModelForCausalLM: {architecture}")
+        self.input_processor = CALLS.registered["processor"](model, None, self.tokenizer)
 
     def generate_async(self, inputs: dict, sampling_params: SamplingParams | None = None, streaming: bool = False):
         assert set(inputs) <= {"prompt", "prompt_token_ids", "multi_modal_embeddings", "mm_processor_kwargs"}
-        processor = CALLS.registered["processor"](CALLS.llm["model"], None, self.tokenizer)
-        ids, extra = processor.attach_multimodal_embeddings(inputs, inputs["multi_modal_embeddings"], sampling_params)
+        ids, extra = self.input_processor.attach_multimodal_embeddings(
+            inputs, inputs["multi_modal_embeddings"], sampling_params)
         CALLS.attached = (ids, extra, sampling_params, streaming)
         return GenerationResult(CALLS.new_tokens[:sampling_params.max_tokens])
 

@@ -17,17 +17,17 @@ understood): :class:`AotiPackage` imports onnxruntime first.
 """
 from __future__ import annotations
 
-import re
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .device import device_info
+from .device import device_info, sm_name
 from .errors import UserError, first_line
 from .manifest import REBUILD_HINT, Manifest, TensorSpec
 from .tensor import HOST_TYPES, Tensor
+from .versions import release
 
 INSTALL_HINT = ("needs torch on this machine (pip install torch, the release the artifacts were built with); "
                 "or rebuild with --pruner-backend onnx")
@@ -59,12 +59,6 @@ def _load(torch: Any, path: Path, single_threaded: bool) -> Any:
     synchronisation, which breaks a CUDA-graph capture."""
     from torch._inductor.package.package import AOTICompiledModel
     return AOTICompiledModel(torch._C._aoti.AOTIModelPackageLoader(str(path), "model", single_threaded, 1, -1))
-
-
-def _release(version: str) -> tuple[tuple[int, ...], str]:
-    """``major.minor`` and the local build of a version string ("2.11.0+cu130" -> ((2, 11), "cu130"))."""
-    public, _, local = version.partition("+")
-    return tuple(int(part) for part in re.findall(r"\d+", public)[:2]), local
 
 
 def open_package(path: Path, manifest: Manifest, cuda_graph: bool = False, keep: int | None = None) -> AotiPackage:
@@ -199,6 +193,9 @@ class AotiPackage:
         value = self._torch.from_numpy(np.ascontiguousarray(array)).to("cuda")
         return Tensor(value, value.data_ptr(), tuple(value.shape), dtype, "cuda")
 
+    def close(self) -> None:
+        """Nothing to release by hand: the package and its CUDA graphs go with the object."""
+
 
 def check_compatible(path: Path, manifest: Manifest, torch_version: str, capability: str | None) -> None:
     """UserError unless this torch release (major.minor, and the local build such as cu130 where the
@@ -206,12 +203,18 @@ def check_compatible(path: Path, manifest: Manifest, torch_version: str, capabil
     built = manifest.versions.get("torch", "?")
     device = manifest.device or {}
     built_capability = device.get("compute_capability")
-    (built_release, built_local), (release, local) = _release(built), _release(torch_version)
-    if built_release != release or (built_local and built_local != local) or built_capability != capability:
+    built_local, local = _local_build(built), _local_build(torch_version)
+    if (release(built, 2) != release(torch_version, 2) or (built_local and built_local != local)
+            or built_capability != capability):
         raise UserError(f"{path}: AOTInductor package compiled with torch {built} for {_where(built_capability)}; "
                         f"this machine has torch {torch_version} on {_where(capability)}; {REBUILD_HINT} here, or "
                         "with --pruner-backend onnx for a pruner that runs anywhere")
 
 
+def _local_build(version: str) -> str:
+    """The local build of a version string: ``"2.11.0+cu130"`` -> ``"cu130"``, ``"2.11.0"`` -> ``""``."""
+    return version.partition("+")[2]
+
+
 def _where(capability: str | None) -> str:
-    return "the CPU" if capability is None else "sm_" + capability.replace(".", "")
+    return "the CPU" if capability is None else sm_name(capability)

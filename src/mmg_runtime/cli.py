@@ -7,6 +7,9 @@ import math
 import sys
 from pathlib import Path
 
+from .decoders import DECODERS
+from .llm import LLM_BACKENDS
+
 DEFAULT_ARTIFACTS = Path("artifacts") / "tiny-cpu-ort-fp32-32f-r0.25"
 
 
@@ -35,12 +38,12 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     (``run`` and ``serve`` share them)."""
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS,
                         help=f"artifact directory from mmg-export build (default: {DEFAULT_ARTIFACTS})")
-    parser.add_argument("--llm", choices=["transformers", "trtllm-engine", "trtllm-api"], default="transformers",
+    parser.add_argument("--llm", choices=list(LLM_BACKENDS), default="transformers",
                         help="LLM backend (default transformers)")
     parser.add_argument("--model", type=Path, default=None,
                         help="transformers: LLaVA-OneVision checkpoint (default: the one the artifacts name); "
                              "trtllm-engine: TensorRT-LLM engine directory; trtllm-api: model directory")
-    parser.add_argument("--decoder", choices=["auto", "pyav", "nvdec"], default="auto",
+    parser.add_argument("--decoder", choices=list(DECODERS), default="auto",
                         help="video decoder: nvdec (NVIDIA hardware, files) or pyav (CPU); auto: nvdec where the "
                              "components run on a GPU and PyNvVideoCodec is installed")
     parser.add_argument("--keep-positions", action="store_true",
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         answer = pipeline.ask(args.video, args.prompt, args.max_new_tokens)
         header = f"video {args.video}"
     if args.json:
-        print(json.dumps(answer_json(answer, pipeline)))
+        print(json.dumps(answer.to_json()))
         return 0
     if answer.note:
         print(f"note: {answer.note}", file=sys.stderr)
@@ -104,24 +107,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{header}, LLM {pipeline.llm.name}, {pipeline.manifest.backend} on {pipeline.encoder.device}, "
           f"decoder {pipeline.reader.name}\n{answer.timings.table()}", file=sys.stderr)
     return 0
-
-
-def answer_json(answer, pipeline) -> dict:
-    """The ``run --json`` object: answer, per-stage milliseconds, tokens and who ran each stage."""
-    timings = answer.timings
-    result = {
-        "answer": answer.text,
-        "timings_ms": timings.milliseconds(),
-        "question_to_first_token_ms": round(timings.question_to_first_token * 1e3, 3),
-        "tokens_kept": timings.tokens_kept,
-        "tokens_total": timings.tokens_total,
-        "generated_tokens": timings.generated_tokens,
-        "providers": pipeline.providers,
-        "note": answer.note,
-    }
-    result.update({key: answer.extra[key] for key in ("frames_encoded", "frames_dropped", "window_seconds")
-                   if key in answer.extra})
-    return result
 
 
 def _stream(pipeline, args):

@@ -104,6 +104,11 @@ def device_info(library: str = DRIVER_LIBRARY) -> dict[str, str] | None:
         return None
 
 
+def sm_name(compute_capability: str | None) -> str:
+    """CUDA's name of a GPU architecture: ``"8.7"`` -> ``"sm_87"``; ``"sm_?"`` when unknown (None)."""
+    return "sm_?" if compute_capability is None else "sm_" + compute_capability.replace(".", "")
+
+
 def is_jetson(root: Path = Path("/")) -> bool:
     """Whether this machine is a Jetson module: L4T's release file, or a Jetson board name."""
     if (root / TEGRA_RELEASE).is_file():

@@ -2,16 +2,11 @@
 
 ``manifest.json`` lists the SHA-256 of every file in the artifact directory (the graphs or
 engines, ``tokenizer/``, the built-in ``model/``), each runnable component's I/O
-tensors, the model geometry, the library versions and the build GPU. The runtime verifies it
-before loading anything:
-
-* every field agrees with the components' I/O specs (``frames`` with the pruner's input, ``keep``
-  with its output, ``extra.image_size`` with ``pixel_values``, ...), so an edited field is refused;
-* every path stays inside the artifact directory once resolved (no ``..``, no absolute path, no
-  symbolic link that leads out);
-* every file is listed and has its recorded hash, so nothing is loaded that the build did not
-  write;
-* TensorRT engines match this machine's TensorRT release and GPU.
+tensors, the model geometry, the library versions and the build GPU. This module reads and
+writes it, and cross-checks its fields against the components' I/O specs (``frames`` with the
+pruner's input, ``keep`` with its output, ``extra.image_size`` with ``pixel_values``, ...), so an
+edited field is refused. Whether the directory matches it (hashes, paths, this machine's
+TensorRT and GPU) is :mod:`mmg_runtime.trust`.
 
 Standard library only (imports without torch, numpy or tensorrt).
 """
@@ -31,7 +26,7 @@ from mmg_runtime.errors import UserError
 SCHEMA_VERSION = 2
 """2: ``files`` hashes every file of the directory and the fields are cross-checked."""
 MANIFEST_NAME = "manifest.json"
-BACKENDS = ("tensorrt", "onnxruntime")
+BACKENDS = ("tensorrt", "tensorrt-rtx", "onnxruntime")
 REBUILD_HINT = "rebuild with mmg-export build"
 
 TENSOR_DIMS: dict[str, tuple[str | int, ...]] = {
@@ -67,7 +62,19 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def hash_files(directory: str | os.PathLike[str]) -> dict[str, str]:
     """SHA-256 of every file under ``directory`` but the manifest, by relative POSIX path, sorted."""
     directory = Path(directory)
-    return {relative: sha256_file(directory / relative) for relative in sorted(_present_files(directory))}
+    return {relative: sha256_file(directory / relative) for relative in sorted(present_files(directory))}
+
+
+def present_files(directory: Path) -> list[str]:
+    """Relative POSIX paths of the files and symbolic links under ``directory`` (links not
+    followed), the manifest left out."""
+    found = []
+    for root, folders, files in os.walk(directory):
+        relative_root = Path(root).relative_to(directory)
+        links = [name for name in folders if (Path(root) / name).is_symlink()]
+        folders[:] = [name for name in folders if name not in links]
+        found += [(relative_root / name).as_posix() for name in files + links]
+    return [path for path in found if path != MANIFEST_NAME]
 
 
 def utc_now() -> str:
@@ -99,7 +106,7 @@ class Manifest:
 
     tool_version: str
     backend: str
-    """``"tensorrt"`` or ``"onnxruntime"``."""
+    """``"tensorrt"``, ``"tensorrt-rtx"`` or ``"onnxruntime"``."""
     target: str
     precision: str
     frames: int
@@ -331,7 +338,7 @@ def _dim_agrees(dim: int | str, name: str | int, values: dict[str, int]) -> bool
     return dim == value or (name == "frames" and 1 <= dim <= value)
 
 
-# -- writing, reading, verifying -------------------------------------------------------------
+# -- writing, reading -------------------------------------------------------------------------
 
 
 def write_manifest(directory: str | os.PathLike[str], manifest: Manifest) -> Path:
@@ -360,122 +367,3 @@ def load_manifest(directory: str | os.PathLike[str]) -> Manifest:
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: cannot read the manifest: {error}") from error
     return Manifest.from_json(text, source=str(path))
-
-
-def confined_path(directory: str | os.PathLike[str], relative: str, what: str) -> Path:
-    """``directory / relative`` resolved (symbolic links followed); UserError unless it stays
-    inside ``directory`` (itself resolved). ``what`` names the path in the message."""
-    root = Path(directory).resolve()
-    path = Path(relative)
-    resolved = (root / path).resolve()
-    if path.is_absolute() or not resolved.is_relative_to(root):
-        raise UserError(f"{Path(directory) / relative}: {what} leads outside the artifact directory "
-                        f"(to {resolved}); refused")
-    return resolved
-
-
-def _present_files(directory: Path) -> list[str]:
-    """Relative POSIX paths of the files and symbolic links under ``directory`` (links not
-    followed), the manifest left out."""
-    found = []
-    for root, folders, files in os.walk(directory):
-        relative_root = Path(root).relative_to(directory)
-        links = [name for name in folders if (Path(root) / name).is_symlink()]
-        folders[:] = [name for name in folders if name not in links]
-        found += [(relative_root / name).as_posix() for name in files + links]
-    return [path for path in found if path != MANIFEST_NAME]
-
-
-def unlisted_files(directory: str | os.PathLike[str], manifest: Manifest) -> list[str]:
-    """Files (and links) in ``directory`` that ``manifest.files`` does not list."""
-    return sorted(set(_present_files(Path(directory))) - set(manifest.files))
-
-
-def _release(version: str) -> tuple[int, ...]:
-    """Numeric ``major.minor.patch`` prefix of a version string: engines need the same release."""
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
-
-
-def _sm(compute_capability: str | None) -> str:
-    return "sm_?" if compute_capability is None else "sm_" + compute_capability.replace(".", "")
-
-
-def _device_matches(device: dict[str, str], compute_capability: str) -> bool:
-    built = device.get("compute_capability")
-    if built is None:
-        return True
-    if device.get("hardware_compatibility", "").upper() == "AMPERE_PLUS":
-        return int(compute_capability.split(".")[0]) >= 8
-    return built == compute_capability
-
-
-def _verify_files(directory: Path, manifest: Manifest) -> None:
-    """Every file listed, inside the directory, and with its recorded hash; every component listed."""
-    manifest_path = directory / MANIFEST_NAME
-    model = manifest.extra.get("model")
-    if isinstance(model, str) and model and not Path(model).is_absolute():  # absolute: see model_directory()
-        confined_path(directory, model, "the model path in the manifest")
-    unlisted = unlisted_files(directory, manifest)
-    if unlisted:
-        raise UserError(f"{directory / unlisted[0]}: not listed in {manifest_path}; the artifact directory changed "
-                        f"after the build (remove it, or {REBUILD_HINT})")
-    for name, component in manifest.components.items():
-        if manifest.files.get(component.file) != component.sha256:
-            raise UserError(f"{manifest_path}: component '{name}': file {component.file!r} is not listed in 'files' "
-                            f"with the same sha256; {REBUILD_HINT}")
-    for relative, expected in manifest.files.items():
-        path = confined_path(directory, relative, "a file listed in the manifest")
-        if not path.is_file():
-            raise UserError(f"{directory / relative}: missing (listed in {manifest_path})")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise UserError(
-                f"{directory / relative}: sha256 mismatch: expected {expected[:12]}..., got {actual[:12]}...; "
-                f"the file changed after the build, {REBUILD_HINT}"
-            )
-
-
-def verify_artifacts(
-    directory: str | os.PathLike[str],
-    *,
-    trt_version: str | None = None,
-    compute_capability: str | None = None,
-) -> Manifest:
-    """Load the manifest (fields cross-checked) and check every file of the directory: listed,
-    confined to it, and with its recorded SHA-256.
-
-    For TensorRT artifacts, also check that the engines match this machine's TensorRT release
-    (``trt_version``) and GPU (``compute_capability``, ``"MAJOR.MINOR"``) when those are given.
-    Raises UserError naming the file and the mismatch.
-    """
-    directory = Path(directory)
-    manifest = load_manifest(directory)
-    _verify_files(directory, manifest)
-    if manifest.backend == "tensorrt":
-        built_trt = manifest.versions.get("tensorrt")
-        device = manifest.device or {}
-        trt_ok = trt_version is None or built_trt is None or _release(built_trt) == _release(trt_version)
-        gpu_ok = compute_capability is None or _device_matches(device, compute_capability)
-        if not (trt_ok and gpu_ok):
-            raise UserError(
-                f"{directory}: engine built for TensorRT {built_trt or '?'} on "
-                f"{_sm(device.get('compute_capability'))}; this machine has TensorRT "
-                f"{trt_version or '?'} on {_sm(compute_capability)}; {REBUILD_HINT}"
-            )
-    return manifest
-
-
-def model_directory(directory: str | os.PathLike[str], manifest: Manifest) -> Path:
-    """The LLM checkpoint the manifest names (``extra.model``), confined to the artifact directory.
-
-    The built-in model travels inside the artifacts (``model/``, hashed). A real checkpoint is
-    recorded by its absolute path: it lies outside, unhashed, so it is used only when the user
-    names it (``--model DIR``); here it is a UserError that says so.
-    """
-    source = manifest.extra.get("model")
-    if not isinstance(source, str) or not source:
-        raise UserError(f"{directory}: the manifest names no model; pass --model DIR")
-    if Path(source).is_absolute() or ".." in PurePosixPath(source).parts:
-        raise UserError(f"{directory}: the artifacts were built from the checkpoint {source}, outside the artifact "
-                        f"directory (not hashed by its manifest); pass --model {source} to use it")
-    return confined_path(directory, source, "the model path in the manifest")

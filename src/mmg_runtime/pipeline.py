@@ -12,7 +12,6 @@ encoded. Loading ends with a warm-up question, so the first real question costs 
 """
 from __future__ import annotations
 
-import importlib.util
 import queue
 import threading
 import time
@@ -22,17 +21,21 @@ from pathlib import Path
 
 import numpy as np
 
+from .decoders import DECODERS, make_reader
 from .device import device_info
 from .errors import UserError
+from .llm import make_llm
 from .llm.base import Generation, LLMBackend, TokenCallback, VideoPrompt
 from .component_io import check_component_io
-from .manifest import Manifest, model_directory, verify_artifacts
+from .manifest import Manifest
 from .preprocess import Preprocessor
 from .prompt import load_tokenizer, video_question_ids
+from .sessions import OrtSession, Session
 from .tensor import Tensor
+from .tensorrt import FLAVOURS, installed
+from .trust import verify_artifacts
 from .video import PyAVReader, StreamEndedEarly, VideoClip, VideoPlan, replan_short_stream
 
-DECODERS = ("auto", "pyav", "nvdec")
 CHUNK_FRAMES = 8
 """Frames preprocessed and encoded per call: large enough to fill a GPU, small enough to overlap decoding."""
 STAGES = ("load", "decode", "preprocess", "encode", "prune", "prefill", "generation")
@@ -73,12 +76,42 @@ class Timings:
 
 @dataclass
 class Answer:
+    """One answer and how it came about.
+
+    token_ids: the generated ids (prompt excluded). kept_indices: (K,) int64, the video tokens the
+    pruner kept. prompt_tokens: the prompt's length with the video as its K + 1 embeddings.
+    finish_reason: "length" when the answer was cut at ``max_new_tokens``, "stop" when it ended by
+    itself (OpenAI's terms). providers: who ran each stage (:attr:`Pipeline.providers`). extra: the
+    LLM backend's fields, and a live stream's frame counts and window (:meth:`LiveStream.ask`).
+    """
+
     text: str
     token_ids: list[int]
     kept_indices: np.ndarray
     timings: Timings
+    prompt_tokens: int
+    finish_reason: str
+    providers: dict[str, object]
     note: str = ""
     extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The ``run --json`` object: answer, per-stage milliseconds, tokens, who ran each stage, note,
+        and a live stream's frame counts (the server's ``mmg`` field is this without the answer)."""
+        timings = self.timings
+        result = {
+            "answer": self.text,
+            "timings_ms": timings.milliseconds(),
+            "question_to_first_token_ms": round(timings.question_to_first_token * 1e3, 3),
+            "tokens_kept": timings.tokens_kept,
+            "tokens_total": timings.tokens_total,
+            "generated_tokens": timings.generated_tokens,
+            "providers": self.providers,
+            "note": self.note,
+        }
+        result.update({key: self.extra[key] for key in ("frames_encoded", "frames_dropped", "window_seconds")
+                       if key in self.extra})
+        return result
 
 
 class ChunkEncoder:
@@ -145,7 +178,7 @@ class Pipeline:
         self.finite = self.pruner.empty(manifest.component("pruner", directory).outputs["finite"].shape, "bool")
         self.lock = threading.RLock()
         """Held by every question: the pruner's buffers and the LLM serve one at a time."""
-        self.reader = make_reader(decoder, self.encoder.device)
+        self.reader = make_reader(decoder, self.encoder.device, CHUNK_FRAMES)
         self._pyav = self.reader if isinstance(self.reader, PyAVReader) else PyAVReader()
         if warm_up:
             self.warm_up(warm_up_question)
@@ -157,7 +190,7 @@ class Pipeline:
                        warm_up: bool = True, warm_up_question: str = WARM_UP_QUESTION) -> Pipeline:
         """Verify the manifest and hashes, open every component, attach the LLM, and warm up.
 
-        llm: an :class:`LLMBackend`, or a name from :data:`LLM_BACKENDS`: "transformers" loads
+        llm: an :class:`LLMBackend`, or a name from :data:`~.llm.LLM_BACKENDS`: "transformers" loads
         LLaVA-OneVision from ``model_dir`` (default: the model the artifacts were built from);
         "trtllm-engine" takes a TensorRT-LLM engine directory and "trtllm-api" a model directory
         for the TensorRT-LLM LLM API, both as ``model_dir``. warm_up_question: see :meth:`warm_up`.
@@ -176,8 +209,7 @@ class Pipeline:
     def close(self) -> None:
         """Release the engines (TensorRT); ONNX Runtime sessions and buffers go with the object."""
         for session in (self.preprocessor.session, self.encoder, self.pruner):
-            if hasattr(session, "close"):
-                session.close()
+            session.close()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -266,8 +298,12 @@ class Pipeline:
         timings.prefill, timings.generation = generation.prefill_s, generation.decode_s
         timings.question_to_first_token = before_llm - asked + generation.prefill_s
         timings.generated_tokens = len(generation.token_ids)
-        text = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
-        return Answer(text, generation.token_ids, indices, timings, extra=generation.extra)
+        ids = generation.token_ids
+        ends = getattr(self.llm, "eos_ids", None) or [self.tokenizer.eos_token_id]  # backends without eos_ids
+        cut = len(ids) >= max_new_tokens and ids[-1] not in ends
+        return Answer(self.tokenizer.decode(ids, skip_special_tokens=True), ids, indices, timings,
+                      prompt_tokens=prompt.sequence_length, finish_reason="length" if cut else "stop",
+                      providers=self.providers, extra=generation.extra)
 
     def warm_up(self, question: str = WARM_UP_QUESTION) -> None:
         """One question on a synthetic 720p clip (and a decode through NVDEC where it is the decoder):
@@ -288,42 +324,31 @@ class Pipeline:
 
 
 
-def open_component(manifest: Manifest, directory: Path, name: str, cuda_graph: bool = False):
+def open_component(manifest: Manifest, directory: Path, name: str, cuda_graph: bool = False) -> Session:
     """Component ``name`` of the artifacts in ``directory``, opened as the pipeline runs it (see
     :func:`open_model`), its inputs and outputs checked against the manifest's."""
     component = manifest.component(name, directory)
     path = directory / component.file
-    session = open_model(manifest, path, cuda_graph)
+    session = open_model(manifest, path, cuda_graph, component.sha256)
     check_component_io(path, component, session.inputs, session.outputs)
     return session
 
 
-def open_model(manifest: Manifest, path: Path, cuda_graph: bool = False):
-    """A model file under the manifest's backend: a :class:`TrtEngine`, an :class:`OrtSession` on
-    exactly the manifest's providers, or for a ``.pt2`` file (``--pruner-backend aotinductor``) an
-    :class:`~.aotinductor.AotiPackage` with the pruner's I/O (``cuda_graph``: captured and replayed, GPU only)."""
+def open_model(manifest: Manifest, path: Path, cuda_graph: bool = False, sha256: str | None = None) -> Session:
+    """A model file under the manifest's backend: a :class:`TrtEngine` (TensorRT or TensorRT-RTX), an
+    :class:`OrtSession` on exactly the manifest's providers, or for a ``.pt2`` file (``--pruner-backend
+    aotinductor``) an :class:`~.aotinductor.AotiPackage` with the pruner's I/O (``cuda_graph``: captured
+    and replayed, GPU only). ``sha256``: the file's, which names a TensorRT-RTX engine's runtime cache."""
     if path.suffix == ".pt2":
         from .aotinductor import open_package
 
         return open_package(path, manifest, cuda_graph)
-    if manifest.backend == "tensorrt":
-        from .trt_engine import TrtEngine
+    if manifest.backend in FLAVOURS:
+        from .trt_engine import TrtEngine, runtime_cache_file
 
-        return TrtEngine(path)
-    from .sessions import OrtSession
-
+        rtx = manifest.backend == "tensorrt-rtx" and sha256 is not None
+        return TrtEngine(path, manifest.backend, cuda_graph, runtime_cache_file(sha256) if rtx else None)
     return OrtSession(path, manifest.extra["providers"], cuda_graph=cuda_graph)
-
-
-def make_reader(decoder: str, device: str):
-    """The video reader for ``decoder`` ("auto": NVDEC for GPU components when PyNvVideoCodec is there)."""
-    from . import nvdec
-
-    if decoder not in DECODERS:
-        raise UserError(f"decoder={decoder!r}: expected one of {', '.join(DECODERS)}")
-    if decoder == "nvdec" or (decoder == "auto" and device == "cuda" and nvdec.available()):
-        return nvdec.NvdecReader(chunk=CHUNK_FRAMES)
-    return PyAVReader()
 
 
 def _prefetch(frames: Iterator, timings: Timings, depth: int = 2 * CHUNK_FRAMES) -> Iterator:
@@ -372,37 +397,10 @@ def _check_generation(question: str, max_new_tokens: int) -> None:
 
 
 def this_machine() -> dict:
-    """TensorRT version and GPU compute capability that engines must match (where TensorRT exists;
-    ``verify_artifacts`` checks them for TensorRT artifacts only)."""
-    try:
-        import tensorrt
-    except ImportError:
-        return {}
-    device = device_info() or {}
-    return {"trt_version": tensorrt.__version__, "compute_capability": device.get("compute_capability")}
-
-
-LLM_BACKENDS = ("transformers", "trtllm-engine", "trtllm-api")
-
-
-def make_llm(name: str, directory: Path, manifest: Manifest, model_dir: str | Path | None) -> LLMBackend:
-    """The LLM backend ``name`` (see :data:`LLM_BACKENDS`) over ``model_dir``."""
-    if name not in LLM_BACKENDS:
-        raise UserError(f"llm={name!r}: expected one of {', '.join(LLM_BACKENDS)} or an LLMBackend instance")
-    if name == "transformers":
-        from .llm.hf import TransformersBackend
-
-        return TransformersBackend(Path(model_dir) if model_dir is not None else model_directory(directory, manifest))
-    if model_dir is None:
-        raise UserError(f"--llm {name} needs --model DIR (the TensorRT-LLM engine or model directory)")
-    if importlib.util.find_spec("tensorrt_llm") is None:
-        raise UserError(f"--llm {name}: TensorRT-LLM is not installed (pip install 'mmg-export[trtllm]' on x86, "
-                        "the 0.12-jetson branch on JetPack 6); or use --llm transformers")
-    if name == "trtllm-engine":
-        from .llm.trtllm_engine import TrtLlmEngineBackend
-
-        return TrtLlmEngineBackend(model_dir, tokenizer_dir=directory / "tokenizer")
-    from .llm.trtllm_llmapi import TrtLlmApiBackend
-
-    return TrtLlmApiBackend(model_dir)
-
+    """This machine as :func:`~.trust.verify_artifacts` checks engines against it (``here``): the
+    TensorRT and TensorRT-RTX releases installed (None: not installed) and the GPU's compute
+    capability (None: no GPU)."""
+    tensorrt, tensorrt_rtx = installed("tensorrt"), installed("tensorrt-rtx")
+    return {"trt_version": getattr(tensorrt, "__version__", None),
+            "trt_rtx_version": getattr(tensorrt_rtx, "__version__", None),
+            "compute_capability": (device_info() or {}).get("compute_capability"), "here": True}

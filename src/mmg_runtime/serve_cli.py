@@ -15,9 +15,6 @@ from pathlib import Path
 from .cli import add_pipeline_options, check_pipeline_options, load_pipeline
 from .errors import UserError
 
-SOURCE_KINDS = ("device", "url", "gst")
-"""Live-stream sources a server may allow beyond files under its media root: V4L2 devices
-(/dev/videoN), network URLs (rtsp://, http://, ...) and GStreamer pipelines (gst:...)."""
 API_KEY_VARIABLE = "MMG_API_KEY"
 
 
@@ -50,17 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def server_settings(args: argparse.Namespace) -> dict:
-    """The :class:`~mmg_runtime.server.ServerSettings` fields the options give, checked (UserError, one line)."""
+    """The :class:`~mmg_runtime.server.ServerSettings` fields the options give, checked (UserError, one
+    line); the kinds of ``--allow-sources`` are ServerSettings' to check."""
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: expected a TCP port from 1 to 65535")
     if args.media_root is not None and not args.media_root.is_dir():
         raise UserError(f"--media-root {args.media_root}: not a folder; expected the folder whose videos requests "
                         "may name")
     kinds = frozenset(kind.strip() for kind in args.allow_sources.split(",") if kind.strip())
-    if not kinds <= set(SOURCE_KINDS):
-        unknown = ", ".join(sorted(kinds - set(SOURCE_KINDS)))
-        raise UserError(f"--allow-sources: unknown kind {unknown}; expected a comma-separated list of "
-                        f"{', '.join(SOURCE_KINDS)}")
     for name in ("max_queue", "max_streams", "max_tokens"):
         minimum = 0 if name == "max_queue" else 1
         if getattr(args, name) < minimum:
@@ -73,17 +67,18 @@ def server_settings(args: argparse.Namespace) -> dict:
 def serve(args: argparse.Namespace) -> int:
     """Listen at once (``/health`` answers 503), load and warm up the pipeline on a thread, then serve;
     a pipeline that fails to load stops the server with exit status 1."""
-    settings = server_settings(args)
-    check_pipeline_options(args)
+    fields = server_settings(args)
     from .server import ServerSettings, Service, create_app, uvicorn_config
 
     import uvicorn
 
-    service = Service(lambda: load_pipeline(args), ServerSettings(**settings), model_id=args.artifacts.resolve().name)
+    settings = ServerSettings(**fields)
+    check_pipeline_options(args)
+    service = Service(lambda: load_pipeline(args), settings, model_id=args.artifacts.resolve().name)
     verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
     log_level = "warning" if verbosity < 0 else "info" if verbosity == 0 else "debug"
     server = uvicorn.Server(uvicorn_config(create_app(service), args.host, args.port, log_level))
-    if not _loopback(args.host) and settings["api_key"] is None:
+    if not _loopback(args.host) and settings.api_key is None:
         print(f"mmg-export serve: warning: listening on {args.host} without --api-key: anyone who reaches this "
               "port can ask questions", file=sys.stderr)
     print(f"mmg-export serve: loading {args.artifacts}; /health answers 200 once it is ready", file=sys.stderr)

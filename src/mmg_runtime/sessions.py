@@ -4,15 +4,20 @@ A session runs on exactly the providers its manifest names (ONNX Runtime's own s
 is off), says which ones it got, and binds :class:`~mmg_runtime.tensor.Tensor` inputs and outputs by
 address, so on a GPU the stages hand CUDA memory to each other with no host round trip. Device
 memory is allocated by ONNX Runtime itself (``OrtValue``), so no other CUDA library is needed.
+
+:class:`Session` is what the pipeline calls on every component runner: this one, the TensorRT
+engine (:mod:`.trt_engine`) and the AOTInductor package (:mod:`.aotinductor`).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from .errors import UserError
 from .tensor import HOST_TYPES, Tensor
+from .versions import release
 
 ELEMENT_TYPES = {"bfloat16": 16}
 """ONNX element type of the dtypes NumPy lacks (I/O binding takes the ONNX number since ORT 1.20)."""
@@ -25,6 +30,40 @@ KNOWN_OPTIONS = {"CUDAExecutionProvider": {"use_tf32", "enable_cuda_graph", "dev
                                            "arena_extend_strategy", "cudnn_conv_algo_search"},
                  "CPUExecutionProvider": set()}
 """Provider options this runtime knows; anything else in a manifest is refused, not ignored."""
+
+
+class Session(Protocol):
+    """One component as the pipeline runs it (what :func:`~.pipeline.open_model` returns).
+
+    device: "cpu" or "cuda", where its tensors live. providers: who runs it, in words (ONNX
+    Runtime's execution providers, "TensorRT 10.x", ...), then notes such as "CUDA graph".
+    inputs, outputs: name -> (shape as the model declares it, dtype name such as "float16").
+    """
+
+    device: str
+    providers: list[str]
+    inputs: dict[str, tuple[tuple, str]]
+    outputs: dict[str, tuple[tuple, str]]
+
+    def run_bound(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]) -> None:
+        """Run once, every input read from and every output written to the given tensors on :attr:`device`."""
+        ...
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Host arrays in, host arrays out (tests and tools)."""
+        ...
+
+    def empty(self, shape: tuple[int, ...], dtype: str) -> Tensor:
+        """An uninitialised tensor on :attr:`device`."""
+        ...
+
+    def upload(self, array: np.ndarray) -> Tensor:
+        """``array`` on :attr:`device`."""
+        ...
+
+    def close(self) -> None:
+        """Release what the garbage collector would not (a TensorRT engine's context and stream); idempotent."""
+        ...
 
 
 class OrtSession:
@@ -94,6 +133,9 @@ class OrtSession:
         tensor.copy_from(Tensor.from_numpy(array))
         return tensor
 
+    def close(self) -> None:
+        """Nothing to release by hand: the session and its bindings go with the object."""
+
 
 def _element_type(dtype: str):
     return ELEMENT_TYPES.get(dtype) or HOST_TYPES[dtype]
@@ -101,8 +143,7 @@ def _element_type(dtype: str):
 
 def check_version(version: str, path: Path) -> None:
     """UserError when ``version`` of onnxruntime is older than :data:`OLDEST_ONNXRUNTIME`."""
-    release = tuple(int(part) for part in version.split("+")[0].split(".")[:2] if part.isdigit())
-    if release < OLDEST_ONNXRUNTIME:
+    if release(version, 2) < OLDEST_ONNXRUNTIME:
         oldest = ".".join(map(str, OLDEST_ONNXRUNTIME))
         raise UserError(f"{path}: needs onnxruntime >= {oldest} (the artifacts use ONNX opset 23), this one is "
                         f"{version}: pip install -U 'onnxruntime>={oldest}' (or onnxruntime-gpu)")

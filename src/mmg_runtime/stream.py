@@ -32,6 +32,9 @@ from .tensor import Tensor
 from .video import IMAGE_SUFFIXES, FrameStream, PyAVReader, check_frame_size, next_sample_time
 
 NETWORK_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+SOURCE_KINDS = ("device", "url", "gst")
+"""Live sources beyond files and folders, which a server allows by kind: V4L2 devices (/dev/videoN),
+network URLs (:data:`NETWORK_PREFIXES`) and GStreamer pipelines (gst:...)."""
 
 
 @dataclass

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 import av
 import numpy as np
@@ -52,13 +53,47 @@ class StreamEndedEarly(Exception):
 
 
 @dataclass(frozen=True)
+class ArrayFrames:
+    """Frames already in memory: the (N, H, W, 3) uint8 RGB array sampled from."""
+
+    array: np.ndarray
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """A folder of images: (source frame index, image file) of each distinct sampled frame, in order."""
+
+    files: list[tuple[int, Path]]
+
+
+@dataclass(frozen=True)
+class SequentialDecode:
+    """A file decoded in one pass from its first frame: the distinct sampled frame indices, ascending."""
+
+    wanted: list[int]
+
+
+@dataclass(frozen=True)
+class GopDecode:
+    """A file decoded GOP by GOP, each from its keyframe: ``(keyframe, *wanted frames)`` per GOP
+    (:func:`_gop_groups`), and the pts of every frame in presentation order (to seek and to number frames)."""
+
+    groups: list[tuple[int, ...]]
+    pts: list[int]
+
+
+DecodeWork = Union[ArrayFrames, ImageFiles, SequentialDecode, GopDecode]
+"""What :meth:`PyAVReader.frames` decodes for a plan, one of four kinds."""
+
+
+@dataclass(frozen=True)
 class VideoPlan:
     """What a reader will decode for one video.
 
     indices: (N,) int64, the source frame of each of the N sampled frames (repeats when the source
     is shorter than N). width, height: frame size in pixels. fps: the source's average frame rate,
     None for images and arrays. note: "" or what the caller should know (repeats, header fixes).
-    groups: the decode work, reader-specific.
+    work: the decode work (:data:`DecodeWork`), given by keyword.
     """
 
     source: str
@@ -68,7 +103,7 @@ class VideoPlan:
     height: int
     fps: float | None
     note: str = ""
-    groups: tuple = field(default=(), repr=False)
+    work: DecodeWork = field(kw_only=True, repr=False)
 
 
 @dataclass(frozen=True)
@@ -159,22 +194,20 @@ class PyAVReader:
 
         Raises :class:`StreamEndedEarly` when a file ends before its last sampled frame.
         """
-        kind, *work = plan.groups
-        if kind == "array":
-            array = work[0]
-            for index in np.unique(plan.indices).tolist():
-                yield index, Tensor.from_numpy(array[index])
-        elif kind == "folder":
-            for index, path in work[0]:
-                yield index, Tensor.from_numpy(_read_image(path, plan))
-        elif kind == "sequential":
-            yield from _decode_pass(Path(plan.source), plan, set(work[0]), self.threads)
-        else:  # "gops": several GOPs decoded at once, each from its keyframe by one single-threaded decoder
-            path, pts = Path(plan.source), work[1]
-            workers = min(self.threads, len(work[0]))
-            with ThreadPoolExecutor(workers) as pool:
-                for frames in pool.map(lambda group: _decode_gop(path, plan, group, pts), work[0]):
-                    yield from frames
+        match plan.work:
+            case ArrayFrames(array):
+                for index in np.unique(plan.indices).tolist():
+                    yield index, Tensor.from_numpy(array[index])
+            case ImageFiles(files):
+                for index, path in files:
+                    yield index, Tensor.from_numpy(_read_image(path, plan))
+            case SequentialDecode(wanted):
+                yield from _decode_pass(Path(plan.source), plan, set(wanted), self.threads)
+            case GopDecode(groups, pts):  # several GOPs at once, each from its keyframe by one single-threaded decoder
+                path = Path(plan.source)
+                with ThreadPoolExecutor(min(self.threads, len(groups))) as pool:
+                    for frames in pool.map(lambda group: _decode_gop(path, plan, group, pts), groups):
+                        yield from frames
 
 
 def load_video(source: str | Path | np.ndarray, num_frames: int = 32, rule: str = "transformers") -> VideoClip:
@@ -211,7 +244,7 @@ def _plan_array(array: np.ndarray, num_frames: int, rule: str) -> VideoPlan:
     check_frame_size(source, array.shape[2], array.shape[1])
     indices = sample_frame_indices(array.shape[0], num_frames, rule)
     return VideoPlan(source, array.shape[0], indices, array.shape[2], array.shape[1], None,
-                     sampling_note(source, array.shape[0], num_frames), ("array", array))
+                     sampling_note(source, array.shape[0], num_frames), work=ArrayFrames(array))
 
 
 def _natural_key(path: Path) -> list[int | str]:
@@ -229,7 +262,8 @@ def _plan_folder(folder: Path, num_frames: int, rule: str) -> VideoPlan:
     width, height = _picture_size(files[unique[0]])
     check_frame_size(str(files[unique[0]]), width, height)
     return VideoPlan(str(folder), len(files), indices, width, height, None,
-                     sampling_note(folder.name, len(files), num_frames), ("folder", [(i, files[i]) for i in unique]))
+                     sampling_note(folder.name, len(files), num_frames),
+                     work=ImageFiles([(i, files[i]) for i in unique]))
 
 
 def _plan_file(path: Path, num_frames: int, rule: str, total_frames: int | None) -> VideoPlan:
@@ -253,8 +287,8 @@ def _plan_file(path: Path, num_frames: int, rule: str, total_frames: int | None)
     note = sampling_note(path.name, total, num_frames)
     gops = _gop_groups(wanted, keyframes) if keyframes is not None else None
     if gops is not None and sum(g[-1] - g[0] + 1 for g in gops) <= SEEK_WHEN_SAVING * (wanted[-1] + 1):
-        return VideoPlan(str(path), total, indices, width, height, fps, note, ("gops", gops, pts))
-    return VideoPlan(str(path), total, indices, width, height, fps, note, ("sequential", wanted))
+        return VideoPlan(str(path), total, indices, width, height, fps, note, work=GopDecode(gops, pts))
+    return VideoPlan(str(path), total, indices, width, height, fps, note, work=SequentialDecode(wanted))
 
 
 def _index_packets(path: Path) -> tuple[list[int], list[int]]:

@@ -17,8 +17,8 @@ from mmg_export import select_tokens
 from mmg_export.cli import main
 from mmg_runtime.aotinductor import check_compatible, open_package
 from mmg_runtime.errors import UserError
-from mmg_runtime.manifest import verify_artifacts
 from mmg_runtime.pipeline import Pipeline
+from mmg_runtime.trust import verify_artifacts
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,7 @@ def aoti_artifacts(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_the_manifest_names_the_package_and_no_onnx_pruner_ships(aoti_artifacts):
     manifest = verify_artifacts(aoti_artifacts)
     assert manifest.components["pruner"].file == "pruner.pt2"
@@ -40,6 +41,7 @@ def test_the_manifest_names_the_package_and_no_onnx_pruner_ships(aoti_artifacts)
         "encoder.onnx", "manifest.json", "model", "preprocess.onnx", "pruner.pt2", "tokenizer"]
 
 
+@pytest.mark.slow
 def test_the_package_selects_exactly_the_reference(aoti_artifacts):
     package = open_package(aoti_artifacts / "pruner.pt2", verify_artifacts(aoti_artifacts))
     assert package.providers == [f"AOTInductor (torch {torch.__version__}, cpu)"]
@@ -54,6 +56,7 @@ def test_the_package_selects_exactly_the_reference(aoti_artifacts):
     assert package.run({"video_tokens": video})["finite"].tolist() == [False]
 
 
+@pytest.mark.slow
 def test_the_pipeline_runs_the_package_on_a_real_clip(aoti_artifacts, bikes):
     with Pipeline.from_artifacts(aoti_artifacts, decoder="pyav") as pipeline:
         answer = pipeline.ask(bikes, "What happens in this video?", max_new_tokens=3)
@@ -63,6 +66,7 @@ def test_the_pipeline_runs_the_package_on_a_real_clip(aoti_artifacts, bikes):
     assert len(answer.token_ids) == 3 and answer.timings.tokens_kept == 1568
 
 
+@pytest.mark.slow
 def test_another_torch_release_or_device_is_refused_in_one_line(aoti_artifacts):
     manifest = verify_artifacts(aoti_artifacts)
     path = aoti_artifacts / "pruner.pt2"
@@ -84,6 +88,7 @@ def test_another_torch_release_or_device_is_refused_in_one_line(aoti_artifacts):
         check_compatible(path, on_gpu, torch.__version__, "8.7")
 
 
+@pytest.mark.slow
 def test_the_package_output_order_and_shapes_are_checked(aoti_artifacts):
     manifest = verify_artifacts(aoti_artifacts)
     pruner = manifest.components["pruner"]
@@ -99,9 +104,10 @@ def test_the_package_output_order_and_shapes_are_checked(aoti_artifacts):
         other_k.run({"video_tokens": np.zeros((32, 196, 64), np.float32)})
 
 
+@pytest.mark.slow
 def test_the_runtime_module_imports_without_torch(aoti_artifacts):
     code = ("import sys; sys.modules['torch'] = None\nfrom pathlib import Path\n"
-            "from mmg_runtime.aotinductor import open_package\nfrom mmg_runtime.manifest import verify_artifacts\n"
+            "from mmg_runtime.aotinductor import open_package\nfrom mmg_runtime.trust import verify_artifacts\n"
             f"path = Path({str(aoti_artifacts)!r})\nopen_package(path / 'pruner.pt2', verify_artifacts(path))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
@@ -111,6 +117,7 @@ def test_the_runtime_module_imports_without_torch(aoti_artifacts):
         "--pruner-backend onnx")
 
 
+@pytest.mark.slow
 def test_an_edited_package_is_refused_before_loading(aoti_artifacts, tmp_path):
     import shutil
 
@@ -181,6 +188,7 @@ def test_the_toolchain_check_names_what_is_missing(monkeypatch):
     assert aotinductor._missing_toolchain() == "torch >= 2.11 (this is 2.10.1+cu128)"
 
 
+@pytest.mark.slow
 def test_without_a_gpu_a_gpu_target_ships_the_onnx_pruner_by_default(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the default compiles the pruner for it")
@@ -231,6 +239,7 @@ def test_a_package_that_cannot_be_built_fails_at_once_in_one_line(arguments, mes
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_profile_compiles_the_package_at_another_ratio(aoti_artifacts, tmp_path, capsys):
     report = tmp_path / "profile.json"
     assert main(["profile", str(aoti_artifacts), "--ratios", "0.1", "--iterations", "1", "--warm-up", "0",
@@ -240,6 +249,7 @@ def test_profile_compiles_the_package_at_another_ratio(aoti_artifacts, tmp_path,
     assert "AOTInductor" in rows[0]["runs_on"]
 
 
+@pytest.mark.slow
 def test_a_failed_compilation_is_one_line_and_leaves_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     broken = {"cpp.cxx": ("no-such-compiler",), "force_disable_caches": True}

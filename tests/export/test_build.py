@@ -13,7 +13,8 @@ from mmg_export.lint import supported_versions
 from mmg_export.lint.rules import lint_model
 from mmg_export.models.encoder import VideoEncoder
 from mmg_export.models.llava import tiny_llava
-from mmg_runtime.manifest import load_manifest, sha256_file, verify_artifacts
+from mmg_runtime.manifest import load_manifest, sha256_file
+from mmg_runtime.trust import verify_artifacts
 
 
 def session(path):
@@ -64,6 +65,7 @@ def test_encoder_attention_is_fused_for_onnx_runtime_and_plain_for_tensorrt(arti
         assert lint_model(plain, version).ok
 
 
+@pytest.mark.slow
 def test_fp16_encoder_error_is_bounded(tmp_path):
     """The fp16 export against the fp32 torch encoder: measured max relative error ~1e-3 (bound 1e-2)."""
     from mmg_export.builder.export import export_encoder
@@ -102,6 +104,7 @@ def test_pruner_onnx_matches_on_real_clip_features(tmp_path, clip_features):
     assert indices.tolist() == expected.tolist()
 
 
+@pytest.mark.slow
 def test_rounds_option_builds_that_pruner_and_records_it(tmp_path):
     """--rounds 3: the manifest says so and pruner.onnx selects what PruningGraph(rounds=3) selects,
     which differs from the default's selection on this input."""
@@ -119,6 +122,7 @@ def test_rounds_option_builds_that_pruner_and_records_it(tmp_path):
     assert indices.tolist() == three_rounds.tolist() != default.tolist()
 
 
+@pytest.mark.slow
 def test_reach_option_builds_that_pruner_and_records_it(tmp_path):
     """--reach 3: chain_steps 3 and 2 x 3 = 6 pick groups in the manifest, and pruner.onnx
     selects what PruningGraph with that config selects, which differs from the default's here."""
@@ -150,6 +154,7 @@ def test_pruner_settings_other_than_the_defaults_name_the_build():
     assert pruning_suffix(MMGConfig(chain_steps=1, stride=2)) == "-reach1"
 
 
+@pytest.mark.slow
 def test_a_build_without_out_names_its_pruner_settings(tmp_path, monkeypatch):
     """Without --out, --reach 3 lands beside the default's directory, not on it."""
     monkeypatch.chdir(tmp_path)
@@ -171,7 +176,7 @@ def test_lint_command_on_an_exported_graph(artifacts, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--target", "nope"], "unknown target 'nope': available targets are cpu, datacenter, h100"),
+    (["--target", "nope"], "unknown target 'nope': available targets are cpu, datacenter, dgx-spark, h100"),
     (["--ratio", "0"], "ratio=0.0: expected a number in (0, 1]"),
     (["--ratio", "1.5"], "ratio=1.5: expected a number in (0, 1]"),
     (["--frames", "0"], "--frames 0: expected an integer from 1 to 256"),
@@ -217,6 +222,7 @@ def test_tensorrt_requested_without_tensorrt(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch, capsys):
     """A failure in a late stage (here: the lint) removes the half-built directory."""
     from mmg_export.builder import pipeline
@@ -263,6 +269,7 @@ def test_gpu_provider_settings_keep_fp32_exact():
     assert provider_settings(load_target("cpu")) == [["CPUExecutionProvider", {}]]
 
 
+@pytest.mark.slow
 def test_bf16_graphs_are_bf16_end_to_end(tmp_path):
     """bf16 in and out (the runtime keeps them on the device); the products run in bf16."""
     import onnx
@@ -283,6 +290,7 @@ def test_bf16_graphs_are_bf16_end_to_end(tmp_path):
         assert lint_model(model, version).ok
 
 
+@pytest.mark.slow
 def test_patch_matmul_equals_the_conv_and_export_restores_it(tmp_path):
     from mmg_export.builder.export import export_encoder
     from mmg_export.models.encoder import PatchMatMul
@@ -311,6 +319,7 @@ def test_fused_attention_computes_what_siglip_attention_does():
     torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bf16_build_for_a_gpu_on_a_cpu_machine(tmp_path):
     """A GPU target builds on a CPU machine (graph rewriting only); each weight is stored once."""
     out = tmp_path / "h100"

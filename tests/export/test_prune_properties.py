@@ -20,6 +20,7 @@ from mmg_export.prune import scores
 from mmg_export.prune.config import keep_count
 from mmg_export.eval.synthetic import KINDS, make_video
 
+pytestmark = pytest.mark.slow  # seconds a property (60 examples); the ONNX ones export the pruner
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -14,6 +14,7 @@ from mmg_export import select_tokens
 from mmg_export.eval.metrics import coverage
 from mmg_export.prune.baselines import REFERENCE_METHODS, grid, random
 
+pytestmark = pytest.mark.slow  # EfficientNet features of two real clips, then every method
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")  # Debian's opencv-doc
 
 

@@ -10,10 +10,12 @@ import pytest
 
 from mmg_export.builder.targets import (PROFILES_DIR,
     check_build_device,
+    check_flavour,
     hardware_compatible,
     jetson_note,
     list_targets,
     load_target,
+    rtx_target,
 )
 from mmg_runtime.errors import UserError
 
@@ -23,7 +25,9 @@ else:
     import tomli as tomllib
 
 SHIPPED = ["datacenter", "h100", "orin-agx", "orin-nano", "thor"]
-"""The GPU targets; other profiles (e.g. a CPU-only one) may ship beside them."""
+"""The TensorRT GPU targets; other profiles (a CPU-only one, the TensorRT-RTX ones) ship beside them."""
+RTX = {"dgx-spark": "12.1", "rtx-ada": "8.9", "rtx-ampere": "8.6", "rtx-blackwell": "12.0", "rtx-portable": "8.0"}
+"""The TensorRT-RTX targets and their compute capabilities (rtx-portable's: the lowest it runs on)."""
 
 
 def write_profile(directory: Path, **changes: object) -> Path:
@@ -136,6 +140,15 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
         ({"use_dla": True, "dla_cores": 2, "dla_core": 2}, "dla_core", "below dla_cores (2)"),
         ({"dla_corez": 1}, "dla_corez", "unknown field 'dla_corez'"),
         ({"name": "h100"}, "name", "expected the file's stem ('custom')"),
+        ({"tensorrt_flavour": "tensorrt_rtx"}, "tensorrt_flavour", "expected one of tensorrt, tensorrt-rtx"),
+        ({"tensorrt_flavour": "tensorrt-rtx", "tensorrt_min": "1.7", "tensorrt_max": "1", "jetson": True},
+         "tensorrt_flavour", 'expected "tensorrt" on Jetson'),
+        ({"hardware_compatibility": "portable"}, "hardware_compatibility",
+         "expected \"none\" or \"ampere_plus\" with TensorRT, got 'portable'"),
+        ({"tensorrt_flavour": "tensorrt-rtx", "tensorrt_min": "1.7", "tensorrt_max": "1",
+          "hardware_compatibility": "ampere_plus"},
+         "hardware_compatibility", "expected \"none\" or \"portable\" with TensorRT-RTX, got 'ampere_plus'"),
+        ({"tensorrt_min": "10.3.1"}, "tensorrt_min", "got '10.3.1'"),
     ],
 )
 def test_invalid_field_message_names_file_and_field(
@@ -148,6 +161,43 @@ def test_invalid_field_message_names_file_and_field(
     assert message.startswith(f"{path}: ")
     assert f"'{field}'" in message
     assert expected in message
+
+
+def test_tensorrt_rtx_profiles() -> None:
+    profiles = {name: load_target(name) for name in RTX}
+    assert {name: profile.compute_capability for name, profile in profiles.items()} == RTX
+    for profile in profiles.values():
+        assert (profile.tensorrt_flavour, profile.jetson, profile.use_dla) == ("tensorrt-rtx", False, False)
+        assert profile.precision == "bf16" and profile.frames == 32
+        profile.check_tensorrt_version("1.7.1.116")
+        with pytest.raises(UserError, match=f"target '{profile.name}' supports TensorRT-RTX 1.7 to 1.x, but "
+                                            "TensorRT-RTX 2.0.0 is installed"):
+            profile.check_tensorrt_version("2.0.0")
+    assert [name for name, profile in profiles.items() if profile.hardware_compatibility] == ["rtx-portable"]
+    assert profiles["rtx-portable"].hardware_compatibility == "portable"
+    assert {load_target(name).tensorrt_flavour for name in SHIPPED + ["cpu"]} == {"tensorrt"}
+    assert set(list_targets()) == set(SHIPPED) | set(RTX) | {"cpu"}
+
+
+def test_tensorrt_rtx_target_of_this_machine() -> None:
+    assert rtx_target(None) == "rtx-portable"
+    assert rtx_target({"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9"}) == "rtx-ada"
+    assert rtx_target({"name": "NVIDIA GB10", "compute_capability": "12.1"}) == "dgx-spark"
+    assert rtx_target(H100) == "rtx-portable"  # TensorRT-RTX does not run on Hopper
+    assert hardware_compatible(load_target("rtx-ada")).hardware_compatibility == "portable"
+
+
+def test_each_backend_builds_its_own_targets() -> None:
+    check_flavour(load_target("h100"), "tensorrt")
+    check_flavour(load_target("rtx-ada"), "tensorrt-rtx")
+    with pytest.raises(UserError) as error:
+        check_flavour(load_target("rtx-ada"), "tensorrt")
+    assert str(error.value) == ("--backend tensorrt: target 'rtx-ada' is built with TensorRT-RTX (--backend "
+                                "tensorrt-rtx); the TensorRT targets are datacenter, h100, orin-agx, orin-nano, thor")
+    with pytest.raises(UserError, match=r"^--backend tensorrt-rtx: target 'orin-agx' is built with TensorRT "
+                                        r"\(--backend tensorrt\); the TensorRT-RTX targets are dgx-spark, rtx-ada, "
+                                        r"rtx-ampere, rtx-blackwell, rtx-portable$"):
+        check_flavour(load_target("orin-agx"), "tensorrt-rtx")
 
 
 def test_tensorrt_version_range() -> None:
@@ -282,3 +332,32 @@ def test_jetson_target_on_another_machine_says_what_it_built(tmp_path: Path, mon
     assert err[0].startswith("note: target orin-agx is a Jetson module and this machine is not one")
     assert err[-1] == ("note: artifacts/tiny-orin-agx-ort-fp16-32f-r0.25 holds ONNX Runtime models, not the "
                        "orin-agx TensorRT engines")
+
+
+@pytest.mark.parametrize(("gpu", "target"), [(None, "rtx-portable"), ({"name": "RTX 4090", "compute_capability": "8.9"},
+                                                                       "rtx-ada")])
+def test_tensorrt_rtx_without_target_builds_for_this_machine(tmp_path: Path, monkeypatch, capsys, gpu, target) -> None:
+    """No GPU: one portable engine; a GPU TensorRT-RTX builds for: its own (the build itself: test_tensorrt_rtx_build)."""
+    pytest.importorskip("torch", reason="building is the export role's (torch)")
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX is not installed")
+    from mmg_export.builder import pipeline
+    from mmg_export.cli import main
+    from mmg_runtime import device
+
+    built = []
+
+    def build(options):
+        built.append(options)
+        return type("Manifest", (), {"keep": 1568, "frames": 32, "tokens_per_frame": 196, "components": {}})()
+
+    monkeypatch.setattr(pipeline, "build", build)
+    monkeypatch.setattr(device, "device_info", lambda: gpu)
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", "--backend", "tensorrt-rtx"]) == 0
+    (options,) = built
+    assert (options.target.name, options.backend, options.precision, options.out) == (
+        target, "tensorrt-rtx", "bf16", Path(f"artifacts/tiny-{target}-trtrtx-bf16-32f-r0.25"))
+    found = "no CUDA GPU found" if gpu is None else "GPU RTX 4090 (compute capability 8.9)"
+    assert f"{found}: target {target} (pass --target NAME to build for one GPU family)" in capsys.readouterr().err
+    assert main(["build", "--target", "rtx-ada"]) == 0  # the target's TensorRT is the default backend
+    assert built[-1].backend == "tensorrt-rtx"

@@ -1,4 +1,9 @@
-"""TensorRT builder logic without TensorRT, plus real build/run tests where TensorRT imports."""
+"""TensorRT builder logic without TensorRT, plus real build/run tests where TensorRT imports.
+
+The stand-in (``trt_standin``) checks what needs TensorRT proper or a GPU: DLA, hardware
+compatibility, the timing cache, loading the built engine, TensorRT 10's network flag. What
+TensorRT for RTX shares with this path (parse step, optimisation profile and level, build errors)
+is checked on its real builder in test_tensorrt_rtx_build.py."""
 from __future__ import annotations
 
 import subprocess
@@ -22,6 +27,7 @@ from mmg_export.builder.tensorrt import (
     parse_version,
 )
 from mmg_runtime.errors import UserError
+from mmg_runtime.tensorrt import import_tensorrt
 
 import trt_standin
 
@@ -40,9 +46,12 @@ def test_parse_version() -> None:
     assert parse_version("10.3.0.30") == (10, 3)
     assert parse_version("11.4.1") == (11, 4)
     assert parse_version("10.13") == (10, 13)
-    for bad in ("", "10", "v10.3", "ten.three"):
+    assert parse_version("1.7.1.116", "tensorrt-rtx") == (1, 7)
+    for bad in ("", "10", "ten.three", "10.3-jetson"):
         with pytest.raises(UserError, match="not a TensorRT version"):
             parse_version(bad)
+    with pytest.raises(UserError, match="not a TensorRT-RTX version: 'latest'"):
+        parse_version("latest", "tensorrt-rtx")
 
 
 def test_network_flags_strongly_typed_only_on_10x() -> None:
@@ -106,14 +115,22 @@ def test_dtype_name() -> None:
     ]
 
 
-def test_require_tensorrt_message(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_import_with_the_extra_that_installs_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
     with pytest.raises(UserError) as error:
-        trt_build.require_tensorrt()
+        import_tensorrt()
     assert str(error.value) == (
         "TensorRT is not installed: pip install 'mmg-export[tensorrt]' (x86) or use the TensorRT that "
-        "JetPack ships (Jetson); or pass --backend onnxruntime"
+        "JetPack ships (Jetson); or build and run ONNX Runtime artifacts (--backend onnxruntime)"
     )
+    with pytest.raises(UserError) as error:
+        import_tensorrt("tensorrt-rtx")
+    assert str(error.value) == (
+        "TensorRT-RTX is not installed: pip install 'mmg-export[tensorrt-rtx]' (it builds engines without a GPU); "
+        "or build and run ONNX Runtime artifacts (--backend onnxruntime)"
+    )
+
 
 
 # --- build_engine through Polygraphy's loaders, against the checking TensorRT stand-in ------------
@@ -205,12 +222,13 @@ def test_build_engine_dla(tmp_path: Path, standin) -> None:
     assert trt_standin.BuilderFlag.GPU_FALLBACK in state.built_with["flags"]
 
 
-def test_build_engine_dynamic_input_profile(tmp_path: Path, standin) -> None:
-    state = standin(trt_standin.Scenario(network_inputs={"pixel_values": (-1, 3, 384, 384)}))
-    shapes = {"pixel_values": ((1, 3, 384, 384), (32, 3, 384, 384), (64, 3, 384, 384))}
-    build(tmp_path, input_shapes=shapes)
-    (profile,) = state.config.profiles
-    assert profile.shapes == {"pixel_values": ((1, 3, 384, 384), (32, 3, 384, 384), (64, 3, 384, 384))}
+def test_build_engine_sets_the_targets_workspace_and_level(tmp_path: Path, standin) -> None:
+    """TensorRT's own CreateConfig arguments; the optimisation profile and level, which TensorRT-RTX
+    shares, are checked on its real builder (test_tensorrt_rtx_build.py)."""
+    state = standin()
+    build(tmp_path, "h100")
+    assert state.config.builder_optimization_level == 4
+    assert state.config.pool_limits == {trt_standin.MemoryPoolType.WORKSPACE: 8 << 30}
 
 
 def test_build_engine_collects_every_parser_error(tmp_path: Path, standin) -> None:
@@ -219,15 +237,15 @@ def test_build_engine_collects_every_parser_error(tmp_path: Path, standin) -> No
     with pytest.raises(UserError) as error:
         build(tmp_path)
     assert str(error.value) == (
-        f"{tmp_path / 'm.onnx'}: TensorRT 10.3.0.30 cannot parse this ONNX model:\n"
-        "  In node topk (TopK): K exceeds 3840\n  In node nz (NonZero): unsupported")
+        f"{tmp_path / 'm.onnx'}: the TensorRT 10.3.0.30 parser rejects this ONNX model: "
+        "node 'topk' (TopK): K exceeds 3840; node 'nz' (NonZero): unsupported")
     assert "build_serialized_network" not in state.calls
     assert not (tmp_path / "m.engine").exists()
 
 
 def test_build_engine_parser_failure_without_errors(tmp_path: Path, standin) -> None:
     standin(trt_standin.Scenario(parse_ok=False))
-    with pytest.raises(UserError, match="cannot parse this ONNX model:\n  the parser recorded no error$"):
+    with pytest.raises(UserError, match="parser rejects this ONNX model: rejected the model without an error$"):
         build(tmp_path)
 
 
@@ -266,7 +284,8 @@ def test_trt_engine_module_imports_without_tensorrt_or_torch() -> None:
 
 
 def test_trt_engine_errors_without_tensorrt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mmg_runtime.trt_engine import INSTALL_HINT, TrtEngine
+    from mmg_runtime.tensorrt import install_hint
+    from mmg_runtime.trt_engine import TrtEngine
 
     with pytest.raises(UserError, match="no such TensorRT engine"):
         TrtEngine(tmp_path / "missing.engine")
@@ -275,7 +294,7 @@ def test_trt_engine_errors_without_tensorrt(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(UserError) as error:
         TrtEngine(engine)
-    assert str(error.value) == INSTALL_HINT
+    assert str(error.value) == install_hint("tensorrt")
 
 
 @NEEDS_TENSORRT

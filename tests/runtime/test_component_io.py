@@ -8,8 +8,9 @@ from onnx import TensorProto, helper
 
 from mmg_runtime.component_io import check_component_io
 from mmg_runtime.errors import UserError
-from mmg_runtime.manifest import Component, TensorSpec, verify_artifacts
+from mmg_runtime.manifest import Component, TensorSpec
 from mmg_runtime.sessions import OrtSession
+from mmg_runtime.trust import verify_artifacts
 
 
 def open_session(path):

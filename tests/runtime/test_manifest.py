@@ -1,4 +1,4 @@
-"""Artifact manifest, hash verification and atomic output directories (mmg_runtime.manifest)."""
+"""Artifact manifest (mmg_runtime.manifest), hash verification (mmg_runtime.trust) and atomic output directories."""
 from __future__ import annotations
 
 import hashlib
@@ -13,15 +13,8 @@ from pathlib import Path
 import pytest
 
 from mmg_runtime.errors import UserError
-from mmg_runtime.manifest import (
-    MANIFEST_NAME,
-    Manifest,
-    load_manifest,
-    model_directory,
-    sha256_file,
-    verify_artifacts,
-    write_manifest,
-)
+from mmg_runtime.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_file, write_manifest
+from mmg_runtime.trust import model_directory, verify_artifacts
 from samples import make_manifest
 
 
@@ -80,7 +73,7 @@ def test_load_manifest_errors_name_the_file(tmp_path: Path) -> None:
     for change, expected in [
         ({"schema_version": 1}, "schema_version 1 is not supported (expected 2)"),
         ({"schema_version": True}, "schema_version True is not supported"),
-        ({"backend": "tflite"}, "field 'backend': expected one of tensorrt, onnxruntime, got 'tflite'"),
+        ({"backend": "tflite"}, "field 'backend': expected one of tensorrt, tensorrt-rtx, onnxruntime, got 'tflite'"),
         ({"frames": "32"}, "field 'frames': expected int, got '32'"),
         ({"keep": None}, "field 'keep': expected int, got None"),
         ({"versions": {"torch": 2}}, "field 'versions.torch': expected str, got 2"),

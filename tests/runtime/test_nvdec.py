@@ -19,6 +19,7 @@ def test_results_come_in_call_order_whatever_finishes_first():
     assert list(run_in_order([functools.partial(late, i) for i in range(5)], workers=4)) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_calls_run_at_once_up_to_the_workers():
     """Two calls that each wait for the other finish only when both run at the same time."""
     barrier = threading.Barrier(2, timeout=1.0)

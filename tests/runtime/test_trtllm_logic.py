@@ -282,6 +282,9 @@ def trtllm(monkeypatch):
     pytest.importorskip("torch", reason="both TensorRT-LLM backends hand torch tensors to TensorRT-LLM")
     import trtllm_standin
 
+    from mmg_runtime.llm import trtllm_llmapi
+
+    monkeypatch.setattr(trtllm_llmapi, "_registered", False)  # each stand-in starts with empty registries
     return trtllm_standin.install(monkeypatch)
 
 
@@ -315,14 +318,29 @@ def test_engine_backend_generate(trtllm, tmp_path, session, runner):
     assert generation.prefill_s >= 0 and generation.decode_s >= 0
 
 
+def adapter_model_dir(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(adapter_config({"hidden_size": HIDDEN}, VIDEO)))
+    return tmp_path
+
+
+def test_llmapi_backend_registers_the_adapter_before_building_the_llm(trtllm, tmp_path):
+    """LLM(...) resolves the model's architecture and input processor when built: registering later fails."""
+    import trtllm_standin
+
+    from mmg_runtime.llm.trtllm_llmapi import TrtLlmApiBackend
+
+    with pytest.raises(ValueError, match=f"Unknown architecture for AutoModelForCausalLM: {ADAPTER_ARCHITECTURE}"):
+        trtllm_standin.LLM(model=str(adapter_model_dir(tmp_path)))
+    backend = TrtLlmApiBackend(tmp_path)
+    assert isinstance(backend._llm.input_processor, trtllm.registered["processor"])
+
+
 def test_llmapi_backend_generate(trtllm, tmp_path):
     import torch
 
     from mmg_runtime.llm import trtllm_llmapi
 
-    trtllm_llmapi._registered = False
-    (tmp_path / "config.json").write_text(json.dumps(adapter_config({"hidden_size": HIDDEN}, VIDEO)))
-    backend = trtllm_llmapi.TrtLlmApiBackend(tmp_path, max_seq_len=128, max_num_tokens=96)
+    backend = trtllm_llmapi.TrtLlmApiBackend(adapter_model_dir(tmp_path), max_seq_len=128, max_num_tokens=96)
     assert trtllm.registered["architecture"] == ADAPTER_ARCHITECTURE
     assert (trtllm.registered["model_type"], trtllm.registered["placeholders"]) == (ADAPTER_MODEL_TYPE,
                                                                                     {"video": "<video>"})

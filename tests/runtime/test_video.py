@@ -477,7 +477,7 @@ def test_a_raw_h264_file_loads_in_one_pass(tmp_path, frames, samples):
     assert clip.total_frames == frames
     assert clip.indices.tolist() == sample_frame_indices(frames, samples).tolist()
     np.testing.assert_array_equal(clip.frames, np.stack(every_frame(path))[clip.indices])
-    assert PyAVReader().open(path, samples).groups[0] == "sequential"
+    assert isinstance(PyAVReader().open(path, samples).work, video.SequentialDecode)
 
 
 def test_frame_stream_device_format_and_options(tmp_path):
@@ -537,9 +537,10 @@ def test_sparse_sampling_decodes_only_the_gops_it_needs(long_clip, rule, indices
     plan = reader.open(long_clip, 8)
     assert plan.indices.tolist() == indices
     assert (plan.total_frames, plan.fps, plan.note, plan.width, plan.height) == (400, 25.0, "", 64, 48)
-    kind, groups, pts = plan.groups
-    assert kind == "gops" and groups == [(start, index) for start, index in zip(keyframes, indices)]
-    assert len(pts) == 400
+    work = plan.work
+    assert isinstance(work, video.GopDecode)
+    assert work.groups == [(start, index) for start, index in zip(keyframes, indices)]
+    assert len(work.pts) == 400
     decoded = dict((index, frame.array()) for index, frame in reader.frames(plan))
     reference = every_frame(long_clip)
     assert sorted(decoded) == indices
@@ -554,26 +555,26 @@ def test_gop_groups_by_hand():
     assert video._gop_groups([3], [2, 10]) is None
 
 
-@pytest.mark.parametrize(("frames", "kind"), [(64, "sequential"), (65, "gops")])
+@pytest.mark.parametrize(("frames", "kind"), [(64, video.SequentialDecode), (65, video.GopDecode)])
 def test_clips_are_indexed_only_beyond_eight_frames_a_sample(tmp_path, frames, kind):
     """8 samples of 64 frames (8 a sample): one pass, unindexed, although one-frame GOPs would save;
     of 65 frames: indexed, and the GOPs are decoded."""
     plan = PyAVReader().open(write_clip(tmp_path / "clip.mp4", frames=frames, keyint=4), 8)
-    assert plan.groups[0] == kind and plan.total_frames == frames
+    assert isinstance(plan.work, kind) and plan.total_frames == frames
 
 
 @pytest.mark.parametrize(("frames", "samples", "keyint", "groups", "kind"), [
     # GOP spans 1 + 2 + 3 + 5 + 6 = 17 frames decoded = half of the 34 a pass to frame 33 decodes: seek
-    (42, 5, 7, [(0, 0), (7, 8), (14, 16), (21, 25), (28, 33)], "gops"),
+    (42, 5, 7, [(0, 0), (7, 8), (14, 16), (21, 25), (28, 33)], video.GopDecode),
     # spans 1 + 3 + 5 + 7 = 16 frames, more than half of 31: one pass
-    (40, 4, 8, [(0, 0), (8, 10), (16, 20), (24, 30)], "sequential"),
+    (40, 4, 8, [(0, 0), (8, 10), (16, 20), (24, 30)], video.SequentialDecode),
 ])
 def test_gops_are_decoded_when_that_decodes_at_most_half(tmp_path, frames, samples, keyint, groups, kind):
     path = write_clip(tmp_path / "clip.mp4", frames=frames, keyint=keyint)
     plan = PyAVReader().open(path, samples)
-    assert plan.groups[0] == kind
-    if kind == "gops":
-        assert plan.groups[1] == groups
+    assert isinstance(plan.work, kind)
+    if kind is video.GopDecode:
+        assert plan.work.groups == groups
     assert video._gop_groups(np.unique(plan.indices).tolist(), list(range(0, frames, keyint))) == groups
 
 
@@ -581,7 +582,7 @@ def test_gops_of_a_clip_with_sound(tmp_path):
     path = write_clip(tmp_path / "sound.mp4", frames=100, keyint=5, audio=True)
     reader = PyAVReader(threads=2)
     plan = reader.open(path, 4)
-    assert plan.groups[0] == "gops" and plan.indices.tolist() == [0, 25, 50, 75]
+    assert isinstance(plan.work, video.GopDecode) and plan.indices.tolist() == [0, 25, 50, 75]
     decoded = dict((index, frame.array()) for index, frame in reader.frames(plan))
     reference = every_frame(path)
     assert sorted(decoded) == [0, 25, 50, 75]
@@ -590,14 +591,14 @@ def test_gops_of_a_clip_with_sound(tmp_path):
 
 
 @pytest.mark.parametrize(("samples", "kind", "message"), [
-    (30, "sequential", "at frame 20"),  # every frame wanted: one pass, which stops at the broken frame
-    (3, "gops", "near frame 20"),  # frames 0, 10, 20: each from its own keyframe
+    (30, video.SequentialDecode, "at frame 20"),  # every frame wanted: one pass, which stops at the broken frame
+    (3, video.GopDecode, "near frame 20"),  # frames 0, 10, 20: each from its own keyframe
 ])
 def test_a_frame_that_does_not_decode_is_one_line(tmp_path, samples, kind, message):
     path = corrupt_frame(write_clip(tmp_path / "mjpeg.mkv", frames=30, codec="mjpeg"), 20)
     reader = PyAVReader(threads=1)
     plan = reader.open(path, samples)
-    assert plan.groups[0] == kind
+    assert isinstance(plan.work, kind)
     with pytest.raises(UserError, match=rf"^cannot decode {re.escape(str(path))} {message}: .*Invalid data"):
         list(reader.frames(plan))
 
@@ -624,7 +625,8 @@ def test_a_file_with_no_frame_past_its_header(tmp_path):
 def test_dense_sampling_decodes_in_one_pass(tmp_path):
     path = write_clip(tmp_path / "short.mp4", frames=60, keyint=250)
     plan = PyAVReader().open(path, 32)
-    assert plan.groups[0] == "sequential" and plan.indices.tolist() == (np.arange(32) * 60 // 32).tolist()
+    assert isinstance(plan.work, video.SequentialDecode)
+    assert plan.indices.tolist() == (np.arange(32) * 60 // 32).tolist()
     reference = every_frame(path)
     for index, frame in PyAVReader().frames(plan):
         np.testing.assert_array_equal(frame.array(), reference[index])
@@ -633,7 +635,7 @@ def test_dense_sampling_decodes_in_one_pass(tmp_path):
 def test_long_gops_fall_back_to_one_pass(tmp_path):
     """Sampled frames spread over 2 GOPs of 200: decoding from keyframes saves too little."""
     plan = PyAVReader().open(write_clip(tmp_path / "g200.mp4", frames=400, keyint=200), 8)
-    assert plan.groups[0] == "sequential"
+    assert isinstance(plan.work, video.SequentialDecode)
 
 
 def test_oversized_picture_is_refused_before_decoding(tmp_path, monkeypatch):
@@ -652,7 +654,7 @@ def test_oversized_picture_is_refused_before_decoding(tmp_path, monkeypatch):
 def test_size_change_mid_stream_is_one_line(tmp_path):
     small = write_clip(tmp_path / "a.mp4", frames=20, keyint=250, size=(64, 48))
     plan = PyAVReader().open(small, 4)
-    wrong = video.VideoPlan(plan.source, plan.total_frames, plan.indices, 32, 48, plan.fps, "", plan.groups)
+    wrong = video.VideoPlan(plan.source, plan.total_frames, plan.indices, 32, 48, plan.fps, "", work=plan.work)
     with pytest.raises(UserError, match=r"a frame of 64x48 in a video of 32x48: expected one frame size"):
         list(PyAVReader().frames(wrong))
 

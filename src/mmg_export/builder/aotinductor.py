@@ -10,7 +10,6 @@ carries only TensorRT and ONNX Runtime uses the ONNX or TensorRT pruner).
 """
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 
 from mmg_runtime.device import device_info
 from mmg_runtime.errors import UserError, first_line
+from mmg_runtime.versions import release
 
 from ..prune import MMGConfig
 from .export import DeployedPruner, torch_dtype
@@ -33,7 +33,7 @@ def compile_device(target: TargetProfile) -> str:
     """"cpu" for the cpu target, else "cuda", which must be the target's GPU (any, for a portable
     target such as datacenter: the manifest records the one built on): the package is compiled
     for the GPU it is built on (UserError, one line, otherwise)."""
-    if _torch_release() < MIN_TORCH:
+    if release(torch.__version__, 2) < MIN_TORCH:
         raise UserError(f"--pruner-backend aotinductor needs torch >= {'.'.join(map(str, MIN_TORCH))}, this machine "
                         f"has {torch.__version__} (or use --pruner-backend onnx)")
     if target.name == "cpu":
@@ -81,7 +81,7 @@ def _missing_toolchain() -> str:
     a C++ compiler, Triton."""
     import importlib.util
 
-    if _torch_release() < MIN_TORCH:
+    if release(torch.__version__, 2) < MIN_TORCH:
         return f"torch >= {'.'.join(map(str, MIN_TORCH))} (this is {torch.__version__})"
     from torch._inductor.cpp_builder import get_cpp_compiler
 
@@ -92,10 +92,6 @@ def _missing_toolchain() -> str:
     if importlib.util.find_spec("triton") is None:
         return "Triton (pip install triton)"
     return ""
-
-
-def _torch_release() -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", torch.__version__.split("+")[0])[:2])
 
 
 def compile_pruner(frames: int, tokens_per_frame: int, hidden: int, ratio: float, precision: str, path: Path,

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mmg_runtime.errors import UserError
+from mmg_runtime.tensorrt import FLAVOURS, LABELS, import_tensorrt, installed
+
+from .targets import PRECISIONS
 
 if TYPE_CHECKING:
     from ..prune import MMGConfig
@@ -34,10 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target", default=None,
                         help="target profile name (mmg-export build --list-targets) or a .toml path (default: this machine: "
                              "its GPU's profile, or cpu)")
-    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None,
+    parser.add_argument("--precision", choices=list(PRECISIONS), default=None,
                         help="export precision (default: the target's)")
-    parser.add_argument("--backend", choices=["tensorrt", "onnxruntime"], default=None,
-                        help="default: tensorrt where it is installed, else onnxruntime")
+    parser.add_argument("--backend", choices=["tensorrt", "tensorrt-rtx", "onnxruntime"], default=None,
+                        help="tensorrt: TensorRT engines, built on the target's GPU; tensorrt-rtx: TensorRT for RTX "
+                             "engines (RTX GPUs, DGX Spark), built ahead of time on any machine (without --target: "
+                             "for this machine's GPU, or one engine for every GPU TensorRT-RTX supports); default: "
+                             "the target's TensorRT where it is installed, else onnxruntime")
     parser.add_argument("--pruner-backend", choices=["auto", "aotinductor", "onnx"], default="auto",
                         help="with --backend onnxruntime: aotinductor ships the pruner compiled by TorchInductor for "
                              "this machine's GPU or CPU (pruner.pt2: fused kernels, ~3x faster on an H100; needs the "
@@ -45,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the TensorRT engine with --backend tensorrt); auto (default): aotinductor when "
                              "building ONNX Runtime artifacts for this machine's own datacenter GPU, else onnx")
     parser.add_argument("--hardware-compatible", action="store_true",
-                        help="TensorRT engines that every Ampere+ GPU runs (not on Jetson), instead of "
-                             "engines for the target's GPU only")
+                        help="TensorRT engines that every Ampere+ GPU runs (not on Jetson), or TensorRT-RTX engines "
+                             "for every GPU from the target's up, instead of engines for the target's GPU only")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"artifact directory (default: {DEFAULT_OUT}/MODEL-TARGET-BACKEND-PRECISION-"
                              "FRAMESf-rRATIO, then -merge, -roundsN, -reachN, -aoti where they apply)")
@@ -114,15 +120,17 @@ def run(args: argparse.Namespace) -> int:
     from .targets import check_build_device, hardware_compatible, jetson_note, list_targets, load_target
 
     if args.list_targets:
-        for name in list_targets():
-            print(f"{name:12s} {load_target(name).description}")
+        names = list_targets()
+        for name in names:
+            print(f"{name:{max(map(len, names))}s} {load_target(name).description}")
         return 0
     pruning = check_arguments(args)
-    target = load_target(args.target or detect_target())
+    target = load_target(args.target or (detect_rtx_target() if args.backend == "tensorrt-rtx" else detect_target()))
     if args.hardware_compatible:
         target = hardware_compatible(target)
     compiled = args.pruner_backend == "aotinductor"
-    backend = args.backend or ("onnxruntime" if target.name == "cpu" or compiled else default_backend())
+    backend = args.backend or ("onnxruntime" if target.name == "cpu" or compiled
+                               else default_backend(target.tensorrt_flavour))
     if compiled and backend != "onnxruntime":
         raise UserError("--pruner-backend aotinductor goes with --backend onnxruntime (a TensorRT build fuses the "
                         "pruner's engine itself)")
@@ -137,10 +145,9 @@ def run(args: argparse.Namespace) -> int:
     options = BuildOptions(out=out, target=target, ratio=args.ratio, frames=frames, precision=precision,
                            backend=backend, model_dir=args.model, overwrite=args.overwrite, keep_onnx=args.keep_onnx,
                            pruning=pruning, pruner_backend=pruner_backend)
+    if backend in FLAVOURS:  # a TensorRT backend: the flavour it builds with
+        import_tensorrt(backend)
     if backend == "tensorrt":
-        from .tensorrt import require_tensorrt
-
-        require_tensorrt()
         check_build_device(target, device_info())
     note = jetson_note(target, is_jetson())
     if note:
@@ -161,7 +168,7 @@ def default_name(model: Path | None, target: str, backend: str, precision: str, 
     """Artifact directory name: what distinguishes one build from another, e.g.
     ``tiny-cpu-ort-fp32-32f-r0.25`` or ``llava-onevision-qwen2-7b-ov-hf-h100-trt-bf16-32f-r0.25``."""
     name = TINY_MODEL if model is None else re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).resolve().name)
-    short = {"onnxruntime": "ort", "tensorrt": "trt"}.get(backend, backend)
+    short = {"onnxruntime": "ort", "tensorrt": "trt", "tensorrt-rtx": "trtrtx"}.get(backend, backend)
     return f"{name}-{target}-{short}-{precision}-{frames}f-r{ratio:g}"
 
 
@@ -174,15 +181,14 @@ def pruner_choice(requested: str, backend: str, target: TargetProfile) -> tuple[
     return ("aotinductor" if requested == "aotinductor" else None), ""
 
 
-def default_backend() -> str:
-    """tensorrt where it imports; otherwise onnxruntime, saying so."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        print("TensorRT is not installed: using the onnxruntime backend (pass --backend to choose)",
+def default_backend(flavour: str) -> str:
+    """The target's TensorRT (``flavour``: tensorrt or tensorrt-rtx) where it imports; otherwise
+    onnxruntime, saying so."""
+    if installed(flavour) is None:
+        print(f"{LABELS[flavour]} is not installed: using the onnxruntime backend (pass --backend to choose)",
               file=sys.stderr)
         return "onnxruntime"
-    return "tensorrt"
+    return flavour
 
 
 def detect_target() -> str:
@@ -198,4 +204,21 @@ def detect_target() -> str:
     name = {"9.0": "h100", "8.7": "orin-nano", "11.0": "thor", "10.1": "thor"}.get(capability, "datacenter")
     print(f"GPU {device['name']} (compute capability {capability}): target {name} "
           "(pass --target NAME to choose, e.g. orin-agx on an AGX Orin)", file=sys.stderr)
+    return name
+
+
+def detect_rtx_target() -> str:
+    """The TensorRT-RTX profile for this machine's GPU, or rtx-portable (no GPU, or one no profile names)."""
+    from mmg_runtime.device import device_info
+
+    from .targets import PORTABLE_RTX_TARGET, rtx_target
+
+    device = device_info()
+    name = rtx_target(device)
+    if device is None:
+        found = "no CUDA GPU found"
+    else:
+        found = f"GPU {device['name']} (compute capability {device['compute_capability']})"
+        found += "" if name != PORTABLE_RTX_TARGET else ", which no TensorRT-RTX target names"
+    print(f"{found}: target {name} (pass --target NAME to build for one GPU family)", file=sys.stderr)
     return name

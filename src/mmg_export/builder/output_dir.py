@@ -30,7 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mmg_runtime.errors import UserError
-from mmg_runtime.manifest import load_manifest, unlisted_files
+from mmg_runtime.manifest import load_manifest
+from mmg_runtime.trust import unlisted_files
 
 DISK_FULL_BYTES = 1 << 20
 """A build that fails with less free space than this on its filesystem failed for want of space."""

@@ -2,14 +2,14 @@
 
 Stages, each timed on the progress display:
 
-    load model -> export preprocess.onnx + encoder.onnx -> export pruner.onnx -> lint (TensorRT-bound graphs)
-      -> TensorRT engines | ONNX Runtime graphs [-> pruner.pt2 (TorchInductor, on the target's own GPU)]
-      -> tokenizer, (tiny) LLM -> manifest
+    load model -> export preprocess.onnx + encoder.onnx -> export pruner.onnx -> lint (TensorRT-bound graphs;
+      the real parser of a TensorRT build) -> TensorRT / TensorRT-RTX engines | ONNX Runtime graphs
+      [-> pruner.pt2 (TorchInductor, on the target's own GPU)] -> tokenizer, (tiny) LLM -> manifest
 
 An artifact directory holds each weight once: the ONNX graphs themselves for ONNX Runtime, the
-engines alone for TensorRT (their ONNX sources are written to a scratch folder). Everything is
-written into a temporary directory beside ``--out`` and renamed into place at the end, so a
-failed build leaves nothing that looks like artifacts.
+engines alone for TensorRT and TensorRT-RTX (their ONNX sources are written to a scratch folder).
+Everything is written into a temporary directory beside ``--out`` and renamed into place at the
+end, so a failed build leaves nothing that looks like artifacts.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import dataclasses
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,8 @@ import torch
 from mmg_runtime.device import device_info
 from mmg_runtime.errors import UserError
 from mmg_runtime.manifest import Component, Manifest, TensorSpec, sha256_file, write_manifest
+from mmg_runtime.tensorrt import LABELS, import_tensorrt
+from mmg_runtime.versions import library_versions
 
 from .. import __version__
 from ..models.encoder import VideoEncoder
@@ -37,11 +39,15 @@ from . import export
 from .onnxruntime import provider_settings
 from .output_dir import atomic_output_dir
 from .preprocess import write_preprocess_graph
-from .targets import TargetProfile
+from .targets import TargetProfile, check_flavour
+from .tensorrt import EngineInfo
 
 MAX_FRAMES = 256
 GRAPHS = ("preprocess", "encoder", "pruner")
-LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "polygraphy", "tensorrt", "numpy")
+LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "polygraphy", "tensorrt", "tensorrt_rtx",
+             "numpy")
+BACKENDS = ("tensorrt", "tensorrt-rtx", "onnxruntime")
+"""The first two build engines, with TensorRT (:mod:`.tensorrt`) or TensorRT for RTX (:mod:`.tensorrt_rtx`)."""
 MAX_FRAME_SIDE = 4096
 """Largest frame height or width a TensorRT preprocess engine takes (its optimisation profile's max)."""
 PROFILE_FRAMES = 8
@@ -77,11 +83,13 @@ class BuildOptions:
         check_ratio(self.ratio)
         check_frames(self.frames)
         export.torch_dtype(self.precision)
-        if self.backend not in ("tensorrt", "onnxruntime"):
-            raise UserError(f"--backend {self.backend}: expected tensorrt or onnxruntime")
-        if self.backend == "tensorrt" and self.target.name == "cpu":
-            raise UserError("--backend tensorrt needs a GPU target (--target NAME); target cpu builds "
+        if self.backend not in BACKENDS:
+            raise UserError(f"--backend {self.backend}: expected one of {', '.join(BACKENDS)}")
+        if self.backend != "onnxruntime" and self.target.name == "cpu":
+            raise UserError(f"--backend {self.backend} needs a GPU target (--target NAME); target cpu builds "
                             "ONNX Runtime models only")
+        if self.backend != "onnxruntime":
+            check_flavour(self.target, self.backend)
         if self.pruner_backend not in (None, "aotinductor"):
             raise UserError(f"--pruner-backend {self.pruner_backend}: expected aotinductor")
         if self.pruner_backend and self.backend != "onnxruntime":
@@ -137,9 +145,13 @@ def build(options: BuildOptions) -> Manifest:
     where asked for) before anything is exported, so that it fails at once.
     """
     if options.backend == "tensorrt":
-        from .tensorrt import builder_settings, require_tensorrt
+        from .tensorrt import builder_settings
 
-        builder_settings(options.target, require_tensorrt().__version__)
+        builder_settings(options.target, import_tensorrt("tensorrt").__version__)
+    if options.backend == "tensorrt-rtx":
+        from .tensorrt_rtx import compute_capabilities
+
+        compute_capabilities(options.target, import_tensorrt("tensorrt-rtx"))
     progress = Progress(total=7 if options.pruner_backend else 6)
     dtype = export.IO_DTYPES[options.precision]
     with atomic_output_dir(options.out, overwrite=options.overwrite) as work, \
@@ -154,15 +166,17 @@ def build(options: BuildOptions) -> Manifest:
                             f"{options.precision}, for {options.backend})"):
             write_preprocess_graph(onnx_dir / "preprocess.onnx", encoder.image_size, dtype, form)
             export.export_encoder(encoder, options.frames, options.precision, onnx_dir / "encoder.onnx",
-                                  options.backend)
+                                  "onnxruntime" if options.backend == "onnxruntime" else "tensorrt")
         keep = keep_count(options.frames * encoder.tokens_per_frame, options.ratio)
         pruner_dir = Path(scratch) if options.pruner_backend else onnx_dir  # linted, not shipped
         with progress.stage(f"export pruner.onnx (ratio {options.ratio}, K = {keep})"):
             export.export_pruner(options.frames, encoder.tokens_per_frame, encoder.hidden_size, options.ratio,
                                  options.precision, pruner_dir / "pruner.onnx", options.pruning, encoder.newline)
-        tensorrt_bound = GRAPHS if options.backend == "tensorrt" else ("pruner",)
-        with progress.stage(f"lint {', '.join(tensorrt_bound)} for TensorRT 10.3 and 11"):
-            _lint([(pruner_dir if name == "pruner" else onnx_dir) / f"{name}.onnx" for name in tensorrt_bound])
+        tensorrt_bound = ("pruner",) if options.backend == "onnxruntime" else GRAPHS
+        parser = "" if options.backend == "onnxruntime" else f", {LABELS[options.backend]}'s parser"
+        with progress.stage(f"lint {', '.join(tensorrt_bound)} for TensorRT 10.3 and 11{parser}"):
+            _lint([(pruner_dir if name == "pruner" else onnx_dir) / f"{name}.onnx" for name in tensorrt_bound],
+                  None if options.backend == "onnxruntime" else options.backend)
         specs = component_specs(options, encoder, keep)
         with progress.stage(f"{options.backend} backend for target {options.target.name}"):
             files, device, versions = _backend(options, onnx_dir, work, progress, specs)
@@ -176,9 +190,12 @@ def build(options: BuildOptions) -> Manifest:
     return manifest
 
 
-def _lint(paths: list[Path]) -> None:
-    """Every graph must pass the lint of every TensorRT release we ship a table for (10.3 and 11)."""
+def _lint(paths: list[Path], flavour: str | None) -> None:
+    """Every graph must pass the lint of every TensorRT release we ship a table for (10.3 and 11), and
+    the real parser of ``flavour`` (the TensorRT a build is for, None for none), so that a graph it
+    rejects stops the build before any engine is built (one line: node, operator, the parser's words)."""
     from ..lint import supported_versions
+    from ..lint.parser import parser_verdict
     from ..lint.rules import lint_model
 
     for path in paths:
@@ -187,6 +204,9 @@ def _lint(paths: list[Path]) -> None:
             if not report.ok:
                 raise UserError(f"{path.name} fails the TensorRT {version} compatibility lint:\n"
                                 f"{report.format_table()}")
+        verdict = parser_verdict(path, flavour) if flavour else None
+        if verdict is not None and verdict.errors:
+            raise UserError(verdict.rejection(path.name))
 
 
 def _aotinductor_pruner(options: BuildOptions, encoder: VideoEncoder, work: Path,
@@ -203,29 +223,52 @@ def _aotinductor_pruner(options: BuildOptions, encoder: VideoEncoder, work: Path
 
 def _backend(options: BuildOptions, onnx_dir: Path, work: Path, progress: Progress,
              specs: Specs) -> tuple[dict, dict | None, dict]:
-    """The runnable components; returns (component files, build device, extra versions)."""
+    """The runnable components; returns (component files, build device, extra manifest fields)."""
     if options.backend == "tensorrt":
         return _tensorrt(options, onnx_dir, work, progress, specs)
+    if options.backend == "tensorrt-rtx":
+        return _tensorrt_rtx(options, onnx_dir, work, progress, specs)
     return {name: f"{name}.onnx" for name in GRAPHS}, None, {"providers": provider_settings(options.target)}
 
 
 def _tensorrt(options: BuildOptions, onnx_dir: Path, work: Path, progress: Progress,
               specs: Specs) -> tuple[dict, dict | None, dict]:
-    """One engine per graph; the ONNX files stay outside the artifact directory (each weight is stored once)."""
-    from .tensorrt import build_engine, require_tensorrt
+    """TensorRT engines, built on the target's GPU; the timing cache lives beside the artifacts."""
+    from .tensorrt import build_engine
 
-    trt = require_tensorrt()
     cache = options.out.parent / f"{options.target.name}.timing.cache"
-    files, device = {}, None
+    files, info, profiles = _engines(options, onnx_dir, work, specs, lambda onnx, engine, shapes: build_engine(
+        onnx, engine, options.target, cache, progress.note, input_shapes=shapes))
+    device = {**(info.device or {}), "hardware_compatibility": info.hardware_compatibility or ""}
+    device.setdefault("compute_capability", options.target.compute_capability)
+    return files, device, {"tensorrt_version": info.trt_version, "optimization_profiles": profiles}
+
+
+def _tensorrt_rtx(options: BuildOptions, onnx_dir: Path, work: Path, progress: Progress,
+                  specs: Specs) -> tuple[dict, dict, dict]:
+    """TensorRT-RTX engines, built ahead of time (no GPU needed); the manifest's device is the engines'
+    compute capabilities (``{"compute_capabilities": "8.6,8.9"}``), the release is in its versions
+    (``tensorrt_rtx``)."""
+    from .tensorrt_rtx import build_engine
+
+    files, info, profiles = _engines(options, onnx_dir, work, specs, lambda onnx, engine, shapes: build_engine(
+        onnx, engine, options.target, progress.note, input_shapes=shapes))
+    return files, {"compute_capabilities": ",".join(info.compute_capabilities)}, {"optimization_profiles": profiles}
+
+
+def _engines(options: BuildOptions, onnx_dir: Path, work: Path, specs: Specs,
+             build_engine: Callable[[Path, Path, dict], EngineInfo]) -> tuple[dict, EngineInfo, dict]:
+    """One engine per graph, its I/O checked against the manifest's; the ONNX files stay outside the
+    artifact directory (each weight is stored once). ``build_engine(onnx, engine, input_shapes)``
+    builds one. Returns (component files, the last engine's info, each graph's optimisation profile:
+    input -> (min, opt, max) shapes)."""
+    files, profiles = {}, {}
     for name in GRAPHS:
-        shapes = profile_shapes(specs[name][0], options.frames)
-        info = build_engine(onnx_dir / f"{name}.onnx", work / f"{name}.engine", options.target, cache,
-                            progress.note, input_shapes=shapes)
+        profiles[name] = profile_shapes(specs[name][0], options.frames)
+        info = build_engine(onnx_dir / f"{name}.onnx", work / f"{name}.engine", profiles[name])
         check_engine_io(f"{name}.engine", info.io_tensors, specs[name])
-        files[name], device = f"{name}.engine", info.device or {}
-        device["hardware_compatibility"] = info.hardware_compatibility or ""
-        device.setdefault("compute_capability", options.target.compute_capability)
-    return files, device, {"tensorrt_version": trt.__version__}
+        files[name] = f"{name}.engine"
+    return files, info, profiles
 
 
 def profile_shapes(inputs: dict[str, TensorSpec], frames: int) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -314,11 +357,9 @@ def _manifest(options: BuildOptions, specs: Specs, keep: int, work: Path, files:
 
 
 def _versions(tensorrt: str | None) -> dict[str, str]:
-    """Library versions (:func:`.profile.library_versions`: torch's as the module reports it, with
-    its local build such as +cu130, which an AOTInductor package is checked against); TensorRT's as
+    """Library versions (:func:`mmg_runtime.versions.library_versions`: torch's as the module reports it,
+    with its local build such as +cu130, which an AOTInductor package is checked against); TensorRT's as
     the module reports it (JetPack's has no package metadata)."""
-    from .profile import library_versions
-
     versions = {"mmg-export": __version__, **library_versions(LIBRARIES)}
     if tensorrt:
         versions["tensorrt"] = tensorrt

@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from mmg_export.builder.tensorrt import parse_version
+from mmg_runtime.device import sm_name
 from mmg_runtime.errors import UserError
+from mmg_runtime.tensorrt import FLAVOURS, LABELS
+from mmg_runtime.versions import release
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -20,13 +23,14 @@ PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 """The packaged target profiles (``*.toml``); built artifacts go to ``./artifacts/``, never here."""
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-HARDWARE_COMPATIBILITY = ("none", "ampere_plus")
+HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "portable")
 OPTIMIZATION_LEVELS = range(0, 6)
 
 _FIELDS: dict[str, tuple[type, str]] = {
     "name": (str, "a string"),
     "description": (str, "a string"),
     "jetson": (bool, "true or false"),
+    "tensorrt_flavour": (str, f"one of {', '.join(FLAVOURS)}"),
     "compute_capability": (str, 'a string "MAJOR.MINOR", e.g. "8.7"'),
     "tensorrt_min": (str, 'a string "MAJOR" or "MAJOR.MINOR", e.g. "10.3"'),
     "tensorrt_max": (str, 'a string "MAJOR" or "MAJOR.MINOR", e.g. "11"'),
@@ -44,10 +48,14 @@ _FIELDS: dict[str, tuple[type, str]] = {
 
 
 def _version_bound(text: str) -> tuple[int, ...]:
-    """``"11"`` -> ``(11,)``, ``"10.3"`` -> ``(10, 3)``; ValueError otherwise."""
-    if not re.fullmatch(r"\d+(\.\d+)?", text):
-        raise ValueError(text)
-    return tuple(int(part) for part in text.split("."))
+    """``"11"`` -> ``(11,)``, ``"10.3"`` -> ``(10, 3)``; ``()`` for anything else (not a bound)."""
+    bound = release(text)
+    return bound if 1 <= len(bound) <= 2 else ()
+
+
+def _within(version: tuple[int, ...], low: tuple[int, ...], high: tuple[int, ...]) -> bool:
+    """Whether ``version`` is from ``low`` to ``high``, both inclusive; ``high`` (11,) admits every 11.x."""
+    return low <= version and version[: len(high)] <= high
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ class TargetProfile:
     name: str
     description: str
     jetson: bool
+    tensorrt_flavour: str
+    """``"tensorrt"`` (TensorRT) or ``"tensorrt-rtx"`` (TensorRT for RTX) builds this target's engines."""
     compute_capability: str
     tensorrt_min: str
     tensorrt_max: str
@@ -65,7 +75,8 @@ class TargetProfile:
     builder_optimization_level: int
     precision: str
     hardware_compatibility: str | None
-    """``"ampere_plus"``, or None for an engine tied to one GPU (``"none"`` in the file)."""
+    """``"ampere_plus"`` (TensorRT), ``"portable"`` (TensorRT-RTX), or None for an engine tied to one GPU
+    (``"none"`` in the file)."""
     frames: int
     dla_cores: int
     use_dla: bool
@@ -75,14 +86,14 @@ class TargetProfile:
     """The profile file, for error messages."""
 
     def check_tensorrt_version(self, version: str) -> None:
-        """Raise UserError unless TensorRT ``version`` is within ``tensorrt_min``..``tensorrt_max``."""
-        current = parse_version(version)
-        low = _version_bound(self.tensorrt_min)
-        high = _version_bound(self.tensorrt_max)
-        if current < low or current[: len(high)] > high:
+        """Raise UserError unless ``version`` of the target's TensorRT flavour is within
+        ``tensorrt_min``..``tensorrt_max``."""
+        label = LABELS[self.tensorrt_flavour]
+        current = parse_version(version, self.tensorrt_flavour)
+        if not _within(current, _version_bound(self.tensorrt_min), _version_bound(self.tensorrt_max)):
             raise UserError(
-                f"target '{self.name}' supports TensorRT {self.tensorrt_min} to {self.tensorrt_max}.x, "
-                f"but TensorRT {version} is installed ({self.path})"
+                f"target '{self.name}' supports {label} {self.tensorrt_min} to {self.tensorrt_max}.x, "
+                f"but {label} {version} is installed ({self.path})"
             )
 
 
@@ -146,21 +157,14 @@ def _check_types(path: Path, data: dict[str, Any]) -> None:
             raise _fail(path, field, expected, value)
 
 
-def _is_version_bound(text: str) -> bool:
-    try:
-        _version_bound(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _check_values(path: Path, data: dict[str, Any]) -> None:
     """Check each value, then the combinations; UserError names the file and the field."""
     rules = {
         "name": data["name"].strip() != "",
+        "tensorrt_flavour": data["tensorrt_flavour"] in FLAVOURS,
         "compute_capability": re.fullmatch(r"\d+\.\d", data["compute_capability"]) is not None,
-        "tensorrt_min": _is_version_bound(data["tensorrt_min"]),
-        "tensorrt_max": _is_version_bound(data["tensorrt_max"]),
+        "tensorrt_min": _version_bound(data["tensorrt_min"]) != (),
+        "tensorrt_max": _version_bound(data["tensorrt_max"]) != (),
         "workspace_bytes": data["workspace_bytes"] > 0,
         "builder_optimization_level": data["builder_optimization_level"] in OPTIMIZATION_LEVELS,
         "precision": data["precision"] in PRECISIONS,
@@ -176,10 +180,17 @@ def _check_values(path: Path, data: dict[str, Any]) -> None:
 
     if data["name"] != path.stem:
         raise _fail(path, "name", f"the file's stem ({path.stem!r})", data["name"])
-    if _version_bound(data["tensorrt_min"]) > _version_bound(data["tensorrt_max"]):
+    low, high = _version_bound(data["tensorrt_min"]), _version_bound(data["tensorrt_max"])
+    if not _within(low, low, high):
         expected = f"at most tensorrt_max ({data['tensorrt_max']})"
         raise _fail(path, "tensorrt_min", expected, data["tensorrt_min"])
-    if data["hardware_compatibility"] != "none":
+    flavour, hardware = data["tensorrt_flavour"], data["hardware_compatibility"]
+    if flavour == "tensorrt-rtx" and data["jetson"]:
+        raise _fail(path, "tensorrt_flavour", '"tensorrt" on Jetson (JetPack ships TensorRT)', flavour)
+    portable = "portable" if flavour == "tensorrt-rtx" else "ampere_plus"
+    if hardware not in ("none", portable):
+        raise _fail(path, "hardware_compatibility", f'"none" or "{portable}" with {LABELS[flavour]}', hardware)
+    if hardware == "ampere_plus":
         if data["jetson"]:
             raise _fail(path, "hardware_compatibility", '"none" on Jetson (TensorRT has none there)',
                         data["hardware_compatibility"])
@@ -194,10 +205,6 @@ def _check_values(path: Path, data: dict[str, Any]) -> None:
                         data["dla_core"])
 
 
-def _sm(compute_capability: str) -> str:
-    return "sm_" + compute_capability.replace(".", "")
-
-
 def check_build_device(target: TargetProfile, device: dict[str, str] | None) -> None:
     """Raise UserError unless a TensorRT engine for ``target`` can be built on ``device``.
 
@@ -205,7 +212,7 @@ def check_build_device(target: TargetProfile, device: dict[str, str] | None) -> 
     target's, or, for a hardware-compatible target (``ampere_plus``), at least 8.0. ``device`` is
     :func:`mmg_runtime.device.device_info`'s answer (None: no GPU found).
     """
-    wanted = _sm(target.compute_capability)
+    wanted = sm_name(target.compute_capability)
     where = "on the Jetson module itself" if target.jetson else "on a machine with that GPU"
     if device is None:
         raise UserError(f"target '{target.name}' needs its GPU ({wanted}) to build TensorRT engines, and no "
@@ -215,21 +222,25 @@ def check_build_device(target: TargetProfile, device: dict[str, str] | None) -> 
         if int(have.split(".")[0]) >= 8:
             return
         raise UserError(f"target '{target.name}' builds hardware-compatible engines on Ampere or newer "
-                        f"(sm_80+), but this GPU is {device['name']} ({_sm(have)})")
+                        f"(sm_80+), but this GPU is {device['name']} ({sm_name(have)})")
     if have != target.compute_capability:
         raise UserError(
-            f"target '{target.name}' is {wanted}, but this GPU is {device['name']} ({_sm(have)}): a TensorRT "
+            f"target '{target.name}' is {wanted}, but this GPU is {device['name']} ({sm_name(have)}): a TensorRT "
             f"engine runs only on the GPU it was built for. Build {where}, choose the target of this GPU "
             "(--list-targets), or pass --hardware-compatible for an engine every Ampere+ GPU runs")
 
 
 def hardware_compatible(target: TargetProfile) -> TargetProfile:
-    """``target`` asking for an engine every Ampere+ GPU runs (``HardwareCompatibilityLevel.AMPERE_PLUS``)."""
+    """``target`` asking for a portable engine: with TensorRT one that every Ampere+ GPU runs
+    (``HardwareCompatibilityLevel.AMPERE_PLUS``), with TensorRT-RTX one for every compute capability
+    from the target's up that the installed release builds for (``"portable"``)."""
+    if target.tensorrt_flavour == "tensorrt-rtx":
+        return replace(target, hardware_compatibility="portable")
     if target.jetson:
         raise UserError(f"--hardware-compatible: target '{target.name}' is a Jetson, where TensorRT has no "
                         "hardware-compatible engines")
     if int(target.compute_capability.split(".")[0]) < 8:
-        raise UserError(f"--hardware-compatible: target '{target.name}' is {_sm(target.compute_capability)}; "
+        raise UserError(f"--hardware-compatible: target '{target.name}' is {sm_name(target.compute_capability)}; "
                         "hardware-compatible engines need Ampere (sm_80) or newer")
     return replace(target, hardware_compatibility="ampere_plus")
 
@@ -242,3 +253,31 @@ def jetson_note(target: TargetProfile, on_jetson: bool) -> str | None:
             f"{target.precision} ONNX models for ONNX Runtime with {target.name}'s settings, which a Jetson can "
             "run, but not its TensorRT engines (they are built on the module itself, for its GPU and "
             f"JetPack's TensorRT): run mmg-export build --target {target.name} there for those")
+
+
+PORTABLE_RTX_TARGET = "rtx-portable"
+"""The TensorRT-RTX target for no GPU in particular: one engine for every GPU the release builds for."""
+
+
+def targets_of(flavour: str) -> list[TargetProfile]:
+    """The shipped GPU profiles whose engines ``flavour`` (tensorrt, tensorrt-rtx) builds, by name."""
+    return [profile for profile in map(load_target, list_targets())
+            if profile.tensorrt_flavour == flavour and profile.name != "cpu"]
+
+
+def check_flavour(target: TargetProfile, backend: str) -> None:
+    """UserError unless the TensorRT ``backend`` (tensorrt, tensorrt-rtx) is the one that builds ``target``'s engines."""
+    if target.tensorrt_flavour != backend:
+        raise UserError(f"--backend {backend}: target '{target.name}' is built with {LABELS[target.tensorrt_flavour]} "
+                        f"(--backend {target.tensorrt_flavour}); the {LABELS[backend]} targets are "
+                        f"{', '.join(profile.name for profile in targets_of(backend))}")
+
+
+def rtx_target(device: dict[str, str] | None) -> str:
+    """The TensorRT-RTX target for this machine: the profile made for its GPU's compute capability
+    (``device``: :func:`mmg_runtime.device.device_info`'s answer), else :data:`PORTABLE_RTX_TARGET`
+    (no GPU, or one that no TensorRT-RTX profile names)."""
+    capability = None if device is None else device["compute_capability"]
+    return next((profile.name for profile in targets_of("tensorrt-rtx")
+                 if profile.hardware_compatibility is None and profile.compute_capability == capability),
+                PORTABLE_RTX_TARGET)

@@ -5,11 +5,14 @@ tensors) and the network is built strongly typed, so TensorRT keeps the ONNX typ
 removed ``BuilderFlag.FP16/BF16/INT8`` and always builds strongly typed; on 10.x the
 ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` flag asks for the same behaviour.
 
-The build goes through Polygraphy's loaders (``NetworkFromOnnxPath``, ``CreateConfig``,
+The ONNX file is parsed by :func:`parse_onnx` (the lint's parse step, whose errors name node,
+operator and the parser's words); the build goes through Polygraphy's loaders (``CreateConfig``,
 ``EngineBytesFromNetwork``, ``EngineFromBytes``); what they do not cover (the DLA core, a timing
-cache from another TensorRT or GPU) is a ``PostprocessConfig`` step. The pure functions
-(``parse_version``, ``network_flags``, ``builder_settings``, ``dtype_name``) need no TensorRT;
-``build_engine`` and ``require_tensorrt`` import it lazily.
+cache from another TensorRT or GPU) is a ``PostprocessConfig`` step. :mod:`.tensorrt_rtx` builds
+TensorRT-RTX engines with the parts shared here: the parse step, the optimisation profile and
+level, the error collection and the I/O listing. The pure functions (``parse_version``,
+``network_flags``, ``builder_settings``) need no TensorRT; ``build_engine`` imports it lazily
+(:func:`mmg_runtime.tensorrt.import_tensorrt`).
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from mmg_runtime.device import device_info
 from mmg_runtime.errors import UserError
+from mmg_runtime.tensorrt import LABELS, dtype_name, import_tensorrt, use_in_polygraphy
+from mmg_runtime.versions import release
 
 if TYPE_CHECKING:
     from mmg_export.builder.targets import TargetProfile
@@ -34,37 +39,20 @@ MIN_TENSORRT = (10, 3)
 ALWAYS_STRONGLY_TYPED = (11, 0)
 """From TensorRT 11.0 every network is strongly typed and ``STRONGLY_TYPED`` is deprecated (ignored)."""
 
-INSTALL_HINT = (
-    "TensorRT is not installed: pip install 'mmg-export[tensorrt]' (x86) or use the TensorRT that "
-    "JetPack ships (Jetson); or pass --backend onnxruntime"
-)
-
 _HARDWARE_COMPATIBILITY = {"ampere_plus": "AMPERE_PLUS"}
 """Profile value -> ``trt.HardwareCompatibilityLevel`` member (AMPERE_PLUS exists since TensorRT 8.6)."""
-
-_DTYPE_NAMES = {
-    "FLOAT": "float32",
-    "HALF": "float16",
-    "BF16": "bfloat16",
-    "INT8": "int8",
-    "UINT8": "uint8",
-    "INT32": "int32",
-    "INT64": "int64",
-    "BOOL": "bool",
-    "FP8": "float8e4m3fn",
-}
-"""``trt.DataType`` member name -> the dtype name the manifest records (NumPy / ONNX spelling)."""
 
 InputShapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 """Input name -> (min, opt, max) shapes of one optimisation profile, for dynamic inputs."""
 
 
-def parse_version(version: str) -> tuple[int, int]:
-    """``(major, minor)`` of a TensorRT version string such as ``"10.3.0.30"`` or ``"11.4.1"``."""
-    match = re.match(r"^\s*(\d+)\.(\d+)", version)
-    if match is None:
-        raise UserError(f"not a TensorRT version: {version!r} (expected MAJOR.MINOR[.PATCH...])")
-    return int(match.group(1)), int(match.group(2))
+def parse_version(version: str, flavour: str = "tensorrt") -> tuple[int, int]:
+    """``(major, minor)`` of a TensorRT (``flavour``: or TensorRT-RTX) version string such as
+    ``"10.3.0.30"`` or ``"1.7.1.116"`` (:func:`mmg_runtime.versions.release`); UserError for anything else."""
+    major_minor = release(version, 2)
+    if len(major_minor) < 2:
+        raise UserError(f"not a {LABELS[flavour]} version: {version!r} (expected MAJOR.MINOR[.PATCH...])")
+    return major_minor
 
 
 def _require_supported(trt_version: str) -> tuple[int, int]:
@@ -148,11 +136,6 @@ def builder_settings(profile: TargetProfile, trt_version: str) -> BuilderSetting
     )
 
 
-def dtype_name(trt_dtype: str) -> str:
-    """Manifest spelling (``"float16"``) of a ``trt.DataType`` member name (``"HALF"``)."""
-    return _DTYPE_NAMES.get(trt_dtype, trt_dtype.lower())
-
-
 class IOTensor(NamedTuple):
     """One engine input or output."""
 
@@ -175,15 +158,8 @@ class EngineInfo:
     hardware_compatibility: str | None
     """``trt.HardwareCompatibilityLevel`` member name the engine was built with, or None."""
     io_tensors: tuple[IOTensor, ...]
-
-
-def require_tensorrt() -> Any:
-    """The ``tensorrt`` module, or UserError saying how to install it."""
-    try:
-        import tensorrt
-    except ImportError as error:
-        raise UserError(INSTALL_HINT) from error
-    return tensorrt
+    compute_capabilities: tuple[str, ...] = ()
+    """TensorRT-RTX: every compute capability (``"8.9"``) the engine runs on; () for TensorRT."""
 
 
 @contextmanager
@@ -209,8 +185,8 @@ def polygraphy_errors() -> Iterator[list[str]]:
         G_LOGGER.use_python_logging_system = routed
 
 
-def _profiles(input_shapes: InputShapes | None) -> list[Any]:
-    """One optimisation profile with ``input_shapes``, or none (a static network needs none)."""
+def optimisation_profiles(input_shapes: InputShapes | None) -> list[Any]:
+    """One Polygraphy ``Profile`` with ``input_shapes``, or none (a static network needs none)."""
     if not input_shapes:
         return []
     from polygraphy.backend.trt import Profile
@@ -219,6 +195,29 @@ def _profiles(input_shapes: InputShapes | None) -> list[Any]:
     for name, (low, best, high) in input_shapes.items():
         profile.add(name, min=low, opt=best, max=high)
     return [profile]
+
+
+def config_settings(optimization_level: int, input_shapes: InputShapes | None) -> dict[str, Any]:
+    """``CreateConfig`` / ``CreateConfigRTX`` arguments that both flavours set alike: the optimisation
+    profile (``input_shapes``) and the builder optimisation level."""
+    return {"profiles": optimisation_profiles(input_shapes), "builder_optimization_level": optimization_level}
+
+
+def parse_onnx(trt: Any, flavour: str, onnx_path: Path, strongly_typed: bool) -> tuple[Any, Any, Any]:
+    """``(builder, network, parser)`` of ``onnx_path``, for ``EngineBytesFromNetwork``: Polygraphy's
+    ``CreateNetwork`` (builder and network on Polygraphy's TensorRT logger, so that build errors are
+    collected), then the lint's parse step (:func:`mmg_export.lint.parser.parse_into`). UserError, one
+    line, when the parser rejects the model: every error with its node, operator and the parser's words."""
+    use_in_polygraphy(flavour)
+    from polygraphy.backend.trt import CreateNetwork
+
+    from mmg_export.lint.parser import ParserVerdict, parse_into
+
+    builder, network = CreateNetwork(strongly_typed=strongly_typed)()
+    parser, errors = parse_into(trt, network, onnx_path)
+    if errors:
+        raise UserError(ParserVerdict(flavour, trt.__version__, errors).rejection(onnx_path))
+    return builder, network, parser
 
 
 def _finish_config(trt: Any, settings: BuilderSettings, cache_path: Path, log: Callable[[str], None]):
@@ -248,24 +247,19 @@ def build_engine(
 ) -> EngineInfo:
     """Build a strongly typed TensorRT engine from ``onnx_path`` for ``profile``, with Polygraphy's loaders.
 
-    ``NetworkFromOnnxPath`` parses into a network with this release's flags (:func:`network_flags`),
+    :func:`parse_onnx` parses into a network with this release's flags (:func:`network_flags`),
     ``CreateConfig`` applies :func:`builder_settings` (TF32 off: its default) and the timing cache
     at ``timing_cache_path`` (read when it exists), ``EngineBytesFromNetwork`` builds and merges the
     new timings back into that file. ``input_shapes`` gives each dynamic input its
     ``(min, opt, max)`` shapes. The engine is deserialized once to read its I/O, then written to
     ``engine_path`` (the caller builds into a temporary directory). Raises UserError when the ONNX
-    does not parse (every parser error listed), the build fails or the engine does not load.
+    does not parse (every parser error, one line), the build fails or the engine does not load.
     """
-    from polygraphy.backend.trt import (
-        CreateConfig,
-        EngineBytesFromNetwork,
-        EngineFromBytes,
-        NetworkFromOnnxPath,
-        PostprocessConfig,
-    )
+    trt = import_tensorrt("tensorrt")
+    use_in_polygraphy("tensorrt")
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, EngineFromBytes, PostprocessConfig
     from polygraphy.exception import PolygraphyException
 
-    trt = require_tensorrt()
     onnx_path, engine_path, cache_path = Path(onnx_path), Path(engine_path), Path(timing_cache_path)
     trt_version = trt.__version__
     settings = builder_settings(profile, trt_version)
@@ -273,30 +267,25 @@ def build_engine(
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     with polygraphy_errors() as errors:
         config = CreateConfig(
-            profiles=_profiles(input_shapes),
+            **config_settings(settings.optimization_level, input_shapes),
             memory_pool_limits={trt.MemoryPoolType.WORKSPACE: settings.workspace_bytes},
-            builder_optimization_level=settings.optimization_level,
             hardware_compatibility_level=None if hardware is None else getattr(trt.HardwareCompatibilityLevel, hardware),
             load_timing_cache=str(cache_path) if cache_path.is_file() else None,
             tf32=False,
         )
         config = PostprocessConfig(config, _finish_config(trt, settings, cache_path, log))
-        try:
-            network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=bool(network_flags(trt_version)))()
-        except PolygraphyException:
-            details = "\n  ".join(errors) or "the parser recorded no error"
-            raise UserError(f"{onnx_path}: TensorRT {trt_version} cannot parse this ONNX model:\n  {details}") from None
+        network = parse_onnx(trt, "tensorrt", onnx_path, strongly_typed=bool(network_flags(trt_version)))
         log(f"building {engine_path} for target {profile.name} with TensorRT {trt_version}")
         try:
             serialized = EngineBytesFromNetwork(network, config, save_timing_cache=str(cache_path))()
         except PolygraphyException:
             raise UserError(f"{onnx_path}: TensorRT {trt_version} could not build an engine for target "
-                            f"'{profile.name}'{_listed(errors)}") from None
+                            f"'{profile.name}'{listed(errors)}") from None
         try:
             engine = EngineFromBytes(serialized)()
         except PolygraphyException:
             raise UserError(f"{engine_path}: TensorRT {trt_version} cannot load the engine it just built"
-                            f"{_listed(errors)}") from None
+                            f"{listed(errors)}") from None
     with open(engine_path, "wb") as handle:
         handle.write(serialized)
     return EngineInfo(
@@ -307,11 +296,21 @@ def build_engine(
     )
 
 
-def _listed(errors: list[str]) -> str:
+def listed(errors: list[str]) -> str:
+    """The collected errors, each on a line of its own after a colon ("" when none)."""
     return ":\n  " + "\n  ".join(errors) if errors else ""
 
 
+def network_io(network: Any) -> tuple[IOTensor, ...]:
+    """The inputs, then the outputs, of a parsed network (what an engine built from it takes and gives,
+    where the engine itself cannot be loaded: TensorRT-RTX without a GPU)."""
+    sides = (("input", network.num_inputs, network.get_input), ("output", network.num_outputs, network.get_output))
+    return tuple(IOTensor(tensor.name, tuple(tensor.shape), dtype_name(tensor.dtype.name), mode)
+                 for mode, count, get in sides for tensor in map(get, range(count)))
+
+
 def _io_tensors(trt: Any, engine: Any) -> tuple[IOTensor, ...]:
+    """The engine's inputs and outputs, in its order."""
     tensors = []
     for index in range(engine.num_io_tensors):
         name = engine.get_tensor_name(index)

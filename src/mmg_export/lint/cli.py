@@ -13,29 +13,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "lint", help="check an ONNX model against TensorRT's operator table and parser constraints",
         description="Check an ONNX model for operators, types and shapes the TensorRT ONNX parser rejects "
-                    "(operator table from onnx/onnx-tensorrt docs/operators.md); where TensorRT is installed, "
-                    "also parse it with the real parser. Exit status 1 on errors.")
+                    "(operator table from onnx/onnx-tensorrt docs/operators.md); where TensorRT or TensorRT for RTX "
+                    "is installed, also parse it with each real parser. Exit status 1 on errors.")
     parser.add_argument("model", help="ONNX model file")
     parser.add_argument("--trt", choices=supported_versions(), default=DEFAULT_VERSION,
                         help=f"TensorRT version whose operator table to use (default: {DEFAULT_VERSION})")
     parser.add_argument("--no-parser", action="store_true",
-                        help="skip the real TensorRT parser even where TensorRT is installed")
+                        help="skip the real parsers (TensorRT, TensorRT-RTX) even where installed")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON instead of a table")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Lint ``args.model``, print the report; 1 if it has errors, else 0."""
-    from mmg_export.lint.parser import NOT_INSTALLED, parser_findings
+    from mmg_export.lint.parser import NONE_INSTALLED, parser_verdicts
     from mmg_export.lint.rules import lint_model
 
     report = lint_model(args.model, args.trt)
     if not args.no_parser:
-        parsed = parser_findings(args.model)
-        if parsed is None:
-            print(f"note: {NOT_INSTALLED}", file=sys.stderr)
-        else:
-            findings, report.parser = parsed
-            report.findings.extend(findings)
+        verdicts = parser_verdicts(args.model)
+        if not verdicts:
+            print(f"note: {NONE_INSTALLED}", file=sys.stderr)
+        for verdict in verdicts:
+            report.findings.extend(verdict.findings)
+        report.parser = "; ".join(verdict.note for verdict in verdicts) or None
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
     return 0 if report.ok else 1
