@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mmg_runtime.errors import UserError
+from .errors import UserError
 
 SCHEMA_VERSION = 2
 """2: ``files`` hashes every file of the directory and the fields are cross-checked."""

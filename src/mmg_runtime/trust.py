@@ -19,11 +19,18 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-from mmg_runtime.device import sm_name
-from mmg_runtime.errors import UserError
-from mmg_runtime.manifest import MANIFEST_NAME, REBUILD_HINT, Manifest, load_manifest, present_files, sha256_file
-from mmg_runtime.tensorrt import install_hint, installed, offered_compute_capabilities
-from mmg_runtime.versions import release
+from .device import sm_name
+from .errors import UserError
+from .manifest import (
+    MANIFEST_NAME,
+    REBUILD_HINT,
+    Manifest,
+    load_manifest,
+    present_files,
+    sha256_file,
+)
+from .tensorrt import install_hint, installed, offered_compute_capabilities
+from .versions import release
 
 TENSORRT_RELEASE_PARTS = 3
 """``major.minor.patch``: an engine needs the TensorRT release it was built with."""

@@ -26,8 +26,8 @@ from typing import Union
 import av
 import numpy as np
 
-from mmg_runtime.errors import UserError
-from mmg_runtime.tensor import Tensor
+from .errors import UserError
+from .tensor import Tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SAMPLING_RULES = ("transformers", "linspace")

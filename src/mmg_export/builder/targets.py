@@ -8,11 +8,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mmg_export.builder.tensorrt import parse_version
 from mmg_runtime.device import sm_name
 from mmg_runtime.errors import UserError
 from mmg_runtime.tensorrt import FLAVOURS, LABELS
 from mmg_runtime.versions import release
+
+from .tensorrt import parse_version
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -31,7 +31,7 @@ from mmg_runtime.tensorrt import LABELS, dtype_name, import_tensorrt, use_in_pol
 from mmg_runtime.versions import release
 
 if TYPE_CHECKING:
-    from mmg_export.builder.targets import TargetProfile
+    from .targets import TargetProfile
 
 MIN_TENSORRT = (10, 3)
 """Oldest TensorRT this builder supports (JetPack 6.1/6.2)."""
@@ -211,7 +211,7 @@ def parse_onnx(trt: Any, flavour: str, onnx_path: Path, strongly_typed: bool) ->
     use_in_polygraphy(flavour)
     from polygraphy.backend.trt import CreateNetwork
 
-    from mmg_export.lint.parser import ParserVerdict, parse_into
+    from ..lint.parser import ParserVerdict, parse_into
 
     builder, network = CreateNetwork(strongly_typed=strongly_typed)()
     parser, errors = parse_into(trt, network, onnx_path)
@@ -257,7 +257,12 @@ def build_engine(
     """
     trt = import_tensorrt("tensorrt")
     use_in_polygraphy("tensorrt")
-    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, EngineFromBytes, PostprocessConfig
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineBytesFromNetwork,
+        EngineFromBytes,
+        PostprocessConfig,
+    )
     from polygraphy.exception import PolygraphyException
 
     onnx_path, engine_path, cache_path = Path(onnx_path), Path(engine_path), Path(timing_cache_path)

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from mmg_export.lint import DEFAULT_VERSION, supported_versions
+from . import DEFAULT_VERSION, supported_versions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Lint ``args.model``, print the report; 1 if it has errors, else 0."""
-    from mmg_export.lint.parser import NONE_INSTALLED, parser_verdicts
-    from mmg_export.lint.rules import lint_model
+    from .parser import NONE_INSTALLED, parser_verdicts
+    from .rules import lint_model
 
     report = lint_model(args.model, args.trt)
     if not args.no_parser:

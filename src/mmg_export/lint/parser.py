@@ -15,8 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from mmg_export.lint.rules import Finding
 from mmg_runtime.tensorrt import FLAVOURS, LABELS, installed
+
+from .rules import Finding
 
 NONE_INSTALLED = "no real parser consulted: neither TensorRT nor TensorRT-RTX is installed here"
 
@@ -69,7 +70,7 @@ class ParserVerdict:
 def network_flags(flavour: str, version: str) -> list[str]:
     """``NetworkDefinitionCreationFlag`` names for a network of ``flavour`` (TensorRT-RTX's are always
     strongly typed: none; TensorRT's: :func:`mmg_export.builder.tensorrt.network_flags`)."""
-    from mmg_export.builder.tensorrt import network_flags as tensorrt_flags
+    from ..builder.tensorrt import network_flags as tensorrt_flags
 
     return [] if flavour == "tensorrt-rtx" else tensorrt_flags(version)
 

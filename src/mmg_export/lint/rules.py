@@ -21,8 +21,9 @@ import onnx
 from onnx import TensorProto, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from mmg_export.lint import DEFAULT_VERSION, supported_versions
 from mmg_runtime.errors import UserError
+
+from . import DEFAULT_VERSION, supported_versions
 
 TOPK_MAX_K = 3840
 FOLD_DEPTH, FOLD_MAX_ELEMENTS = 32, 64  # constant folding for TopK's K: a short chain of small tensors
