@@ -27,12 +27,14 @@ SCOPES = {
     # scope: (files to mutate, staged paths; tests that pin them, fast enough to run per mutant)
     "prune": (["mmg_export/prune/*"], ["tests/export/test_prune_handchecked.py", "tests/export/test_prune_reference.py",
                                         "tests/export/test_prune_baselines.py", "tests/export/test_prune_parity.py"]),
-    "manifest": (["mmg_runtime/manifest.py", "mmg_runtime/trust.py"], ["tests/runtime/test_manifest.py"]),
+    "manifest": (["mmg_runtime/manifest.py", "mmg_runtime/trust.py"], ["tests/runtime/test_manifest.py",
+                                                                        "tests/runtime/test_tensorrt_rtx_runtime.py"]),
     "prompt": (["mmg_runtime/prompt.py"], ["tests/runtime/test_prompt.py"]),
     "video": (["mmg_runtime/video.py"], ["tests/runtime/test_video.py"]),
 }
-# per mutant, skip the prune tests that are slow and all but two shapes of the parity grid (the rest
-# pins the same code); -k also matches module names, so the other scopes' tests all run
+# per mutant: the fast tier only (-m "not slow": no builds, which would rerun per mutant), and of the
+# prune tests all but two shapes of the parity grid (the rest pins the same code); -k also matches
+# module names, so the other scopes' fast tests all run
 TEST_FILTER = ("not test_prune or (not real_clip and not llava_geometry and "
                "(5x9x4 or 8x20x16 or option or precision or not matches_reference))")
 PACKAGES = sorted(path for path in (ROOT / "src").iterdir() if (path / "__init__.py").is_file())
@@ -51,7 +53,7 @@ def stage(work: Path, scopes: list[str]) -> None:
     tests = sorted({test for scope in scopes for test in SCOPES[scope][1]})
     settings = {"source_paths": [package.name for package in PACKAGES], "only_mutate": only,
                 "pytest_add_cli_args_test_selection": tests,
-                "pytest_add_cli_args": ["-x", "-q", "-p", "no:cacheprovider", "-k", TEST_FILTER]}
+                "pytest_add_cli_args": ["-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", "-k", TEST_FILTER]}
     (work / "setup.cfg").write_text("[mutmut]\ntimeout_multiplier = 2.0\ntimeout_constant = 30.0\n" + "".join(
         f"{key} =\n" + "".join(f"    {value}\n" for value in values) for key, values in settings.items()))
     # pytest's options (import mode, the helpers' path, markers) as the project sets them
