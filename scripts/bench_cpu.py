@@ -25,7 +25,6 @@ from pathlib import Path
 
 from _bench_common import add_token_stage_options, markdown_table, time_wall, token_stage_config
 
-
 import torch
 
 from mmg_export import PruningGraph, select_tokens

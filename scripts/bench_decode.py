@@ -19,7 +19,6 @@ from pathlib import Path
 
 from _bench_common import markdown_table
 
-
 import numpy as np
 
 from mmg_runtime import nvdec

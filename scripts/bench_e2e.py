@@ -35,7 +35,6 @@ from pathlib import Path
 
 from _bench_common import environment, markdown_table, print_environment, time_any
 
-
 import numpy as np
 import torch
 

@@ -28,7 +28,6 @@ from _bench_common import (add_pruner_backend_option, add_token_stage_options, c
                            make_video, markdown_table, open_pruner, print_environment, time_any,
                            token_stage_config, write_json)
 
-
 import numpy as np
 import torch
 

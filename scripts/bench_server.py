@@ -27,7 +27,6 @@ from pathlib import Path
 
 from _bench_common import markdown_table, summarize
 
-
 import httpx
 import openai
 

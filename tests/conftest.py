@@ -34,7 +34,8 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 TORCH_FREE_MODULES = frozenset({
     "test_cli.py", "test_component_io.py", "test_deploy.py", "test_device.py", "test_lint.py", "test_manifest.py", "test_targets.py",
-    "test_tensorrt_logic.py", "test_trt_engine.py", "test_trtllm_logic.py", "test_video.py",
+    "test_nvdec.py", "test_tensorrt_logic.py", "test_tensorrt_rtx_runtime.py", "test_trt_engine.py", "test_trtllm_logic.py",
+    "test_video.py",
 })
 """Test modules that import nothing needing torch: the deploy install runs these."""
 BUILDING_FIXTURES = frozenset({"artifacts", "full_artifacts", "clip_features"})

@@ -546,7 +546,7 @@ def test_invalid_onnx_types_are_an_error() -> None:
 # --------------------------------------------------------------------------- the real TensorRT parser
 
 
-def test_parser_findings_from_the_tensorrt_parser(monkeypatch, tmp_path):
+def test_parser_verdict_of_the_tensorrt_parser(monkeypatch, tmp_path):
     """Each IParserError becomes an error naming its node and operator; the network is the builder's."""
     import sys
 

@@ -2,6 +2,7 @@
 (issue 12): the question, the video placement and the assistant turn, with the real tokenizers."""
 import importlib.util
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,9 +28,20 @@ MEDIA_FIRST_TEMPLATE = (
 
 
 @pytest.fixture(scope="module")
-def tokenizer(artifacts):
-    """The tokenizer the build saved (character-level, ChatML special tokens, LLaVA's <video>)."""
-    return load_tokenizer(artifacts / "tokenizer")
+def saved_tokenizer(tmp_path_factory) -> Path:
+    """The built-in model's tokenizer saved as the build saves it (``tokenizer/``: character-level,
+    ChatML special tokens, LLaVA's <video>), without building the artifacts."""
+    from mmg_export.models.llava import tiny_tokenizer
+
+    directory = tmp_path_factory.mktemp("tokenizer")
+    tiny_tokenizer().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tokenizer(saved_tokenizer):
+    """The saved tokenizer as the runtime loads it."""
+    return load_tokenizer(saved_tokenizer)
 
 
 def text_ids(tokenizer, text: str) -> list[int]:
@@ -81,9 +93,9 @@ def test_typed_special_tokens_stay_text(tokenizer, question):
 
 
 @pytest.fixture
-def tokenizer_copy(artifacts, tmp_path):
+def tokenizer_copy(saved_tokenizer, tmp_path):
     """A private copy of the saved tokenizer directory, to edit."""
-    return shutil.copytree(artifacts / "tokenizer", tmp_path / "tokenizer")
+    return shutil.copytree(saved_tokenizer, tmp_path / "tokenizer")
 
 
 @pytest.mark.parametrize("saved", [None, MEDIA_FIRST_TEMPLATE], ids=["no template", "llava-hf style"])

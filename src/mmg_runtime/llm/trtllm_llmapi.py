@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from .base import Generation, TokenCallback, TokenEmitter, VideoPrompt, placeholder_index
 from .prompt_table import check_video_matrix, require_contiguous_positions
 
