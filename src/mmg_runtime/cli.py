@@ -92,20 +92,20 @@ def check_options(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_options(args)
-    pipeline = load_pipeline(args, question=args.prompt)
-    if args.stream is not None:
-        answer, header = _stream(pipeline, args)
-    else:
-        answer = pipeline.ask(args.video, args.prompt, args.max_new_tokens)
-        header = f"video {args.video}"
-    if args.json:
-        print(json.dumps(answer.to_json()))
-        return 0
-    if answer.note:
-        print(f"note: {answer.note}", file=sys.stderr)
-    print(answer.text)
-    print(f"\n{header}, LLM {pipeline.llm.name}, {pipeline.manifest.backend} on {pipeline.encoder.device}, "
-          f"decoder {pipeline.reader.name}\n{answer.timings.table()}", file=sys.stderr)
+    with load_pipeline(args, question=args.prompt) as pipeline:  # closing saves TensorRT-RTX's runtime cache
+        if args.stream is not None:
+            answer, header = _stream(pipeline, args)
+        else:
+            answer = pipeline.ask(args.video, args.prompt, args.max_new_tokens)
+            header = f"video {args.video}"
+        if args.json:
+            print(json.dumps(answer.to_json()))
+            return 0
+        if answer.note:
+            print(f"note: {answer.note}", file=sys.stderr)
+        print(answer.text)
+        print(f"\n{header}, LLM {pipeline.llm.name}, {pipeline.manifest.backend} on {pipeline.encoder.device}, "
+              f"decoder {pipeline.reader.name}\n{answer.timings.table()}", file=sys.stderr)
     return 0
 
 

@@ -3,8 +3,9 @@ of the two Polygraphy's TensorRT loaders drive.
 
 Two flavours of the same Python API: ``"tensorrt"`` (``import tensorrt``: TensorRT 10.3 on JetPack 6
 to 11.x; the ``tensorrt`` extra, or JetPack's own) and ``"tensorrt-rtx"`` (``import tensorrt_rtx``:
-TensorRT for RTX, engines for Turing to Blackwell RTX GPUs and DGX Spark, built ahead of time without a
-GPU; the ``tensorrt-rtx`` extra). Nothing here imports either until asked.
+TensorRT for RTX, engines for Ampere to Blackwell RTX GPUs (sm_80 to sm_121; not Turing, for which it
+compiles no FP32 GEMM) and DGX Spark, built ahead of time without a GPU; the ``tensorrt-rtx`` extra).
+Nothing here imports either until asked.
 """
 from __future__ import annotations
 

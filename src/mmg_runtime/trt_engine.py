@@ -17,7 +17,9 @@ TensorRT-RTX engines, in addition:
   its runtime cache (``IRuntimeConfig.create_runtime_cache`` / ``set_runtime_cache``,
   ``IRuntimeCache.serialize`` / ``deserialize``, which rejects a cache from another release, GPU or
   driver) keeps them in a file outside the artifact directory (:func:`runtime_cache_file`), read when
-  the engine is opened and written back when it is closed. With ``cuda_graph`` TensorRT-RTX captures
+  the engine is opened (a file that cannot be read is a warning: the engine starts without it) and
+  written back when it is closed. Where that file is goes to the log (``logging``, INFO), never to
+  :attr:`TrtEngine.providers`, which the server's clients see. With ``cuda_graph`` TensorRT-RTX captures
   each run as a CUDA graph and replays it (``IRuntimeConfig.cuda_graph_strategy =
   CudaGraphStrategy.WHOLE_GRAPH_CAPTURE``), for components whose bound addresses stay the same (the
   pipeline's pruner). These are the calls of NVIDIA's TensorRT-RTX samples (``samples/apiUsage``,
@@ -29,6 +31,7 @@ as ``trt.Logger(WARNING)`` prints them).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import warnings
@@ -53,6 +56,7 @@ INVALIDITY = {
 }
 """``EngineInvalidityDiagnostics`` flag -> what it means, in the one-line refusal."""
 CACHE_HOME_VARIABLE = "XDG_CACHE_HOME"
+log = logging.getLogger(__name__)
 
 
 def runtime_cache_file(engine_sha256: str) -> Path:
@@ -159,40 +163,60 @@ class TrtEngine:
             notes.append("CUDA graph")
         if self.cache_path is not None:
             cache = config.create_runtime_cache()
-            loaded = self.cache_path.is_file() and cache.deserialize(self.cache_path.read_bytes())
+            loaded = self._read_runtime_cache(cache)
             if config.set_runtime_cache(cache):
                 self.cache = cache
-                notes.append(f"runtime cache {'read from' if loaded else 'new, kept in'} {self.cache_path}")
+                notes.append(f"runtime cache {'read' if loaded else 'new'}")
+                log.info("%s: TensorRT-RTX's runtime cache %s %s", self.path.name,
+                         "read from" if loaded else "new, kept in", self.cache_path)
         self.runtime_config = config  # lives as long as the context made from it
         return self.engine.create_execution_context(config), notes
+
+    def _read_runtime_cache(self, cache: Any) -> bool:
+        """Whether ``cache`` took the runtime cache kept in :attr:`cache_path`: False where there is none,
+        where it is another release's, GPU's or driver's, or where the file cannot be read (a warning)."""
+        try:
+            serialized = self.cache_path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):  # none kept yet
+            return False
+        except OSError as error:
+            warnings.warn(f"{self.path.name}: TensorRT-RTX's runtime cache not read from {self.cache_path}, the "
+                          f"engine starts without it: {error}", RuntimeWarning, stacklevel=4)
+            return False
+        return bool(cache.deserialize(serialized))
 
     def run_bound(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]) -> None:
         """Run once with every tensor read from / written to the given device tensors (one call at a
         time: an execution context is not thread-safe)."""
         with self._lock:
-            self._run_bound(inputs, outputs)
+            self._bind_inputs(inputs)
+            self._execute(outputs)
 
-    def _run_bound(self, inputs: dict[str, Tensor], outputs: dict[str, Tensor]) -> None:
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Host arrays in, host arrays out (tools and checks; the pipeline uses :meth:`run_bound`)."""
+        inputs = {name: self.upload(array) for name, array in feeds.items()}
+        with self._lock:
+            self._bind_inputs(inputs)
+            outputs = {name: self.empty(tuple(self.context.get_tensor_shape(name)), dtype)
+                       for name, (_, dtype) in self.outputs.items()}
+            self._execute(outputs)
+        return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+    def _bind_inputs(self, inputs: dict[str, Tensor]) -> None:
+        """Set each input's shape (UserError outside the optimisation profile) and address; the lock is held."""
         for name, tensor in inputs.items():
             if not self.context.set_input_shape(name, tensor.shape):
                 raise UserError(f"{self.path.name}: input '{name}' of shape {tensor.shape} is outside the engine's "
                                 f"optimisation profile (built for {self.inputs[name][0]}, -1 = dynamic)")
             self.context.set_tensor_address(name, tensor.ptr)
+
+    def _execute(self, outputs: dict[str, Tensor]) -> None:
+        """Bind the outputs, run on the stream and wait for it; the lock is held, the inputs bound."""
         for name, tensor in outputs.items():
             self.context.set_tensor_address(name, tensor.ptr)
         if not self.context.execute_async_v3(self.stream.ptr):
             raise UserError(f"{self.path.name}: {self.label} failed to run the engine ({self._said()})")
         self.stream.synchronize()
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Host arrays in, host arrays out (tools and checks; the pipeline uses :meth:`run_bound`)."""
-        inputs = {name: self.upload(array) for name, array in feeds.items()}
-        for name, tensor in inputs.items():
-            self.context.set_input_shape(name, tensor.shape)
-        outputs = {name: self.empty(tuple(self.context.get_tensor_shape(name)), dtype)
-                   for name, (_, dtype) in self.outputs.items()}
-        self.run_bound(inputs, outputs)
-        return {name: tensor.numpy() for name, tensor in outputs.items()}
 
     def empty(self, shape: tuple[int, ...], dtype: str) -> Tensor:
         """An uninitialised device tensor."""

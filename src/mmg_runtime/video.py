@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Union, get_args
 
 import av
 import numpy as np
@@ -208,6 +208,9 @@ class PyAVReader:
                 with ThreadPoolExecutor(min(self.threads, len(groups))) as pool:
                     for frames in pool.map(lambda group: _decode_gop(path, plan, group, pts), groups):
                         yield from frames
+            case unknown:
+                raise TypeError(f"{plan.source}: no way to decode {type(unknown).__name__} work; expected one of "
+                                f"{', '.join(kind.__name__ for kind in get_args(DecodeWork))}")
 
 
 def load_video(source: str | Path | np.ndarray, num_frames: int = 32, rule: str = "transformers") -> VideoClip:

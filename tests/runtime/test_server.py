@@ -421,6 +421,35 @@ def test_loading_keys_and_no_local_files(pipeline, media):
             keyed_client.chat.completions.create(model="tiny", messages=payload["messages"], max_tokens=2)
 
 
+def test_stopping_the_server_closes_the_pipeline(pipeline, monkeypatch):
+    """Closing a pipeline saves TensorRT-RTX's runtime cache: the server closes it when it stops, and
+    closes one that was still loading then once it has loaded."""
+    closed, real_close = [], Pipeline.close
+
+    def recording_close(self):
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(Pipeline, "close", recording_close)
+    service = Service(lambda: pipeline, ServerSettings(), model_id="tiny").start()
+    with running_server(service):
+        wait_until(lambda: service.pipeline is not None)
+    assert closed == [pipeline]
+
+    loaded = threading.Event()
+
+    def load() -> Pipeline:
+        assert loaded.wait(60)
+        return pipeline
+
+    late = Service(load, ServerSettings(), model_id="tiny").start()
+    with running_server(late):
+        pass
+    assert closed == [pipeline]
+    loaded.set()
+    wait_until(lambda: len(closed) == 2)
+
+
 def test_streamed_text_holds_back_incomplete_characters():
     """A byte-level BPE splits 'é', '日' and '🎉' over several tokens, each decoding alone to U+FFFD;
     the pieces handed out never carry one and add up to the text."""

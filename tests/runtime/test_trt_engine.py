@@ -174,6 +174,25 @@ def test_run_bound_sets_shapes_and_addresses_then_executes_and_waits(engine_file
     assert Stream.log == ["synchronize", "free"]
 
 
+def test_run_on_host_arrays_sets_each_shape_once(engine_file, monkeypatch):
+    """``run`` binds and executes under one hold of the lock, each input's shape set once (host memory
+    stands in for device memory: no GPU here)."""
+    from mmg_runtime.tensor import HOST_TYPES
+    from mmg_runtime.trt_engine import TrtEngine
+
+    monkeypatch.setattr(TrtEngine, "empty",
+                        lambda self, shape, dtype: Tensor.from_numpy(np.empty(shape, HOST_TYPES[dtype])))
+    path, state = engine_file()
+    engine = TrtEngine(path)
+    frames = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
+    out = engine.run({"pixel_values": frames})
+    np.testing.assert_array_equal(out["video_tokens"], 2 * frames + 1)
+    assert state.calls[2:] == ["set_input_shape pixel_values (2, 3, 2, 2)", "set_tensor_address pixel_values",
+                               "set_tensor_address video_tokens", "execute_async_v3"]
+    with pytest.raises(UserError, match=r"input 'pixel_values' of shape \(33, 3, 2, 2\) is outside"):
+        engine.run({"pixel_values": np.zeros((33, 3, 2, 2), np.float32)})
+
+
 def test_rows_of_a_buffer_are_bound_by_address(engine_file):
     """The pipeline encodes a chunk into rows [8:16) of the video's token buffer: only those rows change."""
     from mmg_runtime.trt_engine import TrtEngine
@@ -233,15 +252,18 @@ def test_a_missing_engine_file(tmp_path):
 # --- TensorRT-RTX ------------------------------------------------------------------------------------
 
 
-def test_rtx_engine_checks_its_header_then_runs_from_a_runtime_config(engine_file, tmp_path):
+def test_rtx_engine_checks_its_header_then_runs_from_a_runtime_config(engine_file, tmp_path, caplog):
     """Header first (64 bytes of a 100-byte file), then the engine, a runtime config with the runtime
-    cache and CUDA graphs, and the context made from that config; the cache is written on close."""
+    cache and CUDA graphs, and the context made from that config; the cache is written on close. Where
+    the cache lives is logged, never in ``providers`` (which the server's clients see)."""
     from mmg_runtime.trt_engine import TrtEngine
 
     path, state = engine_file()
     cache = tmp_path / "cache" / "encoder.runtime-cache"
+    caplog.set_level("INFO", logger="mmg_runtime.trt_engine")
     engine = TrtEngine(path, "tensorrt-rtx", cuda_graph=True, runtime_cache=cache)
-    assert engine.providers == [f"TensorRT-RTX {RTX_VERSION}", "CUDA graph", f"runtime cache new, kept in {cache}"]
+    assert engine.providers == [f"TensorRT-RTX {RTX_VERSION}", "CUDA graph", "runtime cache new"]
+    assert caplog.messages == [f"encoder.engine: TensorRT-RTX's runtime cache new, kept in {cache}"]
     assert engine.runtime_config.cuda_graph_strategy == CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
     assert state.calls == ["get_engine_validity(64 bytes)", "deserialize_cuda_engine", "create_runtime_config",
                            "create_runtime_cache", "set_runtime_cache", "create_execution_context(runtime config: True)"]
@@ -255,7 +277,8 @@ def test_rtx_engine_checks_its_header_then_runs_from_a_runtime_config(engine_fil
     assert Stream.log == ["synchronize", "free"]
 
     again = TrtEngine(path, "tensorrt-rtx", runtime_cache=cache)
-    assert again.providers == [f"TensorRT-RTX {RTX_VERSION}", f"runtime cache read from {cache}"]
+    assert again.providers == [f"TensorRT-RTX {RTX_VERSION}", "runtime cache read"]
+    assert caplog.messages[-1] == f"encoder.engine: TensorRT-RTX's runtime cache read from {cache}"
     assert f"RuntimeCache.deserialize({KERNELS!r})" in state.calls
     assert again.runtime_config.cuda_graph_strategy == CudaGraphStrategy.DISABLED
 
@@ -269,8 +292,21 @@ def test_a_runtime_cache_from_another_gpu_is_replaced(engine_file, tmp_path):
     cache = tmp_path / "foreign.runtime-cache"
     cache.write_bytes(b"kernels for another GPU")
     with TrtEngine(path, "tensorrt-rtx", runtime_cache=cache) as engine:
-        assert engine.providers[-1] == f"runtime cache new, kept in {cache}"
+        assert engine.providers[-1] == "runtime cache new"
     assert cache.read_bytes() == KERNELS
+
+
+def test_an_unreadable_runtime_cache_is_a_warning_and_the_engine_starts_without_it(engine_file, tmp_path):
+    from mmg_runtime.trt_engine import TrtEngine
+
+    path, state = engine_file()
+    cache = tmp_path / "encoder.runtime-cache"
+    cache.mkdir()  # read_bytes: IsADirectoryError, whoever runs the test (root reads any file)
+    with pytest.warns(RuntimeWarning, match=r"^encoder.engine: TensorRT-RTX's runtime cache not read from "
+                                            r".*encoder.runtime-cache, the engine starts without it: \[Errno 21\]"):
+        engine = TrtEngine(path, "tensorrt-rtx", runtime_cache=cache)
+    assert engine.providers == [f"TensorRT-RTX {RTX_VERSION}", "runtime cache new"]
+    assert not any(call.startswith("RuntimeCache.deserialize") for call in state.calls)
 
 
 def test_an_unwritable_runtime_cache_is_a_warning(engine_file, tmp_path):

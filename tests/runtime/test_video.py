@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -233,6 +234,14 @@ def test_array_plan_and_defaults():
     linspace = load_video(array, num_frames=4, rule="linspace")
     assert linspace.indices.tolist() == [0, 6, 12, 19]
     np.testing.assert_array_equal(linspace.frames, array[[0, 6, 12, 19]])
+
+
+def test_a_plan_of_unknown_work_is_a_type_error():
+    plan = PyAVReader().open(np.zeros((4, 16, 24, 3), np.uint8), 4)
+    odd = dataclasses.replace(plan, work=("frames", [0, 1]))
+    with pytest.raises(TypeError, match=r"^array\(4, 16, 24, 3\): no way to decode tuple work; expected one of "
+                                        r"ArrayFrames, ImageFiles, SequentialDecode, GopDecode$"):
+        list(PyAVReader().frames(odd))
 
 
 def test_reader_threads_default_to_every_core(monkeypatch):

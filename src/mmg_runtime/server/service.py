@@ -103,6 +103,7 @@ class Service:
         self.load_error: BaseException | None = None
         self.created = int(time.time())
         self._opening = 0
+        self._closed = False
 
     def start(self, on_failure: Callable[[], None] | None = None) -> Service:
         """Load the pipeline on a thread; ``on_failure`` is called if that fails (``load_error``)."""
@@ -114,14 +115,28 @@ class Service:
                 self.load_error = error
                 if on_failure is not None:
                     on_failure()
+            else:
+                if self._closed:  # the server stopped while the pipeline loaded
+                    self._close_pipeline()
 
         threading.Thread(target=load, name="mmg-serve-load", daemon=True).start()
         return self
 
     def close(self) -> None:
+        """Stop the live streams and the worker, then close the pipeline (which saves TensorRT-RTX's
+        runtime cache); a pipeline still loading is closed once it has loaded."""
         for entry in list(self.streams.values()):
             entry.stream.stop()
         self.scheduler.close()
+        self._closed = True
+        self._close_pipeline()
+
+    def _close_pipeline(self) -> None:
+        """Close the pipeline, if loaded, once no question holds it (closing twice does nothing)."""
+        pipeline = self.pipeline
+        if pipeline is not None:
+            with pipeline.lock:
+                pipeline.close()
 
     def ready(self) -> Pipeline:
         """The pipeline, or 503 while it loads (or after it failed to)."""
