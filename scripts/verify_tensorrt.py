@@ -58,7 +58,7 @@ def main() -> int:
             manifest = load_manifest(out)
             checks += [compare(out, manifest, name) for name in ("preprocess", "encoder")]
             checks.append(compare_pruner_indices(out, manifest, Path(scratch)))
-            checks.append(check_profile(out, manifest))
+            checks.append(check_profile(out))
     print(f"{sum(checks)} passed, {len(checks) - sum(checks)} failed"
           + ("; built, not run: no GPU here runs these TensorRT-RTX engines" if why_not else ""))
     return 0 if all(checks) else 1
@@ -70,8 +70,8 @@ def report(name: str, ok: bool, detail: str) -> bool:
 
 
 def check_build(args: argparse.Namespace, out: Path) -> bool:
-    """``mmg-export build``: for TensorRT-RTX its lint stage runs the real parser on every graph (one
-    line naming the node it rejects) and the engines are built ahead of time."""
+    """``mmg-export build``: for TensorRT-RTX the real parser reads every graph before any engine is built
+    (one line naming the node it rejects) and the engines are built ahead of time."""
     command = [sys.executable, "-m", "mmg_export.cli", "build", "--backend", args.backend, "--ratio", str(args.ratio),
                "--out", str(out), "--overwrite", "--keep-onnx"]
     command += ["--target", args.target] if args.target else []
@@ -93,8 +93,7 @@ def cannot_run_here(out: Path) -> str:
     """Why this machine cannot run the TensorRT-RTX engines in ``out`` (reported in one NOT RUN line),
     or "" where it can: the runtime's own check (:func:`mmg_runtime.trust.verify_artifacts`)."""
     from mmg_runtime.errors import UserError
-    from mmg_runtime.pipeline import this_machine
-    from mmg_runtime.trust import verify_artifacts
+    from mmg_runtime.trust import this_machine, verify_artifacts
 
     try:
         verify_artifacts(out, **this_machine())
@@ -174,19 +173,14 @@ def compare_pruner_indices(out: Path, manifest, scratch: Path) -> bool:
     precision: agreement."""
     from polygraphy.comparator import Comparator, CompareFunc
 
-    from mmg_export.builder import tensorrt, tensorrt_rtx
+    from mmg_export.builder.engines import artifacts_engine_builder
     from mmg_export.builder.export import export_pruner
-    from mmg_export.builder.targets import manifest_target
     from mmg_export.prune import MMGConfig
 
     onnx_path = export_pruner(manifest.frames, manifest.tokens_per_frame, manifest.hidden_size, manifest.ratio,
                               "fp32", scratch / "pruner32.onnx", MMGConfig(**manifest.extra.get("pruning", {})))
     engine = scratch / "pruner32.engine"
-    target = manifest_target(manifest.target, manifest.extra.get("target_file"))
-    if manifest.backend == "tensorrt-rtx":
-        tensorrt_rtx.build_engine(onnx_path, engine, target, log=lambda _: None)
-    else:
-        tensorrt.build_engine(onnx_path, engine, target, scratch / "timing.cache", log=lambda _: None)
+    artifacts_engine_builder(manifest, scratch / "timing.cache")(onnx_path, engine)
     data = feeds(manifest, "pruner", precision="fp32")
     results = Comparator.run([trt_runner(engine), ort_runner(onnx_path)], data_loader=data)
     exact = bool(Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(
@@ -202,11 +196,9 @@ def compare_pruner_indices(out: Path, manifest, scratch: Path) -> bool:
     return ok
 
 
-def check_profile(out: Path, manifest) -> bool:
-    """``mmg-export profile`` of the artifacts; TensorRT-RTX's at their own ratio only (profile makes the
-    pruners of other ratios for TensorRT and ONNX Runtime only)."""
-    ratios = f"{manifest.ratio:g}" if manifest.backend == "tensorrt-rtx" else "0.1,0.25,0.5"
-    command = [sys.executable, "-m", "mmg_export.cli", "profile", str(out), "--ratios", ratios,
+def check_profile(out: Path) -> bool:
+    """``mmg-export profile`` of the artifacts, at three ratios (the pruners of the others built for it)."""
+    command = [sys.executable, "-m", "mmg_export.cli", "profile", str(out), "--ratios", "0.1,0.25,0.5",
                "--iterations", "20", "--json", str(out / ".." / "verify_profile.json"), "--plot",
                str(out / ".." / "verify_profile.png")]
     result = subprocess.run(command, capture_output=True, text=True)

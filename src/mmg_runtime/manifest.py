@@ -27,6 +27,8 @@ SCHEMA_VERSION = 2
 """2: ``files`` hashes every file of the directory and the fields are cross-checked."""
 MANIFEST_NAME = "manifest.json"
 BACKENDS = ("tensorrt", "tensorrt-rtx", "onnxruntime")
+"""What artifacts run on (``mmg-export build --backend``): the first two are engines, of TensorRT or TensorRT
+for RTX (:data:`mmg_runtime.tensorrt.FLAVOURS`), the last ONNX Runtime models."""
 REBUILD_HINT = "rebuild with mmg-export build"
 
 TENSOR_DIMS: dict[str, tuple[str | int, ...]] = {

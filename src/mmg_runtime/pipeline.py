@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from .decoders import DECODERS, make_reader
-from .device import device_info
 from .errors import UserError
 from .llm import make_llm
 from .llm.base import Generation, LLMBackend, TokenCallback, VideoPrompt
@@ -32,8 +31,8 @@ from .preprocess import Preprocessor
 from .prompt import load_tokenizer, video_question_ids
 from .sessions import OrtSession, Session
 from .tensor import Tensor
-from .tensorrt import FLAVOURS, installed
-from .trust import verify_artifacts
+from .tensorrt import FLAVOURS
+from .trust import this_machine, verify_artifacts
 from .video import PyAVReader, StreamEndedEarly, VideoClip, VideoPlan, replan_short_stream
 
 CHUNK_FRAMES = 8
@@ -394,13 +393,3 @@ def _check_generation(question: str, max_new_tokens: int) -> None:
         raise UserError("the question is empty: expected a question about the video")
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise UserError(f"max_new_tokens={max_new_tokens!r}: expected an integer >= 1")
-
-
-def this_machine() -> dict:
-    """This machine as :func:`~.trust.verify_artifacts` checks engines against it (``here``): the
-    TensorRT and TensorRT-RTX releases installed (None: not installed) and the GPU's compute
-    capability (None: no GPU)."""
-    tensorrt, tensorrt_rtx = installed("tensorrt"), installed("tensorrt-rtx")
-    return {"trt_version": getattr(tensorrt, "__version__", None),
-            "trt_rtx_version": getattr(tensorrt_rtx, "__version__", None),
-            "compute_capability": (device_info() or {}).get("compute_capability"), "here": True}

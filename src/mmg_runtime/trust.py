@@ -11,15 +11,17 @@ and then checks the directory:
 * TensorRT-RTX engines run here: TensorRT-RTX installed, a GPU of a compute capability they were
   built for and that TensorRT-RTX runs, the release they were built with.
 
-Standard library and packaging only (imports without torch, numpy or tensorrt; the installed
-TensorRT-RTX is read only to name the GPUs it runs, when it does not run this one).
+:func:`this_machine` describes this machine for that check: the TensorRT releases installed (their
+modules imported) and the GPU (asked of the CUDA driver). Standard library and packaging only
+otherwise (imports without torch, numpy or tensorrt; the installed TensorRT-RTX is read only to
+name the GPUs it runs, when it does not run this one).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
 
-from .device import sm_name
+from .device import device_info, sm_name
 from .errors import UserError
 from .manifest import (
     MANIFEST_NAME,
@@ -29,7 +31,7 @@ from .manifest import (
     present_files,
     sha256_file,
 )
-from .tensorrt import install_hint, installed, offered_compute_capabilities
+from .tensorrt import installed, offered_compute_capabilities
 from .versions import release
 
 TENSORRT_RELEASE_PARTS = 3
@@ -97,7 +99,9 @@ def _check_tensorrt_rtx(directory: Path, manifest: Manifest, version: str | None
     targets = [cc.strip() for cc in (manifest.device or {}).get("compute_capabilities", "").split(",") if cc.strip()]
     what = f"{directory}: engines built with TensorRT-RTX {built} for {', '.join(map(sm_name, targets)) or 'sm_?'}"
     if here and version is None:
-        raise UserError(f"{what}; {install_hint('tensorrt-rtx')}")
+        raise UserError(f"{what}; this machine has no TensorRT-RTX to run them (they need {built}, the release that "
+                        "built them): pip install 'mmg-export[tensorrt-rtx]', or build --backend onnxruntime artifacts "
+                        "to run here")
     if here and compute_capability is None:
         raise UserError(f"{what}; this machine has no NVIDIA GPU, which TensorRT-RTX engines need: build "
                         "--backend onnxruntime artifacts to run here")
@@ -121,6 +125,15 @@ def _offered_here(version: str | None) -> list[str]:
     return offered_compute_capabilities(trt) if trt is not None and trt.__version__ == version else []
 
 
+def this_machine() -> dict:
+    """This machine as :func:`verify_artifacts` checks engines against it (``here``): the TensorRT and
+    TensorRT-RTX releases installed (None: not installed) and the GPU's compute capability (None: no GPU)."""
+    tensorrt, tensorrt_rtx = installed("tensorrt"), installed("tensorrt-rtx")
+    return {"trt_version": getattr(tensorrt, "__version__", None),
+            "trt_rtx_version": getattr(tensorrt_rtx, "__version__", None),
+            "compute_capability": (device_info() or {}).get("compute_capability"), "here": True}
+
+
 def verify_artifacts(
     directory: str | os.PathLike[str],
     *,
@@ -137,7 +150,7 @@ def verify_artifacts(
     For TensorRT-RTX artifacts, that this machine's TensorRT-RTX release (``trt_rtx_version``) is the
     engines' and runs them on its GPU (``compute_capability``: one the engines were built for, and
     one that release runs). ``here``: the keywords describe this machine in full
-    (:func:`mmg_runtime.pipeline.this_machine`), so None is "not installed" / "no GPU", which
+    (:func:`this_machine`), so None is "not installed" / "no GPU", which
     TensorRT-RTX engines cannot run without. Raises UserError naming the file and the mismatch,
     before anything is loaded.
     """

@@ -14,6 +14,10 @@ from importlib import metadata
 
 from packaging.version import InvalidVersion, Version
 
+LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "polygraphy", "tensorrt", "tensorrt_rtx",
+             "numpy")
+"""The libraries whose versions ``mmg-export build`` (the manifest) and ``profile`` (its report) record."""
+
 
 def release(version: str, parts: int | None = None) -> tuple[int, ...]:
     """The release numbers of a version string, the first ``parts`` of them (all when None), as

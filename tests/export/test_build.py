@@ -228,7 +228,7 @@ def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch, capsys):
     from mmg_export.builder import pipeline
     from mmg_runtime.errors import UserError
 
-    def failing_lint(paths, backend):
+    def failing_lint(paths):
         assert (paths[0].parent / "encoder.onnx").is_file()  # the earlier stages did write
         raise UserError("pruner.onnx fails the TensorRT 10.3 compatibility lint")
 

@@ -16,6 +16,7 @@ from mmg_export.builder.profile_harness import Measurement
 from mmg_export.builder.profile_report import format_table
 from mmg_export.cli import main
 from mmg_runtime.errors import UserError
+from mmg_runtime.tensorrt import installed
 
 ROWS = [("upload", 32, None, None), ("upload", 8, None, None), ("preprocess", 32, None, None),
         ("preprocess", 8, None, None), ("encoder", 32, None, None), ("encoder", 8, None, None),
@@ -71,8 +72,9 @@ def test_report_says_what_ran_where_and_how(profiled, artifacts):
     assert (data["iterations"], data["warm_up"]) == (3, 1)
     assert data["gpu"] is None  # this machine has no GPU (mmg_runtime.device.device_info)
     assert data["versions"]["onnxruntime"] == onnxruntime.__version__
-    assert {"python", "numpy", "polygraphy", "torch", "transformers"} <= set(data["versions"])
+    assert {"python", "numpy", "onnx", "onnxscript", "polygraphy", "torch", "transformers"} <= set(data["versions"])
     assert "tensorrt" not in data["versions"]  # not installable here
+    assert data["versions"].get("tensorrt_rtx") == getattr(installed("tensorrt-rtx"), "__version__", None)
     assert data["components"]["llm"] == {"backend": "transformers", "providers": ["transformers on cpu (float32)"]}
     assert [m["runs_on"] for m in data["measurements"] if m["component"] in ("upload", "download")] == ["host copy"] * 4
     assert data["timing"].startswith("host clock (time.perf_counter) around each call")

@@ -104,6 +104,18 @@ def test_load_by_path(tmp_path: Path) -> None:
     assert load_target(str(path)) == profile
 
 
+def test_profile_fields_with_defaults_may_be_left_out(tmp_path: Path) -> None:
+    """A profile written before TensorRT-RTX is a TensorRT one; a TensorRT-RTX one needs no workspace or DLA keys."""
+    assert load_target(write_profile(tmp_path, tensorrt_flavour=None)).tensorrt_flavour == "tensorrt"
+    left_out = dict.fromkeys(("workspace_bytes", "dla_cores", "use_dla", "dla_core", "gpu_fallback"))
+    rtx = load_target(write_profile(tmp_path, tensorrt_flavour="tensorrt-rtx", tensorrt_min="1.7", tensorrt_max="1",
+                                    **left_out))
+    assert (rtx.tensorrt_flavour, rtx.workspace_bytes, rtx.dla_cores, rtx.use_dla, rtx.dla_core, rtx.gpu_fallback) == (
+        "tensorrt-rtx", 2 << 30, 0, False, 0, False)
+    for name in RTX:
+        assert not left_out.keys() & tomllib.loads((PROFILES_DIR / f"{name}.toml").read_text()).keys(), name
+
+
 def test_missing_profile_path(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no such target profile"):
         load_target(tmp_path / "nope.toml")
@@ -149,6 +161,8 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
           "hardware_compatibility": "ampere_plus"},
          "hardware_compatibility", "expected \"none\" or \"portable\" with TensorRT-RTX, got 'ampere_plus'"),
         ({"tensorrt_min": "10.3.1"}, "tensorrt_min", "got '10.3.1'"),
+        ({"tensorrt_flavour": "tensorrt-rtx", "tensorrt_min": "1.7", "tensorrt_max": "1", "use_dla": True,
+          "dla_cores": 2}, "use_dla", "expected false with TensorRT-RTX (it builds for no DLA), got True"),
     ],
 )
 def test_invalid_field_message_names_file_and_field(
@@ -361,3 +375,28 @@ def test_tensorrt_rtx_without_target_builds_for_this_machine(tmp_path: Path, mon
     assert f"{found}: target {target} (pass --target NAME to build for one GPU family)" in capsys.readouterr().err
     assert main(["build", "--target", "rtx-ada"]) == 0  # the target's TensorRT is the default backend
     assert built[-1].backend == "tensorrt-rtx"
+
+
+@pytest.mark.parametrize("gpu", [H100, T4])
+def test_tensorrt_rtx_on_a_gpu_no_target_runs_on_says_the_engines_are_for_others(tmp_path: Path, monkeypatch, capsys,
+                                                                                gpu) -> None:
+    """Hopper (which TensorRT-RTX does not support) and Turing (whose fp32 GEMMs it cannot compile): rtx-portable,
+    whose engines will not run on this machine, and the line says so."""
+    pytest.importorskip("torch", reason="building is the export role's (torch)")
+    trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX is not installed")
+    from mmg_export.builder import pipeline
+    from mmg_export.builder.tensorrt_rtx import compute_capabilities
+    from mmg_export.cli import main
+    from mmg_runtime import device
+    from mmg_runtime.device import sm_name
+
+    monkeypatch.setattr(pipeline, "build", lambda options: type("Manifest", (), {
+        "keep": 1568, "frames": 32, "tokens_per_frame": 196, "components": {}})())
+    monkeypatch.setattr(device, "device_info", lambda: gpu)
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", "--backend", "tensorrt-rtx"]) == 0
+    portable = ", ".join(map(sm_name, compute_capabilities(load_target("rtx-portable"), trt)))  # 1.7: sm_80 to sm_121
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"GPU {gpu['name']} ({sm_name(gpu['compute_capability'])}) is not supported by the TensorRT-RTX targets "
+        f"(rtx-portable builds for {portable}): building rtx-portable for other machines; these engines will not run "
+        "here (pass --target NAME to build for one GPU family)")

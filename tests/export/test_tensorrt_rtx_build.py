@@ -119,19 +119,30 @@ def test_lint_names_the_parser_that_rejected(tmp_path: Path, capsys: pytest.Capt
     assert f"; TensorRT-RTX {VERSION} parser: rejected the model" in out.splitlines()[-1]
 
 
-def test_build_lint_stops_at_the_real_parser_in_one_line(tmp_path: Path) -> None:
-    """The build's lint stage (before any engine): the tables pass this graph, the parser does not."""
+@pytest.mark.slow
+def test_build_stops_at_the_real_parser_before_any_engine(tmp_path: Path) -> None:
+    """The build's engines stage parses every graph before it builds one: the last graph (the tables pass it, the
+    parser does not) stops it in one line, and no engine of the first two is built."""
     pytest.importorskip("torch", reason="the build pipeline is the export role's")
-    from mmg_export.builder.pipeline import _lint
-
-    path = reshape_model(tmp_path / "grow.onnx")
-    with pytest.raises(UserError) as error:
-        _lint([path], "tensorrt-rtx")
-    message = str(error.value)
-    assert message.startswith(f"grow.onnx: the TensorRT-RTX {VERSION} parser rejects this ONNX model: node 'grow' "
+    for name in ("preprocess", "encoder"):
+        doubling_model(tmp_path / f"{name}.onnx")
+    reshape_model(tmp_path / "pruner.onnx")
+    message = in_rtx_process(BUILD + """
+    from types import SimpleNamespace
+    from mmg_export.builder.engines import engine_builder
+    from mmg_export.builder.pipeline import GRAPHS, _engines
+    options = SimpleNamespace(backend="tensorrt-rtx", frames=2)
+    try:
+        _engines(options, Path("."), Path("."), {name: ({}, {}) for name in GRAPHS},
+                 engine_builder("tensorrt-rtx", load_target("rtx-ada"), Path("timing.cache")))
+    except UserError as error:
+        print(json.dumps(str(error)))
+    """, tmp_path)
+    assert message.startswith(f"pruner.onnx: the TensorRT-RTX {VERSION} parser rejects this ONNX model: node 'grow' "
                               "(Reshape): Invalid Node - grow ITensor::getDimensions: Error Code 4: Shape Error "
                               "(reshape changes volume. Reshaping [2,3] to [4,2].")
     assert "\n" not in message
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["encoder.onnx", "preprocess.onnx", "pruner.onnx"]
 
 
 # --- the real builder, through Polygraphy's TensorRT-RTX loaders (a process of its own) -----------
@@ -153,12 +164,12 @@ def test_builder_config_has_the_targets_settings(tmp_path: Path) -> None:
     doubling_model(tmp_path / "double.onnx")
     configs = in_rtx_process(BUILD + """
     import tensorrt_rtx as trt
-    from mmg_export.builder.tensorrt import optimisation_profiles, parse_onnx
+    from mmg_export.builder.tensorrt import optimisation_profiles, parse_network
     shapes = {"x": ((1, 3), (2, 3), (5, 3))}
     configs = {}
     for name, level in (("rtx-ada", 1), ("rtx-portable", 5)):  # neither is TensorRT's default level (3)
         profile = replace(load_target(name), builder_optimization_level=level)
-        builder, network, parser = parse_onnx(trt, "tensorrt-rtx", Path("double.onnx"), strongly_typed=False)
+        _, builder, network, _parser = parse_network("double.onnx", "tensorrt-rtx")
         loader = tensorrt_rtx.config_loader(trt, profile, tensorrt_rtx.compute_capabilities(profile, trt), shapes)
         config = loader(builder, network)
         configs[name] = {
@@ -229,6 +240,26 @@ def test_failed_build_says_what_the_builder_said(tmp_path: Path) -> None:
     assert message.startswith(f"product.onnx: TensorRT-RTX {VERSION} could not build an engine for target 'rtx-ada':\n")
     assert "for Turing (SM75): FP32 GEMM is not supported" in message
     assert not (tmp_path / "product.engine").exists()
+
+
+@pytest.mark.slow
+def test_profile_builds_the_pruner_of_another_ratio_as_the_artifacts_engines(tmp_path: Path) -> None:
+    """``mmg-export profile --ratios`` on TensorRT-RTX artifacts: the pruner of another ratio is a TensorRT-RTX
+    engine for the manifest's compute capabilities (sm_86 here, not target rtx-ada's own sm_89)."""
+    pytest.importorskip("torch", reason="exporting a pruner is the export role's")
+    built = in_rtx_process(BUILD + """
+    from mmg_export.builder.engines import artifacts_engine_builder
+    from mmg_export.builder.profile_harness import _extra_pruner
+    from mmg_runtime.manifest import Manifest
+    manifest = Manifest(tool_version="0.1.0", backend="tensorrt-rtx", target="rtx-ada", precision="fp16", frames=2,
+                        tokens_per_frame=4, hidden_size=8, ratio=0.25, keep=2, device={"compute_capabilities": "8.6"})
+    pruner = _extra_pruner(manifest, 0.5, Path("."))
+    info = artifacts_engine_builder(manifest, Path("timing.cache"))(Path("pruner-0.5.onnx"), Path("again.engine"))
+    print(json.dumps([pruner.name, pruner.stat().st_size, info.compute_capabilities]))
+    """, tmp_path)
+    assert built[0] == "pruner-0.5.engine" and built[1] > 10_000
+    assert built[2] == ["8.6"]
+    assert not (tmp_path / "timing.cache").exists()  # TensorRT-RTX keeps no timing cache
 
 
 # --- the tiny model's artifacts, built with mmg-export build ---------------------------------------

@@ -194,6 +194,24 @@ def test_run_warms_up_with_its_prompt(artifacts, bikes, monkeypatch, capsys):
     assert asked == ["Who rides the bikes?"] and json.loads(capsys.readouterr().out)["generated_tokens"] == 1
 
 
+def test_run_closes_the_pipeline_after_an_answer_and_after_an_error(artifacts, bikes, tmp_path, monkeypatch, capsys):
+    """Closing a pipeline saves TensorRT-RTX's runtime cache: ``run`` closes it on every path."""
+    closed, real_close = [], Pipeline.close
+
+    def recording_close(self):
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(Pipeline, "close", recording_close)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    for video, code in ((bikes, 0), (bad, 1)):
+        assert main(["run", "--video", str(video), "--prompt", QUESTION, "--artifacts", str(artifacts),
+                     "--max-new-tokens", "1", "--json"]) == code
+    assert len(closed) == 2 and closed[0] is not closed[1]
+    assert "bad.mp4" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------------
 # Live streams
 

@@ -16,15 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from mmg_runtime import pipeline
+from mmg_runtime import pipeline, trust
 from mmg_runtime.errors import UserError
 from mmg_runtime.manifest import write_manifest
-from mmg_runtime.tensorrt import install_hint
 from mmg_runtime.trust import verify_artifacts
 from samples import make_manifest
 
 BUILT = "1.7.1.116"
 H100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+NOT_INSTALLED = (f"{{what}}; this machine has no TensorRT-RTX to run them (they need {BUILT}, the release that "
+                 "built them): pip install 'mmg-export[tensorrt-rtx]', or build --backend onnxruntime artifacts "
+                 "to run here")
+"""The refusal where TensorRT-RTX is not installed: what running the engines needs."""
 
 
 def rtx_manifest(directory: Path, compute_capabilities: str = "8.9", version: str = BUILT) -> Path:
@@ -78,8 +81,7 @@ def test_no_gpu_or_no_tensorrt_rtx_is_one_line(tmp_path: Path) -> None:
     assert refusal(tmp_path, trt_rtx_version=BUILT, compute_capability=None) == (
         f"{what}; this machine has no NVIDIA GPU, which TensorRT-RTX engines need: build --backend onnxruntime "
         "artifacts to run here")
-    assert refusal(tmp_path, trt_rtx_version=None, compute_capability="8.9") == f"{what}; {install_hint('tensorrt-rtx')}"
-    assert install_hint("tensorrt-rtx").startswith("TensorRT-RTX is not installed: pip install 'mmg-export[tensorrt-rtx]'")
+    assert refusal(tmp_path, trt_rtx_version=None, compute_capability="8.9") == NOT_INSTALLED.format(what=what)
 
 
 def test_engines_that_run_here_pass(tmp_path: Path) -> None:
@@ -115,18 +117,18 @@ def nothing_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_this_machine_describes_tensorrt_rtx_and_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX is not installed: pip install 'mmg-export[tensorrt-rtx]'")
-    monkeypatch.setattr(pipeline, "device_info", lambda: H100)
-    machine = pipeline.this_machine()
+    monkeypatch.setattr(trust, "device_info", lambda: H100)
+    machine = trust.this_machine()
     assert (machine["trt_rtx_version"], machine["compute_capability"], machine["here"]) == (trt.__version__, "9.0", True)
-    monkeypatch.setattr(pipeline, "device_info", lambda: None)
-    assert pipeline.this_machine()["compute_capability"] is None
+    monkeypatch.setattr(trust, "device_info", lambda: None)
+    assert trust.this_machine()["compute_capability"] is None
 
 
 @pytest.mark.parametrize("gpu", [H100, None], ids=["h100", "no-gpu"])
 def test_pipeline_refuses_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 nothing_loads: list[str], gpu) -> None:
     trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX is not installed: pip install 'mmg-export[tensorrt-rtx]'")
-    monkeypatch.setattr(pipeline, "device_info", lambda: gpu)
+    monkeypatch.setattr(trust, "device_info", lambda: gpu)
     with pytest.raises(UserError) as error:
         pipeline.Pipeline.from_artifacts(rtx_manifest(tmp_path, version=trt.__version__))
     assert str(error.value) == refusal(tmp_path, trt_rtx_version=trt.__version__,
@@ -138,10 +140,11 @@ def test_pipeline_refuses_before_anything_loads(tmp_path: Path, monkeypatch: pyt
 def test_pipeline_without_tensorrt_rtx_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        nothing_loads: list[str]) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)  # import tensorrt_rtx: ImportError
-    monkeypatch.setattr(pipeline, "device_info", lambda: {"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9"})
+    monkeypatch.setattr(trust, "device_info", lambda: {"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9"})
     with pytest.raises(UserError) as error:
         pipeline.Pipeline.from_artifacts(rtx_manifest(tmp_path))
-    assert str(error.value) == f"{tmp_path}: engines built with TensorRT-RTX {BUILT} for sm_89; {install_hint('tensorrt-rtx')}"
+    what = f"{tmp_path}: engines built with TensorRT-RTX {BUILT} for sm_89"
+    assert str(error.value) == NOT_INSTALLED.format(what=what)
     assert nothing_loads == []
 
 
@@ -181,7 +184,7 @@ def test_real_engines_refused_by_the_manifest_on_an_h100(rtx_artifacts: Path, mo
                                                           nothing_loads: list[str], deserialized: list[int]) -> None:
     import tensorrt_rtx
 
-    monkeypatch.setattr(pipeline, "device_info", lambda: H100)
+    monkeypatch.setattr(trust, "device_info", lambda: H100)
     with pytest.raises(UserError) as error:
         pipeline.Pipeline.from_artifacts(rtx_artifacts)
     assert str(error.value).startswith(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mmg_runtime.errors import UserError
+from mmg_runtime.manifest import BACKENDS
 from mmg_runtime.tensorrt import FLAVOURS, LABELS, import_tensorrt, installed
 
 from .targets import PRECISIONS
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "its GPU's profile, or cpu)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default=None,
                         help="export precision (default: the target's)")
-    parser.add_argument("--backend", choices=["tensorrt", "tensorrt-rtx", "onnxruntime"], default=None,
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
                         help="tensorrt: TensorRT engines, built on the target's GPU; tensorrt-rtx: TensorRT for RTX "
                              "engines (RTX GPUs, DGX Spark), built ahead of time on any machine (without --target: "
                              "for this machine's GPU, or one engine for every GPU TensorRT-RTX supports); default: "
@@ -208,17 +209,29 @@ def detect_target() -> str:
 
 
 def detect_rtx_target() -> str:
-    """The TensorRT-RTX profile for this machine's GPU, or rtx-portable (no GPU, or one no profile names)."""
-    from mmg_runtime.device import device_info
+    """The TensorRT-RTX profile for this machine's GPU, or rtx-portable (no GPU, or one no profile names; on a
+    GPU that rtx-portable's engines do not run on either, such as sm_75 or sm_90, the line says they are for
+    other machines)."""
+    from mmg_runtime.device import device_info, sm_name
 
-    from .targets import PORTABLE_RTX_TARGET, rtx_target
+    from .targets import PORTABLE_RTX_TARGET, load_target, rtx_target
+    from .tensorrt_rtx import compute_capabilities
 
     device = device_info()
     name = rtx_target(device)
+    choose = "pass --target NAME to build for one GPU family"
     if device is None:
         found = "no CUDA GPU found"
     else:
-        found = f"GPU {device['name']} (compute capability {device['compute_capability']})"
-        found += "" if name != PORTABLE_RTX_TARGET else ", which no TensorRT-RTX target names"
-    print(f"{found}: target {name} (pass --target NAME to build for one GPU family)", file=sys.stderr)
+        capability = device["compute_capability"]
+        found = f"GPU {device['name']} (compute capability {capability})"
+        if name == PORTABLE_RTX_TARGET:
+            portable = compute_capabilities(load_target(name), import_tensorrt("tensorrt-rtx"))
+            if capability not in portable:
+                print(f"GPU {device['name']} ({sm_name(capability)}) is not supported by the TensorRT-RTX targets "
+                      f"({name} builds for {', '.join(map(sm_name, portable))}): building {name} for other "
+                      f"machines; these engines will not run here ({choose})", file=sys.stderr)
+                return name
+            found += ", which no TensorRT-RTX target names"
+    print(f"{found}: target {name} ({choose})", file=sys.stderr)
     return name

@@ -2,8 +2,8 @@
 
 Stages, each timed on the progress display:
 
-    load model -> export preprocess.onnx + encoder.onnx -> export pruner.onnx -> lint (TensorRT-bound graphs;
-      the real parser of a TensorRT build) -> TensorRT / TensorRT-RTX engines | ONNX Runtime graphs
+    load model -> export preprocess.onnx + encoder.onnx -> export pruner.onnx -> lint (TensorRT-bound graphs)
+      -> TensorRT / TensorRT-RTX engines (every graph through the real parser first) | ONNX Runtime graphs
       [-> pruner.pt2 (TorchInductor, on the target's own GPU)] -> tokenizer, (tiny) LLM -> manifest
 
 An artifact directory holds each weight once: the ONNX graphs themselves for ONNX Runtime, the
@@ -17,7 +17,7 @@ import dataclasses
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +26,9 @@ import torch
 
 from mmg_runtime.device import device_info
 from mmg_runtime.errors import UserError
-from mmg_runtime.manifest import Component, Manifest, TensorSpec, sha256_file, write_manifest
-from mmg_runtime.tensorrt import LABELS, import_tensorrt
-from mmg_runtime.versions import library_versions
+from mmg_runtime.manifest import BACKENDS, Component, Manifest, TensorSpec, sha256_file, write_manifest
+from mmg_runtime.tensorrt import import_tensorrt
+from mmg_runtime.versions import LIBRARIES, library_versions
 
 from .. import __version__
 from ..models.encoder import VideoEncoder
@@ -36,18 +36,15 @@ from ..models.llava import TINY_NAME, load_llava
 from ..prune import MMGConfig
 from ..prune.config import check_ratio, keep_count
 from . import export
+from .engines import EngineBuilder, engine_builder
 from .onnxruntime import provider_settings
 from .output_dir import atomic_output_dir
 from .preprocess import write_preprocess_graph
 from .targets import TargetProfile, check_flavour
-from .tensorrt import EngineInfo
+from .tensorrt import EngineInfo, parse_network
 
 MAX_FRAMES = 256
 GRAPHS = ("preprocess", "encoder", "pruner")
-LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "polygraphy", "tensorrt", "tensorrt_rtx",
-             "numpy")
-BACKENDS = ("tensorrt", "tensorrt-rtx", "onnxruntime")
-"""The first two build engines, with TensorRT (:mod:`.tensorrt`) or TensorRT for RTX (:mod:`.tensorrt_rtx`)."""
 MAX_FRAME_SIDE = 4096
 """Largest frame height or width a TensorRT preprocess engine takes (its optimisation profile's max)."""
 PROFILE_FRAMES = 8
@@ -173,10 +170,8 @@ def build(options: BuildOptions) -> Manifest:
             export.export_pruner(options.frames, encoder.tokens_per_frame, encoder.hidden_size, options.ratio,
                                  options.precision, pruner_dir / "pruner.onnx", options.pruning, encoder.newline)
         tensorrt_bound = ("pruner",) if options.backend == "onnxruntime" else GRAPHS
-        parser = "" if options.backend == "onnxruntime" else f", {LABELS[options.backend]}'s parser"
-        with progress.stage(f"lint {', '.join(tensorrt_bound)} for TensorRT 10.3 and 11{parser}"):
-            _lint([(pruner_dir if name == "pruner" else onnx_dir) / f"{name}.onnx" for name in tensorrt_bound],
-                  None if options.backend == "onnxruntime" else options.backend)
+        with progress.stage(f"lint {', '.join(tensorrt_bound)} for TensorRT 10.3 and 11"):
+            _lint([(pruner_dir if name == "pruner" else onnx_dir) / f"{name}.onnx" for name in tensorrt_bound])
         specs = component_specs(options, encoder, keep)
         with progress.stage(f"{options.backend} backend for target {options.target.name}"):
             files, device, versions = _backend(options, onnx_dir, work, progress, specs)
@@ -190,12 +185,10 @@ def build(options: BuildOptions) -> Manifest:
     return manifest
 
 
-def _lint(paths: list[Path], flavour: str | None) -> None:
-    """Every graph must pass the lint of every TensorRT release we ship a table for (10.3 and 11), and
-    the real parser of ``flavour`` (the TensorRT a build is for, None for none), so that a graph it
-    rejects stops the build before any engine is built (one line: node, operator, the parser's words)."""
+def _lint(paths: list[Path]) -> None:
+    """Every graph must pass the lint of every TensorRT release we ship a table for (10.3 and 11). (The real
+    parser of a TensorRT build reads every graph before any engine is built: :func:`_engines`.)"""
     from ..lint import supported_versions
-    from ..lint.parser import parser_verdict
     from ..lint.rules import lint_model
 
     for path in paths:
@@ -204,9 +197,6 @@ def _lint(paths: list[Path], flavour: str | None) -> None:
             if not report.ok:
                 raise UserError(f"{path.name} fails the TensorRT {version} compatibility lint:\n"
                                 f"{report.format_table()}")
-        verdict = parser_verdict(path, flavour) if flavour else None
-        if verdict is not None and verdict.errors:
-            raise UserError(verdict.rejection(path.name))
 
 
 def _aotinductor_pruner(options: BuildOptions, encoder: VideoEncoder, work: Path,
@@ -223,49 +213,38 @@ def _aotinductor_pruner(options: BuildOptions, encoder: VideoEncoder, work: Path
 
 def _backend(options: BuildOptions, onnx_dir: Path, work: Path, progress: Progress,
              specs: Specs) -> tuple[dict, dict | None, dict]:
-    """The runnable components; returns (component files, build device, extra manifest fields)."""
-    if options.backend == "tensorrt":
-        return _tensorrt(options, onnx_dir, work, progress, specs)
-    if options.backend == "tensorrt-rtx":
-        return _tensorrt_rtx(options, onnx_dir, work, progress, specs)
-    return {name: f"{name}.onnx" for name in GRAPHS}, None, {"providers": provider_settings(options.target)}
+    """The runnable components; returns (component files, build device, extra manifest fields).
 
-
-def _tensorrt(options: BuildOptions, onnx_dir: Path, work: Path, progress: Progress,
-              specs: Specs) -> tuple[dict, dict | None, dict]:
-    """TensorRT engines, built on the target's GPU; the timing cache lives beside the artifacts."""
-    from .tensorrt import build_engine
-
+    TensorRT engines are built on the target's GPU, with the timing cache beside the artifacts; the
+    device is that GPU. TensorRT-RTX engines are built ahead of time (no GPU needed); the device is
+    the engines' compute capabilities (``{"compute_capabilities": "8.6,8.9"}``), the release is in the
+    versions (``tensorrt_rtx``).
+    """
+    if options.backend == "onnxruntime":
+        return {name: f"{name}.onnx" for name in GRAPHS}, None, {"providers": provider_settings(options.target)}
     cache = options.out.parent / f"{options.target.name}.timing.cache"
-    files, info, profiles = _engines(options, onnx_dir, work, specs, lambda onnx, engine, shapes: build_engine(
-        onnx, engine, options.target, cache, progress.note, input_shapes=shapes))
+    files, info, profiles = _engines(options, onnx_dir, work, specs,
+                                     engine_builder(options.backend, options.target, cache, progress.note))
+    if options.backend == "tensorrt-rtx":
+        return files, {"compute_capabilities": ",".join(info.compute_capabilities)}, {"optimization_profiles": profiles}
     device = {**(info.device or {}), "hardware_compatibility": info.hardware_compatibility or ""}
     device.setdefault("compute_capability", options.target.compute_capability)
     return files, device, {"tensorrt_version": info.trt_version, "optimization_profiles": profiles}
 
 
-def _tensorrt_rtx(options: BuildOptions, onnx_dir: Path, work: Path, progress: Progress,
-                  specs: Specs) -> tuple[dict, dict, dict]:
-    """TensorRT-RTX engines, built ahead of time (no GPU needed); the manifest's device is the engines'
-    compute capabilities (``{"compute_capabilities": "8.6,8.9"}``), the release is in its versions
-    (``tensorrt_rtx``)."""
-    from .tensorrt_rtx import build_engine
-
-    files, info, profiles = _engines(options, onnx_dir, work, specs, lambda onnx, engine, shapes: build_engine(
-        onnx, engine, options.target, progress.note, input_shapes=shapes))
-    return files, {"compute_capabilities": ",".join(info.compute_capabilities)}, {"optimization_profiles": profiles}
-
-
 def _engines(options: BuildOptions, onnx_dir: Path, work: Path, specs: Specs,
-             build_engine: Callable[[Path, Path, dict], EngineInfo]) -> tuple[dict, EngineInfo, dict]:
+             build_engine: EngineBuilder) -> tuple[dict, EngineInfo, dict]:
     """One engine per graph, its I/O checked against the manifest's; the ONNX files stay outside the
-    artifact directory (each weight is stored once). ``build_engine(onnx, engine, input_shapes)``
-    builds one. Returns (component files, the last engine's info, each graph's optimisation profile:
-    input -> (min, opt, max) shapes)."""
+    artifact directory (each weight is stored once). Every graph is parsed first, once, by the real parser
+    of the backend (:func:`.tensorrt.parse_network`), so that one it rejects stops the build before any
+    engine is built (one line: node, operator, the parser's words); ``build_engine(parsed, engine,
+    input_shapes)`` (:func:`.engines.engine_builder`) builds one from its parse. Returns (component files,
+    the last engine's info, each graph's optimisation profile: input -> (min, opt, max) shapes)."""
+    parsed = {name: parse_network(onnx_dir / f"{name}.onnx", options.backend) for name in GRAPHS}
     files, profiles = {}, {}
     for name in GRAPHS:
         profiles[name] = profile_shapes(specs[name][0], options.frames)
-        info = build_engine(onnx_dir / f"{name}.onnx", work / f"{name}.engine", profiles[name])
+        info = build_engine(parsed.pop(name), work / f"{name}.engine", profiles[name])  # its network freed once built
         check_engine_io(f"{name}.engine", info.io_tensors, specs[name])
         files[name] = f"{name}.engine"
     return files, info, profiles

@@ -14,7 +14,8 @@ bound by address, as the pipeline binds them:
 
 N is the artifacts' frame count T and the runtime's chunk (``CHUNK_FRAMES``); on the CPU the
 copies are host copies, as they are in ``run``. Each ratio other than the artifacts' gets a pruner
-exported (and, for TensorRT, built) into a scratch directory for this profile.
+exported (and, for TensorRT and TensorRT-RTX, built as the artifacts' engines were) into a scratch
+directory for this profile.
 
 The timing harness is :mod:`.profile_harness`, the table and the ``--json`` report
 :mod:`.profile_report`, the ``--plot`` :mod:`.profile_plot`.
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from mmg_runtime.device import device_info
 from mmg_runtime.errors import UserError
-from mmg_runtime.trust import verify_artifacts
+from mmg_runtime.trust import this_machine, verify_artifacts
 
 from .profile_harness import EXPORT_HINT, Timer, check_extra_ratios, load_llm, profile, row_count
 from .profile_plot import plot_latency
@@ -68,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise UserError(f"--plot needs matplotlib, which this install lacks: {EXPORT_HINT}")
     frame_size = parse_frame_size(args.frame_size)
-    from mmg_runtime.pipeline import this_machine
-
     manifest = verify_artifacts(args.artifacts, **this_machine())
     ratios = parse_ratios(args.ratios, manifest.ratio)
     exported = check_extra_ratios(ratios, manifest.ratio)

@@ -26,6 +26,7 @@ import numpy as np
 
 from mmg_runtime.errors import UserError
 from mmg_runtime.manifest import Manifest
+from mmg_runtime.tensorrt import FLAVOURS
 
 if TYPE_CHECKING:
     from mmg_runtime.llm.hf import TransformersBackend
@@ -226,7 +227,7 @@ class _Prefill:
 
 def _pruners(directory: Path, manifest: Manifest, ratios: list[float], scratch: Path) -> Iterator[tuple[float, object]]:
     """(ratio, pruner opened as the pipeline opens it) per ratio, one at a time; ratios other than the
-    artifacts' are exported (and built, for TensorRT) into ``scratch``."""
+    artifacts' are exported (and built, for TensorRT and TensorRT-RTX) into ``scratch``."""
     from mmg_runtime.pipeline import open_component, open_model
 
     for ratio in ratios:
@@ -244,8 +245,8 @@ def _pruners(directory: Path, manifest: Manifest, ratios: list[float], scratch: 
 
 
 def _extra_pruner(manifest: Manifest, ratio: float, scratch: Path) -> Path:
-    """The artifacts' pruner at another ``ratio``: ONNX, its TensorRT engine, or its AOTInductor
-    package (needs torch)."""
+    """The artifacts' pruner at another ``ratio``: ONNX, its engine like the artifacts' (TensorRT or
+    TensorRT-RTX), or its AOTInductor package (needs torch)."""
     from ..prune import MMGConfig
     from .export import export_pruner
 
@@ -260,14 +261,12 @@ def _extra_pruner(manifest: Manifest, ratio: float, scratch: Path) -> Path:
     onnx_path = export_pruner(manifest.frames, manifest.tokens_per_frame, manifest.hidden_size, ratio,
                               manifest.precision, scratch / f"pruner-{ratio:g}.onnx",
                               MMGConfig(**manifest.extra.get("pruning", {})))
-    if manifest.backend != "tensorrt":
+    if manifest.backend not in FLAVOURS:
         return onnx_path
-    from .targets import manifest_target
-    from .tensorrt import build_engine
+    from .engines import artifacts_engine_builder
 
     engine = scratch / f"pruner-{ratio:g}.engine"
-    target = manifest_target(manifest.target, manifest.extra.get("target_file"))
-    build_engine(onnx_path, engine, target, scratch / "timing.cache", log=lambda _: None)
+    artifacts_engine_builder(manifest, scratch / "timing.cache")(onnx_path, engine)
     return engine
 
 
@@ -275,7 +274,7 @@ def load_llm(directory: Path, manifest: Manifest) -> tuple[TransformersBackend |
     """(the transformers LLM run uses by default, "") or (None, a one-line note saying why there is none)."""
     if importlib.util.find_spec("torch") is None:
         return None, f"prefill not measured: the transformers LLM needs torch, which this install lacks: {EXPORT_HINT}"
-    from mmg_runtime.pipeline import make_llm
+    from mmg_runtime.llm import make_llm
 
     try:
         llm = make_llm("transformers", directory, manifest, None)

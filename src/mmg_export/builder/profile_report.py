@@ -7,13 +7,11 @@ import platform
 from dataclasses import asdict
 
 from mmg_runtime.manifest import Manifest
-from mmg_runtime.versions import library_versions
+from mmg_runtime.versions import LIBRARIES, library_versions
 
 from .profile_harness import Measurement
 
 STATISTICS = ("min", "median", "mean", "p90", "p99")
-LIBRARIES = ("numpy", "onnxruntime", "tensorrt", "polygraphy", "torch", "transformers")
-"""Library versions the report records (those installed)."""
 TIMING = ("host clock (time.perf_counter) around each call; every call ends synchronised with the device "
           "(ONNX Runtime exposes no CUDA events and synchronises its providers before a run returns; the TensorRT "
           "run synchronises its stream; copies are synchronous). Compute rows bind device buffers, so they hold "

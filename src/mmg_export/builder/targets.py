@@ -47,6 +47,11 @@ _FIELDS: dict[str, tuple[type, str]] = {
 }
 """Profile key -> (TOML type, what the error message says was expected)."""
 
+_DEFAULTS: dict[str, Any] = {"tensorrt_flavour": "tensorrt", "workspace_bytes": 2 << 30, "dla_cores": 0,
+                             "use_dla": False, "dla_core": 0, "gpu_fallback": False}
+"""The keys a profile may leave out, and their values then: a profile written before TensorRT-RTX is a TensorRT
+one, and a TensorRT-RTX profile has no use for a workspace limit (its build sets none) or a DLA."""
+
 
 def _version_bound(text: str) -> tuple[int, ...]:
     """``"11"`` -> ``(11,)``, ``"10.3"`` -> ``(10, 3)``; ``()`` for anything else (not a bound)."""
@@ -133,6 +138,7 @@ def _load_file(path: Path) -> TargetProfile:
             data = tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"{path}: not valid TOML: {error}") from error
+    data = {**_DEFAULTS, **data}
     _check_types(path, data)
     _check_values(path, data)
     hardware = data["hardware_compatibility"]
@@ -199,6 +205,8 @@ def _check_values(path: Path, data: dict[str, Any]) -> None:
             raise _fail(path, "hardware_compatibility", '"none" below compute capability 8.0 (Ampere)',
                         data["hardware_compatibility"])
     if data["use_dla"]:
+        if flavour == "tensorrt-rtx":
+            raise _fail(path, "use_dla", "false with TensorRT-RTX (it builds for no DLA)", True)
         if data["dla_cores"] == 0:
             raise _fail(path, "use_dla", "false: this target has no DLA (dla_cores = 0)", True)
         if data["dla_core"] >= data["dla_cores"]:

@@ -5,7 +5,7 @@ tensors) and the network is built strongly typed, so TensorRT keeps the ONNX typ
 removed ``BuilderFlag.FP16/BF16/INT8`` and always builds strongly typed; on 10.x the
 ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` flag asks for the same behaviour.
 
-The ONNX file is parsed by :func:`parse_onnx` (the lint's parse step, whose errors name node,
+The ONNX file is parsed by :func:`parse_network` (the lint's parse step, whose errors name node,
 operator and the parser's words); the build goes through Polygraphy's loaders (``CreateConfig``,
 ``EngineBytesFromNetwork``, ``EngineFromBytes``); what they do not cover (the DLA core, a timing
 cache from another TensorRT or GPU) is a ``PostprocessConfig`` step. :mod:`.tensorrt_rtx` builds
@@ -203,21 +203,41 @@ def config_settings(optimization_level: int, input_shapes: InputShapes | None) -
     return {"profiles": optimisation_profiles(input_shapes), "builder_optimization_level": optimization_level}
 
 
-def parse_onnx(trt: Any, flavour: str, onnx_path: Path, strongly_typed: bool) -> tuple[Any, Any, Any]:
-    """``(builder, network, parser)`` of ``onnx_path``, for ``EngineBytesFromNetwork``: Polygraphy's
-    ``CreateNetwork`` (builder and network on Polygraphy's TensorRT logger, so that build errors are
+class ParsedNetwork(NamedTuple):
+    """One ONNX file parsed into a network by a real parser (:func:`parse_network`), ready to build."""
+
+    path: Path
+    builder: Any
+    network: Any
+    parser: Any
+    """Owns the weights: kept as long as the network."""
+
+    @property
+    def loaded(self) -> tuple[Any, Any, Any]:
+        """``(builder, network, parser)``, what Polygraphy's ``EngineBytesFromNetwork`` takes."""
+        return self.builder, self.network, self.parser
+
+
+def parse_network(onnx: str | os.PathLike[str] | ParsedNetwork, flavour: str) -> ParsedNetwork:
+    """The ONNX file ``onnx`` parsed by ``flavour``'s parser (``onnx`` itself where it is parsed already):
+    Polygraphy's ``CreateNetwork`` with the builder's flags (:func:`mmg_export.lint.parser.network_flags`:
+    strongly typed; builder and network on Polygraphy's TensorRT logger, so that build errors are
     collected), then the lint's parse step (:func:`mmg_export.lint.parser.parse_into`). UserError, one
     line, when the parser rejects the model: every error with its node, operator and the parser's words."""
+    if isinstance(onnx, ParsedNetwork):
+        return onnx
+    trt = import_tensorrt(flavour)
     use_in_polygraphy(flavour)
     from polygraphy.backend.trt import CreateNetwork
 
-    from ..lint.parser import ParserVerdict, parse_into
+    from ..lint.parser import ParserVerdict, network_flags, parse_into
 
-    builder, network = CreateNetwork(strongly_typed=strongly_typed)()
+    onnx_path = Path(onnx)
+    builder, network = CreateNetwork(strongly_typed=bool(network_flags(flavour, trt.__version__)))()
     parser, errors = parse_into(trt, network, onnx_path)
     if errors:
         raise UserError(ParserVerdict(flavour, trt.__version__, errors).rejection(onnx_path))
-    return builder, network, parser
+    return ParsedNetwork(onnx_path, builder, network, parser)
 
 
 def _finish_config(trt: Any, settings: BuilderSettings, cache_path: Path, log: Callable[[str], None]):
@@ -238,16 +258,17 @@ def _finish_config(trt: Any, settings: BuilderSettings, cache_path: Path, log: C
 
 
 def build_engine(
-    onnx_path: str | os.PathLike[str],
+    onnx: str | os.PathLike[str] | ParsedNetwork,
     engine_path: str | os.PathLike[str],
     profile: TargetProfile,
     timing_cache_path: str | os.PathLike[str],
     log: Callable[[str], None] = print,
     input_shapes: InputShapes | None = None,
 ) -> EngineInfo:
-    """Build a strongly typed TensorRT engine from ``onnx_path`` for ``profile``, with Polygraphy's loaders.
+    """Build a strongly typed TensorRT engine from the ONNX file ``onnx`` (or that file parsed already:
+    :func:`parse_network`) for ``profile``, with Polygraphy's loaders.
 
-    :func:`parse_onnx` parses into a network with this release's flags (:func:`network_flags`),
+    :func:`parse_network` parses into a network with this release's flags (:func:`network_flags`),
     ``CreateConfig`` applies :func:`builder_settings` (TF32 off: its default) and the timing cache
     at ``timing_cache_path`` (read when it exists), ``EngineBytesFromNetwork`` builds and merges the
     new timings back into that file. ``input_shapes`` gives each dynamic input its
@@ -256,7 +277,10 @@ def build_engine(
     does not parse (every parser error, one line), the build fails or the engine does not load.
     """
     trt = import_tensorrt("tensorrt")
-    use_in_polygraphy("tensorrt")
+    engine_path, cache_path = Path(engine_path), Path(timing_cache_path)
+    trt_version = trt.__version__
+    settings = builder_settings(profile, trt_version)
+    parsed = parse_network(onnx, "tensorrt")  # binds Polygraphy's loaders to TensorRT (use_in_polygraphy)
     from polygraphy.backend.trt import (
         CreateConfig,
         EngineBytesFromNetwork,
@@ -265,9 +289,6 @@ def build_engine(
     )
     from polygraphy.exception import PolygraphyException
 
-    onnx_path, engine_path, cache_path = Path(onnx_path), Path(engine_path), Path(timing_cache_path)
-    trt_version = trt.__version__
-    settings = builder_settings(profile, trt_version)
     hardware = settings.hardware_compatibility
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     with polygraphy_errors() as errors:
@@ -279,12 +300,11 @@ def build_engine(
             tf32=False,
         )
         config = PostprocessConfig(config, _finish_config(trt, settings, cache_path, log))
-        network = parse_onnx(trt, "tensorrt", onnx_path, strongly_typed=bool(network_flags(trt_version)))
         log(f"building {engine_path} for target {profile.name} with TensorRT {trt_version}")
         try:
-            serialized = EngineBytesFromNetwork(network, config, save_timing_cache=str(cache_path))()
+            serialized = EngineBytesFromNetwork(parsed.loaded, config, save_timing_cache=str(cache_path))()
         except PolygraphyException:
-            raise UserError(f"{onnx_path}: TensorRT {trt_version} could not build an engine for target "
+            raise UserError(f"{parsed.path}: TensorRT {trt_version} could not build an engine for target "
                             f"'{profile.name}'{listed(errors)}") from None
         try:
             engine = EngineFromBytes(serialized)()

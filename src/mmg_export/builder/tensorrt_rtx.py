@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from mmg_runtime.device import sm_name
 from mmg_runtime.errors import UserError
@@ -27,18 +27,17 @@ from mmg_runtime.tensorrt import (
 )
 from mmg_runtime.versions import release
 
+from .targets import TargetProfile, check_flavour
 from .tensorrt import (
     EngineInfo,
     InputShapes,
+    ParsedNetwork,
     config_settings,
     listed,
     network_io,
-    parse_onnx,
+    parse_network,
     polygraphy_errors,
 )
-
-if TYPE_CHECKING:
-    from .targets import TargetProfile
 
 
 def compute_capabilities(profile: TargetProfile, trt: Any) -> list[str]:
@@ -46,8 +45,6 @@ def compute_capabilities(profile: TargetProfile, trt: Any) -> list[str]:
     ``trt``: the profile's own, or with ``hardware_compatibility = "portable"`` every one from its own
     up that TensorRT-RTX offers. UserError when the profile is not a TensorRT-RTX target, the release
     is outside its range or does not build for its GPU."""
-    from .targets import check_flavour
-
     check_flavour(profile, "tensorrt-rtx")
     profile.check_tensorrt_version(trt.__version__)
     offered = offered_compute_capabilities(trt)
@@ -77,36 +74,40 @@ def config_loader(trt: Any, profile: TargetProfile, capabilities: list[str],
 
 
 def build_engine(
-    onnx_path: str | os.PathLike[str],
+    onnx: str | os.PathLike[str] | ParsedNetwork,
     engine_path: str | os.PathLike[str],
     profile: TargetProfile,
     log: Callable[[str], None] = print,
     input_shapes: InputShapes | None = None,
+    capabilities: list[str] | None = None,
 ) -> EngineInfo:
-    """Build a TensorRT-RTX engine from ``onnx_path`` for ``profile`` ahead of time and write it to
+    """Build a TensorRT-RTX engine from the ONNX file ``onnx`` (or that file parsed already:
+    :func:`.tensorrt.parse_network`) for ``profile`` ahead of time and write it to
     ``engine_path`` (the caller builds into a temporary directory). ``input_shapes`` gives each
-    dynamic input its ``(min, opt, max)`` shapes. Raises UserError when TensorRT-RTX is absent, the
-    profile does not fit it (:func:`compute_capabilities`), the parser rejects the model (one line: node,
-    operator, the parser's words) or the build fails; nothing is written then.
+    dynamic input its ``(min, opt, max)`` shapes; ``capabilities`` the compute capabilities to build
+    for (``["8.6", "8.9"]``; default: the profile's, :func:`compute_capabilities`). Raises UserError
+    when TensorRT-RTX is absent, the profile does not fit it (:func:`compute_capabilities`), the parser
+    rejects the model (one line: node, operator, the parser's words) or the build fails; nothing is
+    written then.
     """
     trt = import_tensorrt("tensorrt-rtx")
-    capabilities = compute_capabilities(profile, trt)
+    capabilities = capabilities or compute_capabilities(profile, trt)
     config = config_loader(trt, profile, capabilities, input_shapes)
     from polygraphy.backend.trt import EngineBytesFromNetwork
     from polygraphy.exception import PolygraphyException
 
-    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    engine_path = Path(engine_path)
     version = trt.__version__
     with polygraphy_errors() as errors:
-        parsed = parse_onnx(trt, "tensorrt-rtx", onnx_path, strongly_typed=False)
+        parsed = parse_network(onnx, "tensorrt-rtx")
         log(f"building {engine_path} for target {profile.name} ({', '.join(map(sm_name, capabilities))}) with "
             f"TensorRT-RTX {version}")
         try:
-            serialized = EngineBytesFromNetwork(parsed, config)()
+            serialized = EngineBytesFromNetwork(parsed.loaded, config)()
         except PolygraphyException:
-            raise UserError(f"{onnx_path}: TensorRT-RTX {version} could not build an engine for target "
+            raise UserError(f"{parsed.path}: TensorRT-RTX {version} could not build an engine for target "
                             f"'{profile.name}'{listed(errors)}") from None
     with open(engine_path, "wb") as handle:
         handle.write(serialized)
     return EngineInfo(trt_version=version, device=None, hardware_compatibility=profile.hardware_compatibility,
-                      io_tensors=network_io(parsed[1]), compute_capabilities=tuple(capabilities))
+                      io_tensors=network_io(parsed.network), compute_capabilities=tuple(capabilities))
