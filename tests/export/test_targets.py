@@ -322,12 +322,9 @@ def test_build_refuses_another_gpus_target_before_exporting(tmp_path: Path, tens
         main(["--debug", "build", "--target", "orin-agx", "--hardware-compatible", "--out", str(out)])
 
 
-def test_jetson_target_on_another_machine_says_what_it_built(tmp_path: Path, monkeypatch, capsys) -> None:
-    """The ONNX Runtime build itself is tested in test_build; here only what the command says around it."""
-    pytest.importorskip("torch", reason="building is the export role's (torch)")
+def recorded_builds(monkeypatch) -> list:
+    """The options of every ``build`` the CLI asks for, recorded instead of built (a stand-in manifest back)."""
     from mmg_export.builder import pipeline
-    from mmg_export.cli import main
-    from mmg_runtime import device
 
     built = []
 
@@ -336,6 +333,16 @@ def test_jetson_target_on_another_machine_says_what_it_built(tmp_path: Path, mon
         return type("Manifest", (), {"keep": 1568, "frames": 32, "tokens_per_frame": 196, "components": {}})()
 
     monkeypatch.setattr(pipeline, "build", build)
+    return built
+
+
+def test_jetson_target_on_another_machine_says_what_it_built(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The ONNX Runtime build itself is tested in test_build; here only what the command says around it."""
+    pytest.importorskip("torch", reason="building is the export role's (torch)")
+    from mmg_export.cli import main
+    from mmg_runtime import device
+
+    built = recorded_builds(monkeypatch)
     monkeypatch.setattr(device, "is_jetson", lambda: False)
     monkeypatch.chdir(tmp_path)
     assert main(["build", "--target", "orin-agx", "--backend", "onnxruntime"]) == 0
@@ -354,17 +361,10 @@ def test_tensorrt_rtx_without_target_builds_for_this_machine(tmp_path: Path, mon
     """No GPU: one portable engine; a GPU TensorRT-RTX builds for: its own (the build itself: test_tensorrt_rtx_build)."""
     pytest.importorskip("torch", reason="building is the export role's (torch)")
     pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX is not installed")
-    from mmg_export.builder import pipeline
     from mmg_export.cli import main
     from mmg_runtime import device
 
-    built = []
-
-    def build(options):
-        built.append(options)
-        return type("Manifest", (), {"keep": 1568, "frames": 32, "tokens_per_frame": 196, "components": {}})()
-
-    monkeypatch.setattr(pipeline, "build", build)
+    built = recorded_builds(monkeypatch)
     monkeypatch.setattr(device, "device_info", lambda: gpu)
     monkeypatch.chdir(tmp_path)
     assert main(["build", "--backend", "tensorrt-rtx"]) == 0
