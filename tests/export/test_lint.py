@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import mmg_export.cli
 from mmg_export.lint import supported_versions
-from mmg_export.lint.rules import Finding, LintReport, lint_model, load_table
+from mmg_export.lint.rules import Finding, LintReport, lint_model, lint_versions, load_table
 from mmg_runtime.errors import UserError
 
 FLOAT, INT64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
@@ -424,6 +424,20 @@ def test_tables_record_their_source(version):
     source = load_table(version).source
     assert source["repo"] == "onnx/onnx-tensorrt" and source["path"] == "docs/operators.md"
     assert len(source["commit"]) == 40 and source["commit"][:7] in source["summary"]
+
+
+def test_lint_versions_reads_once_and_reports_as_lint_model_per_version(tmp_path):
+    """RMSNormalization (opset 23) is in TensorRT 11's table, not in 10.3's: the two reports differ."""
+    rms = model([helper.make_node("RMSNormalization", ["x", "scale"], ["y"], axis=-1)],
+                [value("x", TensorProto.FLOAT, [2, 8])], [value("y", TensorProto.FLOAT, [2, 8])],
+                [const("scale", np.ones(8, np.float32))], opset=23)
+    path = tmp_path / "rms.onnx"
+    onnx.save(rms, path)
+    reports = lint_versions(path, ("10.3", "11"))
+    assert [report.trt_version for report in reports] == ["10.3", "11"]
+    assert [report.to_dict() for report in reports] == [lint_model(path, "10.3").to_dict(),
+                                                        lint_model(path, "11").to_dict()]
+    assert not reports[0].ok and reports[1].ok
 
 
 def test_unknown_trt_version_is_a_value_error():

@@ -189,13 +189,12 @@ def _lint(paths: list[Path]) -> None:
     """Every graph must pass the lint of every TensorRT release we ship a table for (10.3 and 11). (The real
     parser of a TensorRT build reads every graph before any engine is built: :func:`_engines`.)"""
     from ..lint import supported_versions
-    from ..lint.rules import lint_model
+    from ..lint.rules import lint_versions
 
     for path in paths:
-        for version in supported_versions():
-            report = lint_model(path, version)
+        for report in lint_versions(path, supported_versions()):
             if not report.ok:
-                raise UserError(f"{path.name} fails the TensorRT {version} compatibility lint:\n"
+                raise UserError(f"{path.name} fails the TensorRT {report.trt_version} compatibility lint:\n"
                                 f"{report.format_table()}")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
@@ -609,11 +609,21 @@ def _infer_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Finding
 
 def lint_model(model: str | os.PathLike | onnx.ModelProto, trt_version: str = DEFAULT_VERSION) -> LintReport:
     """Check an ONNX model (path or proto) against the TensorRT ``trt_version`` parser constraints."""
-    table = load_table(str(trt_version))
+    return lint_versions(model, (trt_version,))[0]
+
+
+def lint_versions(model: str | os.PathLike | onnx.ModelProto, trt_versions: Sequence[str]) -> list[LintReport]:
+    """:func:`lint_model` for each of ``trt_versions``, reading the model and inferring its shapes once
+    (at 7B geometry the encoder's two shape inferences take ~10 s)."""
+    tables = [load_table(str(version)) for version in trt_versions]
     proto, path = _load_model(model)
     inferred, findings = _infer_shapes(proto)
     graph = inferred.graph
-    scope = Scope(table, _default_opset(inferred), _graph_constants(graph), _graph_tensors(graph),
-                  _graph_producers(graph), None if path is None else os.path.dirname(os.path.abspath(path)))
-    findings += list(_lint_graph(graph, scope))
-    return LintReport(findings, table.trt_version, path, table.source["summary"])
+    constants, tensors, producers = _graph_constants(graph), _graph_tensors(graph), _graph_producers(graph)
+    model_dir = None if path is None else os.path.dirname(os.path.abspath(path))
+    reports = []
+    for table in tables:
+        scope = Scope(table, _default_opset(inferred), constants, tensors, producers, model_dir)
+        reports.append(LintReport(findings + list(_lint_graph(graph, scope)), table.trt_version, path,
+                                  table.source["summary"]))
+    return reports
