@@ -28,13 +28,19 @@ from typing import Any
 
 import torch
 
+ENGINE_SAMPLING_KEYWORDS = {
+    # the SamplingConfig fields ModelRunnerCpp.generate takes from **kwargs (its accepted_parameters;
+    # any other keyword is dropped there without a word) and that the Python ModelRunner's
+    # SamplingConfig (runtime/generation.py) has too
+    "num_beams", "top_k", "top_p", "temperature", "repetition_penalty", "presence_penalty",
+    "frequency_penalty", "random_seed",
+}
 ENGINE_GENERATE_KEYWORDS = {
     # ModelRunnerCpp.generate's own keywords (tensorrt_llm/runtime/model_runner_cpp.py) ...
     "prompt_table", "prompt_tasks", "streaming", "max_new_tokens", "end_id", "pad_id", "return_dict",
-    "output_sequence_lengths",
-    # ... and the SamplingConfig fields both runners accept through **kwargs
-    "top_k", "top_p", "temperature", "num_beams",
-}
+    "output_sequence_lengths", "input_token_extra_ids",
+} | ENGINE_SAMPLING_KEYWORDS
+PYTHON_GENERATE_KEYWORDS = ENGINE_GENERATE_KEYWORDS - {"input_token_extra_ids"}  # "only available with cpp session"
 
 
 @dataclass
@@ -44,6 +50,8 @@ class Calls:
     generate: dict = field(default_factory=dict)
     llm: dict = field(default_factory=dict)
     attached: tuple | None = None
+    drained: bool = False
+    aborted: bool = False
     forward: dict = field(default_factory=dict)
     registered: dict = field(default_factory=dict)
 
@@ -56,6 +64,7 @@ CALLS = Calls()
 
 class _Runner:
     max_seq_len = 64
+    keywords = ENGINE_GENERATE_KEYWORDS
 
     @classmethod
     def from_dir(cls, engine_dir: str, *, rank: int = 0, **kwargs: Any) -> _Runner:
@@ -63,7 +72,7 @@ class _Runner:
         return cls()
 
     def generate(self, batch_input_ids: list[torch.Tensor], **kwargs: Any):
-        unknown = set(kwargs) - ENGINE_GENERATE_KEYWORDS
+        unknown = set(kwargs) - self.keywords
         assert not unknown, f"generate() got keywords TensorRT-LLM does not define: {sorted(unknown)}"
         assert isinstance(batch_input_ids, list) and all(ids.dim() == 1 for ids in batch_input_ids)
         table = kwargs["prompt_table"]
@@ -80,17 +89,21 @@ class _Runner:
             padded = tokens + [end_id] * (self.max_seq_len - len(tokens))
             yield {"output_ids": torch.tensor([[padded]], dtype=torch.int32),
                    "sequence_lengths": torch.tensor([[len(tokens)]], dtype=torch.int32)}
+        CALLS.drained = True
 
 
 class ModelRunnerCpp(_Runner):
     @classmethod
     def from_dir(cls, engine_dir: str, *, rank: int = 0, kv_cache_free_gpu_memory_fraction: float | None = None,
-                 enable_chunked_context: bool = False) -> ModelRunnerCpp:
+                 enable_chunked_context: bool = False, kv_cache_enable_block_reuse: bool = False) -> ModelRunnerCpp:
         return super().from_dir(engine_dir, rank=rank, kv_cache_free_gpu_memory_fraction=kv_cache_free_gpu_memory_fraction,
-                                enable_chunked_context=enable_chunked_context)
+                                enable_chunked_context=enable_chunked_context,
+                                kv_cache_enable_block_reuse=kv_cache_enable_block_reuse)
 
 
 class ModelRunner(_Runner):
+    keywords = PYTHON_GENERATE_KEYWORDS
+
     @classmethod
     def from_dir(cls, engine_dir: str, rank: int = 0) -> ModelRunner:
         return super().from_dir(engine_dir, rank=rank)
@@ -99,10 +112,19 @@ class ModelRunner(_Runner):
 # --- LLM API: tensorrt_llm.LLM and the registries the adapter uses ------------------------------
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SamplingParams:
+    """The fields of tensorrt_llm/sampling_params.py that the backend may set (a keyword it does not
+    define is a TypeError, as with the real kw_only dataclass)."""
+
     max_tokens: int = 32
     top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    temperature: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     add_special_tokens: bool = True
 
 
@@ -168,10 +190,13 @@ class GenerationResult:
         return self
 
     def __next__(self) -> GenerationResult:
-        if not self._steps:
+        if not self._steps or CALLS.aborted:
             raise StopIteration
         self.outputs[0].token_ids.append(self._steps.pop(0))
         return self
+
+    def abort(self) -> None:
+        CALLS.aborted = True
 
 
 class LLM:

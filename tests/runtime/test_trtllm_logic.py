@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from mmg_runtime.llm.base import VideoPrompt
+from mmg_runtime.llm.base import GREEDY, Sampling, VideoPrompt
 from mmg_runtime.llm.prompt_table import (
     EngineLimits,
     build_engine_prompt,
@@ -365,3 +365,107 @@ def test_llmapi_backend_generate(trtllm, tmp_path):
     fused = trtllm.forward["inputs_embeds"]
     torch.testing.assert_close(fused[2:6], embedding.to(fused.dtype))
     torch.testing.assert_close(fused[0], model.model.embed_tokens.weight[1])
+
+
+# --- sampling, stop and KV block reuse on both paths ---------------------------------------------
+
+SAMPLED = Sampling(temperature=0.7, top_p=0.9, top_k=40, seed=11, repetition_penalty=1.1,
+                   frequency_penalty=0.5, presence_penalty=-0.5)
+
+
+def test_engine_sampling_keywords():
+    from mmg_runtime.llm.trtllm_engine import engine_sampling
+
+    assert engine_sampling(GREEDY) == {"top_k": 1}
+    assert engine_sampling(Sampling(repetition_penalty=1.2)) == {"top_k": 1, "repetition_penalty": 1.2}
+    assert engine_sampling(SAMPLED) == {"temperature": 0.7, "top_k": 40, "top_p": 0.9, "random_seed": 11,
+                                        "repetition_penalty": 1.1, "frequency_penalty": 0.5,
+                                        "presence_penalty": -0.5}
+    unseeded = [engine_sampling(Sampling(temperature=1.0))["random_seed"] for _ in range(2)]
+    assert unseeded[0] != unseeded[1] and all(0 <= seed < 2**63 for seed in unseeded)  # not the runtime's 0
+
+
+def test_llmapi_sampling_keywords():
+    from mmg_runtime.llm.trtllm_llmapi import llmapi_sampling
+
+    assert llmapi_sampling(GREEDY) == {"top_k": 1}
+    assert llmapi_sampling(SAMPLED) == {"temperature": 0.7, "top_k": 40, "top_p": 0.9, "seed": 11,
+                                        "repetition_penalty": 1.1, "frequency_penalty": 0.5,
+                                        "presence_penalty": -0.5}
+    assert llmapi_sampling(Sampling(temperature=1.0, seed=3)) == {"temperature": 1.0, "top_k": None, "top_p": 1.0,
+                                                                  "seed": 3}
+
+
+def test_token_extra_ids_tell_videos_apart():
+    from mmg_runtime.cache import VideoKey
+    from mmg_runtime.llm.trtllm_engine import token_extra_ids
+
+    ids = np.array([1, 2, 10, 11, 12, 13, 3], dtype=np.int32)
+    first = token_extra_ids(ids, 10, (VideoKey("a", "clip-1", "plan"),))
+    assert first[:2] == [0, 0] and first[-1] == 0 and len(set(first[2:6])) == 1 and 0 < first[2] < 2**63
+    assert token_extra_ids(ids, 10, (VideoKey("a", "clip-1", "plan"),)) == first
+    assert token_extra_ids(ids, 10, (VideoKey("a", "clip-2", "plan"),))[2] != first[2]
+    assert token_extra_ids(ids, 10, None)[2] != token_extra_ids(ids, 10, None)[2]  # no key: never shared
+
+
+def test_standins_refuse_what_tensorrt_llm_does_not_define(trtllm):
+    import torch
+    import trtllm_standin
+
+    with pytest.raises(TypeError, match="random_seed"):
+        trtllm_standin.SamplingParams(random_seed=1)  # the LLM API calls it seed
+    runner = trtllm_standin.ModelRunnerCpp.from_dir("engine")
+    with pytest.raises(AssertionError, match="'seed'"):  # ModelRunnerCpp would drop it without a word
+        runner.generate([torch.tensor([1])], prompt_table=torch.zeros(1, 1, 2), prompt_tasks="0", seed=1)
+    with pytest.raises(AssertionError, match="input_token_extra_ids"):
+        trtllm_standin.ModelRunner.from_dir("engine").generate(
+            [torch.tensor([1])], prompt_table=torch.zeros(1, 1, 2), prompt_tasks="0", input_token_extra_ids=[[0]])
+
+
+def stop_at(count: int, seen: list[int]):
+    def on_token(token: int) -> bool:
+        seen.append(token)
+        return len(seen) == count
+    return on_token
+
+
+@pytest.mark.parametrize("session", ["cpp", "python"])
+def test_engine_backend_samples_and_stops(trtllm, tmp_path, session):
+    from mmg_runtime.llm.trtllm_engine import TrtLlmEngineBackend
+
+    backend = TrtLlmEngineBackend(small_engine_dir(tmp_path), end_id=2, session=session)
+    seen: list[int] = []
+    generation = backend.generate(video_prompt(), max_new_tokens=3, on_token=stop_at(2, seen), sampling=SAMPLED)
+    assert generation.token_ids == [7, 8] == seen and generation.stopped
+    assert trtllm.drained  # read to its end: a request left in the executor would answer the next call
+    call = trtllm.generate
+    assert (call["temperature"], call["top_k"], call["top_p"], call["random_seed"]) == (0.7, 40, 0.9, 11)
+    assert "input_token_extra_ids" not in call and generation.cached_tokens == 0
+    assert backend.generate(video_prompt(), max_new_tokens=3).stopped is False
+
+
+def test_engine_backend_block_reuse(trtllm, tmp_path):
+    from mmg_runtime.cache import VideoKey
+    from mmg_runtime.llm.trtllm_engine import TrtLlmEngineBackend
+
+    backend = TrtLlmEngineBackend(small_engine_dir(tmp_path), end_id=2, enable_block_reuse=True)
+    assert trtllm.from_dir["kv_cache_enable_block_reuse"] is True
+    prompt = video_prompt()
+    keyed = VideoPrompt(prompt.input_ids, VIDEO, prompt.video_embeds, video_key=(VideoKey("a", "c", "p"),))
+    backend.generate(keyed, max_new_tokens=2)
+    (extra,) = trtllm.generate["input_token_extra_ids"]
+    assert len(extra) == 7 and extra[:2] == [0, 0] and extra[-1] == 0 and extra[2] == extra[5] > 0
+    with pytest.raises(ValueError, match="need session='cpp'"):
+        TrtLlmEngineBackend(small_engine_dir(tmp_path), end_id=2, session="python", enable_block_reuse=True)
+
+
+def test_llmapi_backend_samples_and_aborts_on_stop(trtllm, tmp_path):
+    from mmg_runtime.llm.trtllm_llmapi import TrtLlmApiBackend
+
+    backend = TrtLlmApiBackend(adapter_model_dir(tmp_path))
+    seen: list[int] = []
+    generation = backend.generate(video_prompt(), max_new_tokens=3, on_token=stop_at(1, seen), sampling=SAMPLED)
+    assert generation.token_ids == [7] == seen and generation.stopped and trtllm.aborted
+    params = trtllm.attached[2]
+    assert (params.temperature, params.top_k, params.top_p, params.seed, params.repetition_penalty,
+            params.frequency_penalty, params.presence_penalty) == (0.7, 40, 0.9, 11, 1.1, 0.5, -0.5)

@@ -6,19 +6,33 @@ reach it as a prompt table (layout in ``prompt_table``). The runner is the one t
 example uses by default (``--session cpp_llm_only``: ``ModelRunnerCpp``), or the Python
 ``ModelRunner`` (``session="python"``, the example's ``--session python``).
 
+Sampling maps onto the runners' sampling keywords (:func:`engine_sampling`). KV reuse is
+TensorRT-LLM's own block reuse (``enable_block_reuse=True``, cpp session, an engine built with
+``--use_paged_context_fmha enable``): the prompt table's fake ids are the same for every video of M
+tokens, so each request also passes ``input_token_extra_ids`` (:func:`token_extra_ids`), which
+TensorRT-LLM documents as the way to use prompt tuning and KV cache reuse together: the video's
+positions carry a number derived from ``prompt.video_key``. The ``cache`` argument of
+``generate`` is not used: the blocks live in TensorRT-LLM's own KV pool.
+
 tensorrt_llm and torch are imported only when a backend is constructed.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 import time
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .base import Generation, TokenCallback, TokenEmitter, VideoPrompt
+from .base import GREEDY, Generation, Sampling, TokenCallback, TokenEmitter, VideoPrompt
 from .prompt_table import TABLE_NUMPY_DTYPE, EngineLimits, build_engine_prompt
+
+if TYPE_CHECKING:
+    from ..cache import CacheStore
 
 Session = Literal["cpp", "python"]
 
@@ -116,7 +130,42 @@ def resolve_special_ids(
     return end_id, end_id if pad_id is None else pad_id
 
 
-def _load_runner(engine_dir: Path, session: Session, kv_cache_fraction: float, chunked: bool):
+def engine_sampling(sampling: Sampling) -> dict[str, Any]:
+    """Keywords of ``ModelRunner(Cpp).generate`` for ``sampling`` (SamplingConfig fields).
+
+    Greedy is ``top_k=1`` (what the runners' own default SamplingConfig does). Sampling passes
+    temperature, top_k (0 = every token) and top_p (1 = every token; 0 would mean greedy to
+    ModelRunnerCpp) and a ``random_seed``: drawn here when none is given, since the runtime's
+    default seed is 0 for every request. The penalties pass only when set (1 / 0 = off)."""
+    keywords: dict[str, Any] = {"top_k": 1} if sampling.greedy else {
+        "temperature": float(sampling.temperature), "top_k": int(sampling.top_k), "top_p": float(sampling.top_p),
+        "random_seed": sampling.seed if sampling.seed is not None else secrets.randbits(63)}
+    if sampling.repetition_penalty != 1:
+        keywords["repetition_penalty"] = float(sampling.repetition_penalty)
+    if sampling.frequency_penalty:
+        keywords["frequency_penalty"] = float(sampling.frequency_penalty)
+    if sampling.presence_penalty:
+        keywords["presence_penalty"] = float(sampling.presence_penalty)
+    return keywords
+
+
+def video_extra_id(video_key: Hashable | None) -> int:
+    """A positive 63-bit number standing for the video in KV block hashes: a digest of ``repr(video_key)``
+    (equal keys, equal numbers), or a fresh random one when there is no key (never reused)."""
+    if video_key is None:
+        return 1 + secrets.randbits(62)
+    digest = hashlib.blake2b(repr(video_key).encode(), digest_size=8).digest()
+    return 1 + (int.from_bytes(digest, "little") >> 2)
+
+
+def token_extra_ids(input_ids: np.ndarray, vocab_size: int, video_key: Hashable | None) -> list[int]:
+    """One extra id per input id: the video's :func:`video_extra_id` where a fake prompt id (``>=
+    vocab_size``) stands, 0 at text tokens."""
+    extra = video_extra_id(video_key)
+    return [extra if token >= vocab_size else 0 for token in input_ids.tolist()]
+
+
+def _load_runner(engine_dir: Path, session: Session, kv_cache_fraction: float, chunked: bool, block_reuse: bool):
     if session == "cpp":
         from tensorrt_llm.runtime import ModelRunnerCpp
 
@@ -125,10 +174,11 @@ def _load_runner(engine_dir: Path, session: Session, kv_cache_fraction: float, c
             rank=0,
             kv_cache_free_gpu_memory_fraction=kv_cache_fraction,
             enable_chunked_context=chunked,
+            kv_cache_enable_block_reuse=block_reuse,
         )
     if session == "python":
-        if chunked:
-            raise ValueError("chunked context needs session='cpp'")
+        if chunked or block_reuse:
+            raise ValueError("chunked context and KV block reuse need session='cpp'")
         from tensorrt_llm.runtime import ModelRunner
 
         return ModelRunner.from_dir(engine_dir=str(engine_dir), rank=0)
@@ -143,6 +193,8 @@ class TrtLlmEngineBackend:
     session: "cpp" (ModelRunnerCpp, needs the C++ bindings) or "python" (ModelRunner).
     enable_chunked_context: prompts longer than max_num_tokens (engine built with
         paged context FMHA; cpp session only).
+    enable_block_reuse: TensorRT-LLM's KV block reuse across requests (engine built with paged
+        context FMHA; cpp session only); prompts are told apart by their video key.
     """
 
     name = "tensorrt-llm-engine"
@@ -157,18 +209,25 @@ class TrtLlmEngineBackend:
         session: Session = "cpp",
         kv_cache_free_gpu_memory_fraction: float = 0.9,
         enable_chunked_context: bool = False,
+        enable_block_reuse: bool = False,
     ) -> None:
         self.limits = load_engine_limits(Path(engine_dir))
         self.max_context = self.limits.max_seq_len
         self.session = session
-        self._chunked = enable_chunked_context
+        self._chunked, self._block_reuse = enable_chunked_context, enable_block_reuse
         self._end_id, self._pad_id = resolve_special_ids(end_id, pad_id, tokenizer_dir)
         self._runner = _load_runner(
-            Path(engine_dir), session, kv_cache_free_gpu_memory_fraction, enable_chunked_context
+            Path(engine_dir), session, kv_cache_free_gpu_memory_fraction, enable_chunked_context, enable_block_reuse
         )
 
-    def generate(self, prompt: VideoPrompt, max_new_tokens: int, on_token: TokenCallback | None = None) -> Generation:
-        """Greedy generation; prefill_s is the time to the first streamed token."""
+    def generate(self, prompt: VideoPrompt, max_new_tokens: int, on_token: TokenCallback | None = None,
+                 sampling: Sampling = GREEDY, cache: CacheStore | None = None) -> Generation:
+        """Generation as ``sampling`` says; prefill_s is the time to the first streamed token.
+
+        When ``on_token`` asks to stop, the stream is still read to its end, unseen: ModelRunnerCpp
+        collects its responses from the executor by awaiting all of them, so a request left running
+        would hand its late responses to the next call. ``cache`` is not used (see the module
+        docstring); cached_tokens stays 0 since the runners do not report reused blocks."""
         import torch
 
         engine_prompt = build_engine_prompt(prompt, self.limits)
@@ -176,6 +235,8 @@ class TrtLlmEngineBackend:
         check_generation_fits(length, max_new_tokens, self.limits, self._chunked)
         input_ids = torch.from_numpy(engine_prompt.input_ids)
         table = table_to_torch(engine_prompt.prompt_table, self.limits.dtype)
+        reuse = {"input_token_extra_ids": [token_extra_ids(engine_prompt.input_ids, self.limits.vocab_size,
+                                                           prompt.video_key)]} if self._block_reuse else {}
         start = time.perf_counter()
         stream = self._runner.generate(
             batch_input_ids=[input_ids],
@@ -184,23 +245,23 @@ class TrtLlmEngineBackend:
             max_new_tokens=max_new_tokens,
             end_id=self._end_id,
             pad_id=self._pad_id,
-            top_k=1,
             streaming=True,
             return_dict=True,
             output_sequence_lengths=True,
+            **engine_sampling(sampling),
+            **reuse,
         )
         first_token_at, emit = None, TokenEmitter(on_token)
         for outputs in stream:
             first_token_at = first_token_at or time.perf_counter()
-            emit(new_tokens(outputs["output_ids"][0][0].tolist(), length, int(outputs["sequence_lengths"][0][0])))
+            tokens = new_tokens(outputs["output_ids"][0][0].tolist(), length, int(outputs["sequence_lengths"][0][0]))
+            emit(tokens)
         end = time.perf_counter()
-        tokens = new_tokens(
-            outputs["output_ids"][0][0].tolist(), length, int(outputs["sequence_lengths"][0][0])
-        )
         return Generation(
-            token_ids=tokens,
+            token_ids=tokens[:emit.sent] if emit.stopped else tokens,
             prefill_s=first_token_at - start,
             decode_s=end - first_token_at,
             extra={"session": self.session, "input_length": length,
                    "video_tokens": prompt.video_embeds.shape[0]},
+            stopped=emit.stopped,
         )

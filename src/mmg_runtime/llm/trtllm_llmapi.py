@@ -22,9 +22,14 @@ The model directory is the LLaVA-OneVision language model saved as a plain Qwen2
 (``model.*`` and ``lm_head.*`` weights, tokenizer files), its config.json rewritten by
 :func:`adapter_config` (architecture name + ``video_token_index``).
 
+Sampling maps onto ``SamplingParams`` (:func:`llmapi_sampling`); a stop asked by ``on_token``
+aborts the request (``GenerationResult.abort()``).
+
 Limits: KV-cache block reuse is disabled (requests that differ only in their video would share
-cache blocks: the placeholder ids are identical); no chunked prefill; no explicit positions
-(Qwen2 derives RoPE positions from token order; only mRoPE models take ``mrope_config``).
+cache blocks: the placeholder ids are identical, and this request form is not known to carry
+multimodal hashes for the block keys); no chunked prefill; no explicit positions (Qwen2 derives
+RoPE positions from token order; only mRoPE models take ``mrope_config``). ``generate``'s
+``cache`` is therefore not used.
 
 Written against the TensorRT-LLM 1.x sources listed in ``docs/unverified.md`` (not run here);
 tensorrt_llm and torch are imported only when a backend is constructed.
@@ -32,12 +37,24 @@ tensorrt_llm and torch are imported only when a backend is constructed.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import Generation, TokenCallback, TokenEmitter, VideoPrompt, placeholder_index
+from .base import (
+    GREEDY,
+    Generation,
+    Sampling,
+    TokenCallback,
+    TokenEmitter,
+    VideoPrompt,
+    placeholder_index,
+)
 from .prompt_table import check_video_matrix, require_contiguous_positions
+
+if TYPE_CHECKING:
+    from ..cache import CacheStore
 
 ADAPTER_ARCHITECTURE = "LlavaOnevisionQwen2ForCausalLM"
 ADAPTER_MODEL_TYPE = "llava_onevision_qwen2"
@@ -95,6 +112,25 @@ def build_llmapi_request(prompt: VideoPrompt, prompt_text: str, embedding: Any) 
     }
 
 
+def llmapi_sampling(sampling: Sampling) -> dict[str, Any]:
+    """Keywords of ``tensorrt_llm.SamplingParams`` for ``sampling``.
+
+    Greedy is ``top_k=1`` (SamplingParams counts top_k 1 with no top_p as greedy decoding). Sampling
+    passes temperature, top_k (None for 0: the runtime's default, every token), top_p (always, so
+    that the request is not taken for greedy) and a seed, drawn here when none is given (the
+    runtime's default seed is 0 for every request). The penalties pass only when set."""
+    keywords: dict[str, Any] = {"top_k": 1} if sampling.greedy else {
+        "temperature": float(sampling.temperature), "top_k": int(sampling.top_k) or None,
+        "top_p": float(sampling.top_p), "seed": sampling.seed if sampling.seed is not None else secrets.randbits(63)}
+    if sampling.repetition_penalty != 1:
+        keywords["repetition_penalty"] = float(sampling.repetition_penalty)
+    if sampling.frequency_penalty:
+        keywords["frequency_penalty"] = float(sampling.frequency_penalty)
+    if sampling.presence_penalty:
+        keywords["presence_penalty"] = float(sampling.presence_penalty)
+    return keywords
+
+
 def register_adapter() -> None:
     """Register the adapter model and its input processor with TensorRT-LLM (once per process)."""
     global _registered
@@ -104,7 +140,10 @@ def register_adapter() -> None:
     from tensorrt_llm._torch.models.modeling_multimodal_utils import fuse_input_embeds
     from tensorrt_llm._torch.models.modeling_qwen import Qwen2ForCausalLM
     from tensorrt_llm._torch.models.modeling_utils import register_auto_model
-    from tensorrt_llm.inputs import MultimodalPlaceholderMetadata, register_input_processor
+    from tensorrt_llm.inputs import (
+        MultimodalPlaceholderMetadata,
+        register_input_processor,
+    )
 
     class VideoEmbeddingInputProcessor:
         """Input processor: text prompts are tokenized; video requests carry their ids."""
@@ -191,8 +230,10 @@ class TrtLlmApiBackend:
             ),
         )
 
-    def generate(self, prompt: VideoPrompt, max_new_tokens: int, on_token: TokenCallback | None = None) -> Generation:
-        """Greedy generation; prefill_s is the time to the first streamed token."""
+    def generate(self, prompt: VideoPrompt, max_new_tokens: int, on_token: TokenCallback | None = None,
+                 sampling: Sampling = GREEDY, cache: CacheStore | None = None) -> Generation:
+        """Generation as ``sampling`` says; prefill_s is the time to the first streamed token. When
+        ``on_token`` asks to stop, the request is aborted. ``cache`` is not used (module docstring)."""
         from tensorrt_llm import SamplingParams
 
         check_llmapi_prompt(prompt, self.hidden_size)
@@ -204,17 +245,21 @@ class TrtLlmApiBackend:
         embedding = prompt.embeds_torch()
         text = self._llm.tokenizer.decode(prompt.input_ids)
         request = build_llmapi_request(prompt, text, embedding)
-        params = SamplingParams(max_tokens=max_new_tokens, top_k=1)
+        params = SamplingParams(max_tokens=max_new_tokens, **llmapi_sampling(sampling))
         start = time.perf_counter()
         first_token_at, emit = None, TokenEmitter(on_token)
         for output in self._llm.generate_async(request, sampling_params=params, streaming=True):
             first_token_at = first_token_at or time.perf_counter()
-            emit(list(output.outputs[0].token_ids))
+            if emit(list(output.outputs[0].token_ids)):
+                output.abort()
+                break
         end = time.perf_counter()
+        tokens = list(output.outputs[0].token_ids)
         return Generation(
-            token_ids=list(output.outputs[0].token_ids),
+            token_ids=tokens[:emit.sent] if emit.stopped else tokens,
             prefill_s=first_token_at - start,
             decode_s=end - first_token_at,
             extra={"input_length": prompt.sequence_length,
                    "video_tokens": prompt.video_embeds.shape[0]},
+            stopped=emit.stopped,
         )
