@@ -10,11 +10,19 @@ Stage ``build``:
      (on an H100 the pruner is then ``pruner.pt2``, compiled by TorchInductor: the default there).
 Stage ``measure`` (same machine, right after):
   3. ``Pipeline.from_artifacts`` for both ratios and both decoders (nvdec, pyav), one transformers LLM
-     shared; load time (with the warm-up), the first question after load, then --runs questions;
-     every stage and question to first token, medians; 25 % against 100 % in the same pipeline;
+     shared, without a cache (``cache_memory=0``: every question pays the whole pipeline); load time
+     (with the warm-up), the first question after load, then --runs questions; every stage and
+     question to first token, medians; 25 % against 100 % in the same pipeline;
+  3b. conversations (issue 25) through the user's path: ``Pipeline.conversation`` on a pipeline with
+     the default cache (sized for the device), a first question then --follow-ups follow-ups about the
+     same clip, --runs conversations each in a namespace of its own (so each first question is cold);
+     the cache's bytes against its budget; and ``mmg-export run --interactive --json`` in its own
+     process, the questions on stdin;
   4. a live stream (``LiveStream``, --sample-fps, real time) on the long clip: frames encoded and
-     dropped, then questions about the 32-frame window, against encoding those 32 frames and
-     prefilling all their tokens at question time;
+     dropped, then questions about the 32-frame window, each after a new frame has arrived (the window
+     moved: pruned and prefilled again), each followed at once by a follow-up in a conversation (the
+     same window: reused), against encoding those 32 frames and prefilling all their tokens at
+     question time;
   5. the encoder as deployed (ONNX Runtime CUDA session, bound on the device) against PyTorch eager on
      the same weights and pixels, 32 frames; the artifact directory's size against the weights'.
 Prints markdown tables, writes bench_e2e.json to --out.
@@ -39,6 +47,9 @@ import numpy as np
 import torch
 
 QUESTION = "What happens in this video?"
+FOLLOW_UPS = ["Who is in it?", "Where does it take place?", "What colour is the sky?", "Is it day or night?",
+              "What happens at the end?", "Is anyone talking?", "How many people are there?", "Is it indoors?",
+              "What is moving fastest?"]
 SEVEN_B = dict(
     vision=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304, num_hidden_layers=26,
                 num_attention_heads=16, image_size=384, patch_size=14),
@@ -128,7 +139,8 @@ def measure(args, checkpoint: Path) -> dict:
     pipelines = {}
     for decoder in decoders:
         for ratio in (0.25, 1.0):
-            pipeline = Pipeline.from_artifacts(args.work / f"artifacts-r{ratio:g}", llm=llm, decoder=decoder)
+            pipeline = Pipeline.from_artifacts(args.work / f"artifacts-r{ratio:g}", llm=llm, decoder=decoder,
+                                               cache_memory=0)
             pipelines[decoder, ratio] = pipeline
             result[f"load {decoder} r{ratio:g} s (sessions + warm-up)"] = round(pipeline.load_seconds, 2)
     result["providers"] = pipelines[decoders[0], 0.25].providers
@@ -152,15 +164,44 @@ def measure(args, checkpoint: Path) -> dict:
         result["pruner_profile"] = profile_component(args.work / "artifacts-r0.25", "pruner")
         result["encoder_profile"] = profile_component(args.work / "artifacts-r0.25", "encoder")
         result["encoder_variants"] = encoder_variants(args, checkpoint, pipelines[decoders[0], 0.25])
-    result["stream"] = measure_stream(args, pipelines[decoders[0], 0.25], pipelines[decoders[0], 1.0])
+    cached = Pipeline.from_artifacts(args.work / "artifacts-r0.25", llm=llm, decoder=decoders[0])
+    result["conversation"] = {clip: measure_conversation(cached, args.media / name, args.runs, args.follow_ups)
+                              for clip, name in [("bigbuckbunny.mp4", "bigbuckbunny.mp4"),
+                                                 ("long_g25.mp4", "long_g25.mp4")]}
+    result["conversation"]["cache"] = {"bytes": cached.cache.nbytes, "budget_bytes": cached.cache.budget_bytes,
+                                       "entries": len(cached.cache)}
+    print(f"conversation: {result['conversation']}", flush=True)
+    result["stream"] = measure_stream(args, cached, pipelines[decoders[0], 1.0])
     result["encoder"] = measure_encoder(pipelines[decoders[0], 0.25], llm)
     result["artifacts"] = artifact_sizes(args.work, llm)
     return result
 
 
+def measure_conversation(pipeline, video: Path, runs: int, follow_ups: int) -> dict:
+    """``runs`` conversations about ``video`` (each in a namespace of its own: a cold first question),
+    a first question and ``follow_ups`` follow-ups each: question to first token, prefill, cached tokens."""
+    firsts, later = [], []
+    for run in range(runs):
+        conversation = pipeline.conversation(video, system="You answer questions about videos.",
+                                             namespace=f"bench {video.name} {run}")
+        firsts.append(conversation.ask(QUESTION, max_new_tokens=8))
+        later += [conversation.ask(question, max_new_tokens=8) for question in FOLLOW_UPS[:follow_ups]]
+    return {"first_qtft_ms": summary([a.timings.question_to_first_token for a in firsts]),
+            "follow_up_qtft_ms": summary([a.timings.question_to_first_token for a in later]),
+            "follow_up_qtft_max_ms": round(max(a.timings.question_to_first_token for a in later) * 1e3, 2),
+            "follow_up_prefill_ms": summary([a.timings.prefill for a in later]),
+            "follow_up_new_tokens": statistics.median(a.prompt_tokens - a.cached_tokens for a in later),
+            "follow_up_cached_tokens": statistics.median(a.cached_tokens for a in later),
+            "reused": sorted({r for a in later for r in a.reused}),
+            "ratio": round(statistics.median(a.timings.question_to_first_token for a in later)
+                           / statistics.median(a.timings.question_to_first_token for a in firsts), 3)}
+
+
 def measure_stream(args, pruned, full) -> dict:
-    """A live replay at --sample-fps, then questions about the window; against encoding the window's 32
-    frames and prefilling all their tokens at question time (the 100 % pipeline on the same frames)."""
+    """A live replay at --sample-fps, then questions about the window, each once a new frame has moved
+    it, each followed at once by a follow-up in the same conversation (same window unless a frame came
+    in between); against encoding the window's 32 frames and prefilling all their tokens at question
+    time (the 100 % pipeline on the same frames)."""
     from mmg_runtime.stream import LiveStream
     from mmg_runtime.video import iter_frames
 
@@ -168,22 +209,32 @@ def measure_stream(args, pruned, full) -> dict:
     stream = LiveStream(pruned, source, sample_fps=args.sample_fps, realtime=True).start()
     seconds = args.stream_seconds
     stream.wait(stream_seconds=seconds)
-    answers = [stream.ask(QUESTION, max_new_tokens=8) for _ in range(args.runs)]
+    answers, follow_ups = [], []
+    for run in range(args.runs):
+        stream.wait(stream_seconds=stream.stamps[-1] + 1 / args.sample_fps)  # the window moved
+        conversation = stream.conversation(namespace=f"bench {run}")
+        answers.append(conversation.ask(QUESTION, max_new_tokens=8))
+        follow_ups.append(conversation.ask(FOLLOW_UPS[0], max_new_tokens=8))
+    count = stream.stats.frames_encoded
     stream.stop()
     stats = stream.stats
-    count = stats.frames_encoded
     samples = [frame.array() for _, frame in iter_frames(source, sample_fps=args.sample_fps)]
     window = np.stack(samples[max(0, count - pruned.frames):count])
     baseline = [full.ask(window, QUESTION, max_new_tokens=8) for _ in range(args.runs)]
     qtft, base = summary([a.timings.question_to_first_token for a in answers]), \
         summary([a.timings.question_to_first_token for a in baseline])
+    same_window = [a for a in follow_ups if a.reused]
     return {"sample_fps": args.sample_fps, "stream_seconds": round(stats.stream_seconds, 2),
             "frames_encoded": count, "frames_dropped": stats.frames_dropped,
             "encode_ms_per_frame": round(stats.encode_seconds * 1e3 / max(1, count), 2),
             "window_seconds": round(stats.window_seconds, 2), "qtft_ms": qtft,
             "prune_ms": summary([a.timings.prune for a in answers]),
             "prefill_ms": summary([a.timings.prefill for a in answers]),
-            "encode_all_and_prefill_all_ms": base, "speedup": round(base / qtft, 2)}
+            "encode_all_and_prefill_all_ms": base, "speedup": round(base / qtft, 2),
+            "follow_up_qtft_ms": summary([a.timings.question_to_first_token for a in follow_ups]),
+            "follow_ups_same_window": f"{len(same_window)} of {len(follow_ups)}",
+            "follow_up_same_window_qtft_ms": summary([a.timings.question_to_first_token for a in same_window])
+            if same_window else None}
 
 
 def measure_encoder(pipeline, llm) -> dict:
@@ -334,6 +385,23 @@ def cli_json(args) -> dict:
     return {"wall_s": round(time.perf_counter() - start, 1), **json.loads(done.stdout)}
 
 
+def cli_interactive(args) -> dict:
+    """``mmg-export run --interactive --json`` as a user types it: the first question and the follow-ups
+    on stdin, one conversation, one JSON object per answer (its own process: load included)."""
+    command = [sys.executable, "-m", "mmg_export.cli", "run", "--artifacts", str(args.work / "artifacts-r0.25"),
+               "--model", str(args.work / "checkpoint"), "--video", str(args.media / "bigbuckbunny.mp4"),
+               "--interactive", "--max-new-tokens", "8", "--json"]
+    questions = "".join(f"{q}\n" for q in [QUESTION, *FOLLOW_UPS[:args.follow_ups]])
+    start = time.perf_counter()
+    done = subprocess.run(command, input=questions, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:]}
+    answers = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    return {"wall_s": round(time.perf_counter() - start, 1),
+            "qtft_ms": [a["question_to_first_token_ms"] for a in answers],
+            "cached_tokens": [a["cached_tokens"] for a in answers], "reused": [a["reused"] for a in answers]}
+
+
 def report(result: dict) -> str:
     rows = [(r["clip"], r["decoder"], f"{r['ratio']:.0%}", r["decode"], r["preprocess"], r["encode"], r["prune"],
              r["prefill"], r["qtft_ms"], r["first_qtft_ms"]) for r in result["clips"]]
@@ -345,6 +413,9 @@ def report(result: dict) -> str:
             pair = {r["ratio"]: r["qtft_ms"] for r in result["clips"] if r["clip"] == clip and r["decoder"] == decoder}
             if {0.25, 1.0} <= set(pair):
                 lines.append(f"- speedup 25 % vs 100 %, {clip}, {decoder}: {pair[1.0] / pair[0.25]:.2f}x")
+    lines += ["", "## Conversations: a first question, then follow-ups about the same clip (Pipeline.conversation,"
+              " default cache)", "", json.dumps(result["conversation"]), "",
+              "## run --interactive --json (own process)", "", json.dumps(result.get("cli_interactive")), ""]
     lines += ["", "## Live stream", "", json.dumps(result["stream"]), "", "## Encoder, 32 frames", "",
               json.dumps(result["encoder"]), "",
               "## Artifacts", "", json.dumps(result["artifacts"]), ""]
@@ -360,6 +431,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sample-fps", type=float, default=2.0)
     parser.add_argument("--stream-seconds", type=float, default=20.0)
+    parser.add_argument("--follow-ups", type=int, default=3, help="follow-up questions per conversation")
     parser.add_argument("--smoke", action="store_true", help="tiny geometry on the CPU")
     parser.add_argument("--diagnose", action="store_true",
                         help="also: decode/encode timelines, ONNX Runtime's profile of the pruner, encoder variants")
@@ -378,6 +450,7 @@ def main() -> None:
         print_environment(environment())
         result.update(measure(args, checkpoint))
         result["cli_run_json"] = cli_json(args)
+        result["cli_interactive"] = cli_interactive(args)
         print(report(result))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

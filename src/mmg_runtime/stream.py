@@ -4,6 +4,15 @@
       --worker thread: preprocess + encode one frame--> ring of the last T frames' tokens (device)
     question --> ring in temporal order (T, P, D) --> pruner --> LLM           (nothing re-encoded)
 
+What a question reuses: every frame is encoded once, when it arrives, so a question never encodes
+(the ring). The window changes with every sampled frame, and with it the pruned tokens and every
+prompt position after them: a question whose window has a new frame since the last question
+prunes again and prefills its whole prompt (the conversation's history included). A question about
+the same window as the one before (no frame encoded in between: a follow-up within 1 / sample_fps,
+or any question after the source ended) reuses its pruned tokens and KV prefix, as a follow-up
+about a file does (keyed by the stream and its count of encoded frames). Each stream keeps only its
+latest window in the pipeline's cache.
+
 At ``sample_fps`` F the window of T frames covers T / F seconds (32 s at the default 1 fps). The
 encoder never falls behind a live source: the decode thread keeps only the newest sampled frame
 waiting, so when a frame is still waiting as the next one is sampled, the older one is dropped
@@ -18,16 +27,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .cache import VideoKey
 from .errors import UserError
-from .pipeline import Answer, ChunkEncoder, Pipeline, Timings
+from .llm.base import GREEDY, Sampling, TokenCallback
+from .pipeline import Answer, ChunkEncoder, Conversation, Pipeline, Timings, VideoTokens
+from .prompt import check_stop
 from .tensor import Tensor
 from .video import IMAGE_SUFFIXES, FrameStream, PyAVReader, check_frame_size, next_sample_time
 
@@ -75,6 +88,8 @@ class LiveStream:
         self.staging = pipeline.encoder.empty((1, *shape[1:]), pipeline.dtype)
         self.stamps: list[float] = []  # stream time of each frame in the ring, oldest first
         self.stats = StreamStats()
+        self.uid = secrets.token_hex(8)  # names this stream's windows in the pipeline's cache
+        self._cached: set[VideoKey] = set()  # this stream's window in the cache (one per namespace)
         self.error: BaseException | None = None
         self._count = 0
         self._lock = threading.Lock()
@@ -123,18 +138,50 @@ class LiveStream:
             raise self.error
         return True
 
-    def ask(self, question: str, max_new_tokens: int = 64, on_token=None) -> Answer:
-        """Answer about the frames in the window now; time to first token excludes encoding (done already).
-        ``on_token`` is called with each token id as it is generated."""
+    def ask(self, question: str, max_new_tokens: int = 64, on_token: TokenCallback | None = None,
+            sampling: Sampling = GREEDY, stop: str | Sequence[str] = ()) -> Answer:
+        """Answer about the frames in the window now; one user turn of :meth:`chat`."""
+        return self.chat([{"role": "user", "content": question}], max_new_tokens, sampling, stop, on_token)
+
+    def chat(self, messages: Sequence[dict], max_new_tokens: int = 64, sampling: Sampling = GREEDY,
+             stop: str | Sequence[str] = (), on_token: TokenCallback | None = None, namespace: str = "") -> Answer:
+        """Answer the last of ``messages`` (as :meth:`Pipeline.chat`) about the frames in the window now;
+        time to first token excludes encoding (done already as the frames came)."""
         asked = time.perf_counter()
         if self.error is not None:
             raise self.error
-        note, stats = self._ordered_window()
-        answer = self.pipeline.prune_and_generate(question, self.window, max_new_tokens, Timings(), asked, on_token)
-        answer.note = note
+        pipeline = self.pipeline
+        ids = pipeline.prompt_ids(messages, max_new_tokens)
+        with self._lock:
+            count, stats = self._count, dataclasses.replace(self.stats)
+        key = None
+        if pipeline.cache.budget_bytes and count:
+            key = VideoKey(pipeline.artifacts_digest, f"live {self.uid} {count}", ("stream", self.ring.shape[0]),
+                           namespace)
+            self._keep_only(key)
+        answer = pipeline.answer(ids, key, self._window_tokens, max_new_tokens, asked, sampling, check_stop(stop),
+                                 on_token)
         answer.extra.update(frames_encoded=stats.frames_encoded, frames_dropped=stats.frames_dropped,
                             window_seconds=round(stats.window_seconds, 3))
         return answer
+
+    def conversation(self, system: str | None = None, namespace: str = "") -> Conversation:
+        """A :class:`~mmg_runtime.pipeline.Conversation` about this stream: each question is about the
+        window at that moment, with the questions and answers before it as history."""
+        return Conversation(self.chat, system, namespace)
+
+    def _window_tokens(self, timings: Timings) -> VideoTokens:
+        """The window's frames in temporal order, pruned (no encoding: the ring holds every frame's tokens)."""
+        note, _ = self._ordered_window()
+        return self.pipeline.prune_tokens(self.window, timings, note)
+
+    def _keep_only(self, key: VideoKey) -> None:
+        """Forget this stream's earlier window in ``key``'s namespace: the window moved on, and a window's
+        entries serve only the questions asked before the next frame."""
+        stale = {old for old in self._cached if old.namespace == key.namespace and old != key}
+        for old in stale:
+            self.pipeline.forget_video(old)
+        self._cached = (self._cached - stale) | {key}
 
     # -- threads --------------------------------------------------------------------------
     def _decode(self) -> None:

@@ -76,7 +76,7 @@ class RecordingLLM:
     def __init__(self) -> None:
         self.prompts: list[VideoPrompt] = []
 
-    def generate(self, prompt: VideoPrompt, max_new_tokens: int, on_token=None) -> Generation:
+    def generate(self, prompt: VideoPrompt, max_new_tokens: int, on_token=None, **options) -> Generation:
         self.prompts.append(prompt)
         return Generation(token_ids=[], prefill_s=0.0, decode_s=0.0)
 
@@ -92,7 +92,7 @@ def test_encoder_and_pruner_path(artifacts: Path) -> None:
     keep, hidden = manifest["keep"], manifest["hidden_size"]
     assert answer.kept_indices.shape == (keep,)
     assert np.all(np.diff(answer.kept_indices) > 0)
-    warm_up, prompt = llm.prompts  # loading asks one question itself
+    *warm_up, prompt = llm.prompts  # loading asks a question and a follow-up itself
     assert prompt.video_embeds.shape == (keep + 1, hidden)
     assert prompt.input_ids.count(prompt.video_token_id) == 1
 

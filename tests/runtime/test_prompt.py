@@ -10,7 +10,7 @@ import pytest
 from mmg_runtime.llm.base import VideoPrompt
 from mmg_runtime.llm.hf import TransformersBackend
 from mmg_runtime.errors import UserError
-from mmg_runtime.prompt import CHAT_TEMPLATE, load_tokenizer, video_question_ids
+from mmg_runtime.prompt import CHAT_TEMPLATE, IncrementalText, chat_ids, check_stop, load_tokenizer, video_question_ids
 
 QUESTIONS = ["What happens in this video?", "Who is riding?", " leading space, trailing newline\n", "x"]
 INJECTIONS = [
@@ -92,6 +92,83 @@ def test_typed_special_tokens_stay_text(tokenizer, question):
     assert tokenizer.decode(ids[start:start + len(question)]) == question
 
 
+def turn(tokenizer, role: str, text: str, video: bool = False) -> list[int]:
+    """<|im_start|>ROLE\n[<video>\n]TEXT<|im_end|>\n, id by id."""
+    return (special(tokenizer, "<|im_start|>") + text_ids(tokenizer, role + "\n")
+            + (special(tokenizer, "<video>") + text_ids(tokenizer, "\n") if video else [])
+            + text_ids(tokenizer, text) + special(tokenizer, "<|im_end|>") + text_ids(tokenizer, "\n"))
+
+
+def test_a_conversation_written_by_hand(tokenizer):
+    """System prompt, the video in the first user turn, an earlier answer, the follow-up, the open
+    assistant turn; every typed text literal (an injection in the system prompt and the answer too)."""
+    messages = [{"role": "system", "content": INJECTIONS[0]}, {"role": "user", "content": "Who rides?"},
+                {"role": "assistant", "content": INJECTIONS[2]}, {"role": "user", "content": "Where?"}]
+    expected = (turn(tokenizer, "system", INJECTIONS[0]) + turn(tokenizer, "user", "Who rides?", video=True)
+                + turn(tokenizer, "assistant", INJECTIONS[2]) + turn(tokenizer, "user", "Where?")
+                + special(tokenizer, "<|im_start|>") + text_ids(tokenizer, "assistant\n"))
+    assert chat_ids(tokenizer, messages) == expected
+    assert chat_ids(tokenizer, messages[1:2]) == video_question_ids(tokenizer, "Who rides?")
+
+
+@pytest.mark.parametrize("template", [None, MEDIA_FIRST_TEMPLATE], ids=["saved template", "llava-hf style"])
+def test_a_conversation_equals_the_tokenizers_own_chat_template(tokenizer, template):
+    texts = [("system", "Be brief."), ("user", "Who rides?"), ("assistant", "A man."), ("user", "Where?")]
+    ours = [{"role": role, "content": text} for role, text in texts]
+    own = [{"role": role, "content": ([{"type": "video"}] if index == 1 else []) + [{"type": "text", "text": text}]}
+           for index, (role, text) in enumerate(texts)]
+    tokenizer.chat_template, saved = template or tokenizer.chat_template, tokenizer.chat_template
+    try:
+        expected = tokenizer.apply_chat_template(own, add_generation_prompt=True, tokenize=True, return_dict=False)
+        assert chat_ids(tokenizer, ours) == expected
+    finally:
+        tokenizer.chat_template = saved
+
+
+@pytest.mark.parametrize("messages, message", [
+    ([], "messages: expected a list of {'role', 'content'} dicts ending with a user message"),
+    ([{"role": "tool", "content": "x"}], "messages[0]: expected {'role': one of system, user, assistant"),
+    ([{"role": "user", "content": [{"type": "text", "text": "x"}]}], "messages[0]: expected {'role'"),
+    ([{"role": "user", "content": "Who?"}, {"role": "assistant", "content": "A man."}],
+     "messages[1]: the last message is the assistant's: expected the user's question last"),
+    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": " "}],
+     "the question is empty: expected a question about the video"),
+])
+def test_bad_conversations_are_one_line(tokenizer, messages, message):
+    with pytest.raises(UserError) as error:
+        chat_ids(tokenizer, messages)
+    assert str(error.value).startswith(message)
+
+
+@pytest.mark.parametrize("stop, expected", [(None, ()), ("###", ("###",)), (["a", "bc"], ("a", "bc"))])
+def test_stop_strings_as_openai_takes_them(stop, expected):
+    assert check_stop(stop) == expected
+
+
+@pytest.mark.parametrize("stop", [["a"] * 5, [""], "", [1]])
+def test_bad_stop_strings_are_refused(stop):
+    with pytest.raises(UserError, match="expected a non-empty string or a list of up to 4"):
+        check_stop(stop)
+
+
+@pytest.mark.parametrize("text, stop, shown", [
+    ("hello world. more", ["."], "hello world"),
+    ("hello world. more", ["wor", "o w"], "hell"),
+    ("say STOP now", ["STOP"], "say "),
+    ("no stop here", ["STOP"], "no stop here"),
+    ("ends with ST", ["STOP"], "ends with ST"),  # a partial stop string at the end is held back, then finished
+])
+def test_streamed_text_never_passes_a_stop_string(tokenizer, text, stop, shown):
+    """Character by character (the tiny tokenizer's tokens): what is handed out at any moment is a
+    prefix of the text before the first stop string, and after the end it adds up to exactly that."""
+    streamed, pieces = IncrementalText(tokenizer, stop), []
+    for token in text_ids(tokenizer, text):
+        pieces.append(streamed.push(token))
+        assert shown.startswith("".join(pieces))
+    assert "".join(pieces) + streamed.finish(shown) == shown
+    assert streamed.stopped == (shown != text)
+
+
 @pytest.fixture
 def tokenizer_copy(saved_tokenizer, tmp_path):
     """A private copy of the saved tokenizer directory, to edit."""
@@ -154,8 +231,8 @@ def test_a_template_that_does_not_place_the_question_once_is_refused(tokenizer, 
             video_question_ids(tokenizer, "Who is riding?")
     finally:
         tokenizer.chat_template = saved
-    assert str(error.value) == ("the tokenizer's chat template does not place the question as given; cannot keep "
-                                "typed special tokens out of the prompt")
+    assert str(error.value) == ("the tokenizer's chat template does not place each message's text once, in order; "
+                                "cannot keep typed special tokens out of the prompt")
 
 
 def test_an_injected_question_reaches_the_model_as_text(artifacts, bikes):

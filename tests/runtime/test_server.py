@@ -42,10 +42,10 @@ class GatedBackend:
         self.gate, self.calls = threading.Event(), 0
         self.gate.set()
 
-    def generate(self, prompt: VideoPrompt, max_new_tokens: int, on_token=None) -> Generation:
+    def generate(self, prompt: VideoPrompt, max_new_tokens: int, on_token=None, **options) -> Generation:
         self.calls += 1
         assert self.gate.wait(timeout=120), "the test never opened the gate"
-        return self.inner.generate(prompt, max_new_tokens, on_token)
+        return self.inner.generate(prompt, max_new_tokens, on_token, **options)
 
 
 def wait_until(condition, timeout: float = 60.0) -> None:
@@ -107,8 +107,11 @@ def client(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-def test_health_and_the_one_model(server, client):
-    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+def test_health_and_the_one_model(server, client, pipeline):
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["status"] == "ok" and set(health["cache"]) == {"bytes", "budget_bytes", "entries"}
+    assert health["cache"]["budget_bytes"] == pipeline.cache.budget_bytes == 1 << 30  # the CPU's default
+    assert 0 <= health["cache"]["bytes"] <= health["cache"]["budget_bytes"]
     assert [model.id for model in client.models.list().data] == [server.model]
 
 
@@ -125,10 +128,13 @@ def test_plain_and_streamed_answers_are_the_python_apis(server, client, pipeline
     prompt_tokens = len(video_question_ids(pipeline.tokenizer, QUESTION)) - 1 + 1568 + 1
     assert (plain.usage.prompt_tokens, plain.usage.completion_tokens) == (prompt_tokens, len(direct.token_ids))
     assert plain.usage.total_tokens == prompt_tokens + len(direct.token_ids)
+    assert plain.usage.prompt_tokens_details.cached_tokens == 0  # another namespace than Pipeline.ask's
     mmg = plain.model_extra["mmg"]
     assert set(mmg["timings_ms"]) == set(STAGES) and mmg["timings_ms"]["prefill"] > 0
     assert (mmg["tokens_kept"], mmg["tokens_total"], mmg["generated_tokens"]) == (1568, 6272, len(direct.token_ids))
     assert mmg["question_to_first_token_ms"] > 0 and mmg["queue_ms"] >= 0 and "answer" not in mmg
+    assert mmg["reused"] == [] and mmg["cached_tokens"] == 0
+    assert 0 < mmg["cache"]["bytes"] <= mmg["cache"]["budget_bytes"]
 
     chunks = list(client.chat.completions.create(model=server.model, messages=messages, max_tokens=8, stream=True,
                                                  stream_options={"include_usage": True}))
@@ -139,7 +145,11 @@ def test_plain_and_streamed_answers_are_the_python_apis(server, client, pipeline
     assert "".join(pieces) == direct.text and len(pieces) == len(visible)
     (final,) = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert final.choices[0].finish_reason == choice.finish_reason and final.model_extra["mmg"]["tokens_kept"] == 1568
-    assert chunks[-1].choices == [] and chunks[-1].usage.model_dump() == plain.usage.model_dump()
+    usage = chunks[-1].usage  # the same question again: the video tokens and the prompt's KV are reused
+    assert chunks[-1].choices == [] and (usage.prompt_tokens, usage.completion_tokens) == \
+        (plain.usage.prompt_tokens, plain.usage.completion_tokens)
+    assert usage.prompt_tokens_details.cached_tokens == prompt_tokens - 1  # the last prompt token is prefilled
+    assert final.model_extra["mmg"]["reused"] == ["video_tokens", "kv_prefix"]
 
 
 def test_a_folder_of_images_is_a_video(server, client, media):
@@ -148,6 +158,89 @@ def test_a_folder_of_images_is_a_video(server, client, media):
     mmg = answer.model_extra["mmg"]
     assert answer.choices[0].message.content and mmg["tokens_kept"] == 1568
     assert "4 frames" in mmg["note"] and "repeated" in mmg["note"]
+
+
+def test_a_conversation_with_the_openai_client(server, client, pipeline, media):
+    """System prompt, the video in the first user message, earlier turns as strings or text parts: each
+    follow-up reuses the video tokens and the KV of everything before it, and its answer is the one
+    Pipeline.chat gives the same conversation without a cache (greedy)."""
+    messages = [{"role": "system", "content": "You answer questions about videos."},
+                *video_messages(file_url(media.root / "bikes.mp4"), "Who rides?")]
+    previous = None
+    for turn, question in enumerate(["Where?", "When?", "Why?"]):
+        answer = client.chat.completions.create(model=server.model, messages=messages, max_tokens=6)
+        text, usage, mmg = answer.choices[0].message.content, answer.usage, answer.model_extra["mmg"]
+        plain = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else
+                  "\n".join(part["text"] for part in m["content"] if part["type"] == "text")} for m in messages]
+        with pipeline.lock:
+            cache, pipeline.cache = pipeline.cache, type(pipeline.cache)(0)
+            try:
+                reference = pipeline.chat(media.root / "bikes.mp4", plain, max_new_tokens=6)
+            finally:
+                pipeline.cache = cache
+        assert text == reference.text and usage.prompt_tokens == reference.prompt_tokens
+        if previous is not None:
+            assert usage.prompt_tokens_details.cached_tokens >= previous.prompt_tokens
+            assert mmg["reused"] == ["video_tokens", "kv_prefix"] and mmg["timings_ms"]["encode"] == 0
+        assert mmg["cache"]["bytes"] <= mmg["cache"]["budget_bytes"]
+        previous = usage
+        reply = text if turn % 2 else [{"type": "text", "text": text}]  # both forms of earlier turns
+        messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": question}]
+
+
+def test_another_api_key_gets_nothing_from_the_cache(server, media):
+    """Key B sending key A's exact conversation is answered from scratch: namespaces are API keys' digests."""
+    messages = [{"role": "system", "content": "Answer in one word."},
+                *video_messages(file_url(media.root / "frames"), "What is this?")]
+
+    def ask(key: str):
+        keyed = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=120)
+        return keyed.chat.completions.create(model=server.model, messages=messages, max_tokens=4)
+
+    alice = ask("key-A")
+    again = ask("key-A")
+    bob = ask("key-B")
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1
+    assert bob.usage.prompt_tokens_details.cached_tokens == 0 and bob.model_extra["mmg"]["reused"] == []
+    assert bob.choices[0].message.content == alice.choices[0].message.content
+
+
+def test_streamed_text_never_passes_a_stop_string(server, client, media):
+    messages = video_messages(file_url(media.root / "bikes.mp4"), "Describe it.")
+    full = client.chat.completions.create(model=server.model, messages=messages, max_tokens=16).choices[0]
+    text = full.message.content
+    assert len(text) >= 4, text
+    stop = text[2:4]
+    plain = client.chat.completions.create(model=server.model, messages=messages, max_tokens=16, stop=stop)
+    pieces = []
+    for chunk in client.chat.completions.create(model=server.model, messages=messages, max_tokens=16,
+                                                stop=[stop, "zzzz"], stream=True,
+                                                stream_options={"include_usage": True}):
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+            assert stop not in "".join(pieces)
+        if chunk.choices and chunk.choices[0].finish_reason:
+            assert chunk.choices[0].finish_reason == "stop"
+        if chunk.usage is not None:
+            assert chunk.usage.completion_tokens < 16
+    expected = text[:text.index(stop)]
+    assert plain.choices[0].message.content == expected and plain.choices[0].finish_reason == "stop"
+    assert "".join(pieces) == expected
+
+
+def test_sampling_fields_are_honoured_and_a_seed_reproduces(server, client, media):
+    messages = video_messages(file_url(media.root / "bikes.mp4"))
+
+    def ask(**sampling) -> str:
+        answer = client.chat.completions.create(model=server.model, messages=messages, max_tokens=8, **sampling)
+        return answer.choices[0].message.content
+
+    seeded = {"temperature": 1.0, "top_p": 0.9, "seed": 7, "frequency_penalty": 0.5, "presence_penalty": 0.5,
+              "extra_body": {"top_k": 50, "repetition_penalty": 1.1}}
+    first, again = ask(**seeded), ask(**seeded)
+    assert first == again
+    assert ask(**{**seeded, "seed": 8}) != first and ask() != first
+    assert ask(temperature=0) == ask() and ask(extra_body={"top_k": -1}) == ask()
 
 
 def _ask(client: openai.OpenAI, model: str, url: str) -> tuple:
@@ -341,13 +434,50 @@ BAD_REQUESTS = {
         {"type": "video_url", "video_url": {"url": file_url(m.root / "bikes.mp4")}}]}]},
         400, "invalid_content", "and no question"),
     "string content": ("POST", "/v1/chat/completions", lambda m: {"messages": [{"role": "user", "content": QUESTION}]},
-                       400, "invalid_value", "messages.0.content: Input should be a valid list"),
+                       400, "invalid_content", "found 0 video parts and a question"),
+    "content neither string nor list": ("POST", "/v1/chat/completions", lambda m: {"messages": [
+        {"role": "user", "content": 3}]}, 400, "invalid_value", "messages.0.content: expected a string or a list"),
+    "part without a type": ("POST", "/v1/chat/completions", lambda m: {"messages": [
+        {"role": "user", "content": [{"text": QUESTION}]}]}, 400, "invalid_value", "messages.0.content.0.type: Field"),
     "image part": ("POST", "/v1/chat/completions", lambda m: {"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "file:///x.png"}}]}]},
-        400, "invalid_value", "messages.0.content.0.type: Input should be 'text', 'video_url' or 'stream'"),
-    "system message": ("POST", "/v1/chat/completions", lambda m: {"messages": [
-        {"role": "system", "content": "Be brief."}, *video_messages(file_url(m.root / "bikes.mp4"))]},
-        400, "unsupported_messages", "expected one user message"),
+        {"type": "image_url", "image_url": {"url": "file:///x.png"}}, {"type": "text", "text": QUESTION}]}]},
+        400, "unsupported_content", "messages.0.content.0: images are not supported by this server"),
+    "two videos": ("POST", "/v1/chat/completions", lambda m: {"messages": [{"role": "user", "content": [
+        *video_messages(file_url(m.root / "bikes.mp4"))[0]["content"],
+        {"type": "video_url", "video_url": {"url": file_url(m.root / "frames")}}]}]},
+        400, "invalid_content", "found 2 video parts"),
+    "a video after the first user message": ("POST", "/v1/chat/completions", lambda m: {"messages": [
+        {"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi"},
+        *video_messages(file_url(m.root / "bikes.mp4"))]},
+        400, "invalid_content", "messages.2.content.0: the video belongs in the first user message (messages.0)"),
+    "a video in an assistant message": ("POST", "/v1/chat/completions", lambda m: {"messages": [
+        {"role": "assistant", "content": video_messages(file_url(m.root / "bikes.mp4"))[0]["content"]},
+        {"role": "user", "content": QUESTION}]},
+        400, "invalid_content", "messages.0.content.0: a video_url part in the assistant's message"),
+    "the assistant's turn last": ("POST", "/v1/chat/completions", lambda m: {"messages": [
+        *video_messages(file_url(m.root / "bikes.mp4")), {"role": "assistant", "content": "A bike."}]},
+        400, "invalid_content", "found 1 video parts and no question"),
+    "a tool message": ("POST", "/v1/chat/completions", lambda m: {"messages": [
+        *video_messages(file_url(m.root / "bikes.mp4")), {"role": "tool", "content": "42", "tool_call_id": "x"}]},
+        400, "unsupported_parameter", "messages.1: tool calls are not supported"),
+    "tool calls": ("POST", "/v1/chat/completions", lambda m: {"messages": [
+        *video_messages(file_url(m.root / "bikes.mp4")), {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "x", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "user", "content": QUESTION}]}, 400, "unsupported_parameter", "messages.1: tool calls"),
+    "tools": ("POST", "/v1/chat/completions", lambda m: _chat(m, file_url(m.root / "bikes.mp4"), tools=[
+        {"type": "function", "function": {"name": "f"}}]), 400, "unsupported_parameter", "tools: not supported"),
+    "unknown role": ("POST", "/v1/chat/completions", lambda m: {"messages": [
+        {"role": "narrator", "content": "x"}, *video_messages(file_url(m.root / "bikes.mp4"))]},
+        400, "invalid_value", "messages.0.role: 'narrator': expected system, user or assistant"),
+    "temperature out of range": ("POST", "/v1/chat/completions",
+                                 lambda m: _chat(m, file_url(m.root / "bikes.mp4"), temperature=3),
+                                 400, "invalid_value", "temperature=3.0: expected a number from 0 (greedy) to 2"),
+    "top_p zero": ("POST", "/v1/chat/completions", lambda m: _chat(m, file_url(m.root / "bikes.mp4"), top_p=0),
+                   400, "invalid_value", "top_p=0.0: expected a number above 0, at most 1"),
+    "history beyond the context": ("POST", "/v1/chat/completions", lambda m: {"max_tokens": 8, "messages": [
+        *video_messages(file_url(m.root / "bikes.mp4"), "x" * 32_000), {"role": "assistant", "content": "y"},
+        {"role": "user", "content": "and?"}]}, 400, "context_length_exceeded",
+        "prompt tokens + 8 new ones, more than the model's context of 32768"),
     "unknown model": ("POST", "/v1/chat/completions",
                       lambda m: _chat(m, file_url(m.root / "bikes.mp4"), model="gpt-4o"),
                       404, "model_not_found", "model 'gpt-4o'"),
@@ -357,8 +487,9 @@ BAD_REQUESTS = {
     "max_tokens not an integer": ("POST", "/v1/chat/completions",
                                   lambda m: _chat(m, file_url(m.root / "bikes.mp4"), max_tokens="8"),
                                   400, "invalid_value", "max_tokens: Input should be a valid integer"),
-    "stop words": ("POST", "/v1/chat/completions", lambda m: _chat(m, file_url(m.root / "bikes.mp4"), stop=["."]),
-                   400, "unsupported_parameter", "stop: not supported"),
+    "five stop strings": ("POST", "/v1/chat/completions",
+                          lambda m: _chat(m, file_url(m.root / "bikes.mp4"), stop=list("abcde")),
+                          400, "invalid_value", "expected a non-empty string or a list of up to 4"),
     "body too large": ("POST", "/v1/chat/completions", b"{" + b" " * (1 << 20) + b"}", 413, "request_too_large",
                        "larger than 1048576 bytes"),
     "network stream source": ("POST", "/v1/streams", lambda m: {"source": "rtsp://127.0.0.1:9/cam"},
@@ -477,9 +608,7 @@ def test_serve_options_and_a_missing_extra(artifacts, tmp_path, capsys, monkeypa
     """Option errors come before anything loads; without FastAPI the command names the extra."""
     base = ["serve", "--artifacts", str(artifacts)]
     for extra, message in [(["--allow-sources", "url,ftp"], "--allow-sources: unknown kind ftp"),
-                           (["--media-root", str(tmp_path / "nope")], "not a folder"),
-                           (["--port", "0"], "--port 0: expected a TCP port"),
-                           (["--max-queue", "-1"], "--max-queue -1: expected an integer >= 0")]:
+                           (["--media-root", str(tmp_path / "nope")], "not a folder")]:  # numbers: test_cli.py
         assert main(base + extra) == 1
         assert message in capsys.readouterr().err
     for name in [name for name in sys.modules if name.split(".")[:2] == ["mmg_runtime", "server"]]:

@@ -1,14 +1,18 @@
 """An OpenAI-compatible HTTP server over one pipeline (FastAPI + uvicorn); ``mmg-export serve`` starts it.
 
-    clients --HTTP--> event loop --bounded queue--> one worker thread: Pipeline.ask / LiveStream.ask
+    clients --HTTP--> event loop --bounded queue--> one worker thread: Pipeline.chat / LiveStream.chat
             <--JSON, or server-sent events with one chunk per generated token (on_token)--
 
-* ``GET /health``: 200 once the pipeline is loaded and warmed up, 503 before.
+* ``GET /health``: 200 once the pipeline is loaded and warmed up (with the cache's bytes and budget),
+  503 before.
 * ``GET /v1/models``: the artifact directory, as the one model.
-* ``POST /v1/chat/completions``: one user message with one ``video_url`` part (a ``file://`` URL of
-  a video or a folder of images under the media root) or ``stream`` part (a live stream's id), and
-  the question as text; ``max_tokens``, ``stream``. Replies carry ``usage`` and ``mmg`` (``run
-  --json``'s timings and token counts, plus the time spent in the queue).
+* ``POST /v1/chat/completions``: a conversation in OpenAI's message format: system messages, earlier
+  user and assistant turns, and one ``video_url`` part (a ``file://`` URL of a video or a folder of
+  images under the media root) or ``stream`` part (a live stream's id) in the first user message;
+  ``max_tokens``, ``stream``, the sampling fields and ``stop``. Follow-ups reuse the video's tokens
+  and KV prefix from the pipeline's cache, in a namespace per API key. Replies carry ``usage`` (with
+  ``prompt_tokens_details.cached_tokens``) and ``mmg`` (``run --json``'s timings and token counts,
+  what was reused, the time spent in the queue, the cache's bytes and budget).
 * ``POST /v1/streams``, ``GET /v1/streams[/{id}]``, ``DELETE /v1/streams/{id}``: live streams;
   ``GET /v1/streams/{id}/events?question=...&every=N``: answers to a standing question every N
   seconds, as server-sent events.

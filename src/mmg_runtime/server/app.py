@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,7 @@ from .errors import ApiError, add_error_handlers
 from .events import SSE_HEADERS
 from .scheduler import ClientLeft, answer_of, until_disconnected
 from .schema import StreamRequest, read_body, validated
-from .service import Service
+from .service import Service, namespace_of
 
 MAX_CONNECTIONS = 256
 """Connections uvicorn serves at once; past that it answers 503 itself."""
@@ -28,8 +29,9 @@ def _service(request: Request) -> Service:
 
 
 async def health(request: Request) -> JSONResponse:
-    _service(request).ready()
-    return JSONResponse({"status": "ok"})
+    service = _service(request)
+    service.ready()
+    return JSONResponse({"status": "ok", "cache": service.cache_report()})
 
 
 async def list_models(request: Request) -> JSONResponse:
@@ -41,7 +43,7 @@ async def list_models(request: Request) -> JSONResponse:
 async def chat_completions(request: Request) -> Response:
     service = _service(request)
     service.ready()
-    chat = service.parse_chat(await read_body(request))
+    chat = service.parse_chat(await read_body(request), namespace_of(request))
     job = service.scheduler.submit(service.work(chat), asyncio.get_running_loop())
     try:
         if not chat.streamed:
@@ -87,7 +89,8 @@ async def stream_events(request: Request, stream_id: str,
     entry = service.stream(stream_id)
     if not question.strip():
         raise ApiError(400, "question: expected a question about the stream", "invalid_value", "question")
-    events = service.standing_question(entry, question.strip(), every, service.max_tokens(max_tokens))
+    events = service.standing_question(entry, question.strip(), every, service.max_tokens(max_tokens),
+                                       namespace_of(request))
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -118,10 +121,13 @@ def create_app(service: Service) -> FastAPI:
 
 
 def uvicorn_config(app: FastAPI, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
-    """uvicorn's settings for this server: no Server header, a bounded number of connections, and at
-    most 5 s for open event streams to finish on shutdown."""
+    """uvicorn's settings for this server: no Server header, a bounded number of connections, at most
+    5 s for open event streams to finish on shutdown, and every log on stderr (its access log too:
+    stdout carries results only)."""
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False,
-                          limit_concurrency=MAX_CONNECTIONS, timeout_graceful_shutdown=5)
+                          limit_concurrency=MAX_CONNECTIONS, timeout_graceful_shutdown=5, log_config=log_config)
 
 
 @contextlib.contextmanager

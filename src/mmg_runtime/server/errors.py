@@ -44,11 +44,12 @@ def one_line(text: str, limit: int = 1000) -> str:
 
 def public_error(error: BaseException) -> ApiError:
     """What a client may see of an error raised while answering: a UserError's own line (about its
-    request), for anything else only that the server failed (the details go to the server log)."""
+    request, with its ``code`` if it has one), for anything else only that the server failed (the
+    details go to the server log)."""
     if isinstance(error, ApiError):
         return error
     if isinstance(error, UserError):
-        return ApiError(400, str(error))
+        return ApiError(400, str(error), getattr(error, "code", None))
     log.error("internal error while answering", exc_info=error)
     return ApiError(500, "internal error: the server could not answer this request (see its log)", "internal_error")
 

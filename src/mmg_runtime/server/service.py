@@ -3,7 +3,7 @@ policy; and how answers become OpenAI's ``chat.completion`` objects, chunks and 
 from __future__ import annotations
 
 import asyncio
-import functools
+import hashlib
 import hmac
 import secrets
 import threading
@@ -15,7 +15,9 @@ from pathlib import Path
 from fastapi import Request
 
 from ..errors import UserError
+from ..llm.base import GREEDY, Sampling
 from ..pipeline import Answer, Pipeline
+from ..prompt import check_stop
 from ..stream import SOURCE_KINDS, LiveStream
 from .errors import ApiError, one_line, public_error
 from .events import DONE, IncrementalText, sse
@@ -30,7 +32,9 @@ class ServerSettings:
 
     media_root: the folder whose files and folders requests may name (None: no local path at all).
     allow_sources: kinds of :data:`~mmg_runtime.stream.SOURCE_KINDS` a live stream may use beyond those files.
-    max_queue: questions that may wait while one is answered. max_streams: live streams open at once.
+    max_queue: questions that may wait while one is answered. max_streams: live streams running at once; a
+    stream whose source ended (or failed) frees its slot and stays readable (its card, questions about its last
+    window) for ended_stream_seconds after the server saw it end, at most max_streams of them (the oldest go first).
     max_tokens: the largest ``max_tokens`` a request may ask; default_max_tokens: when it asks none.
     api_key: when set, ``/v1`` needs ``Authorization: Bearer <api_key>``.
     """
@@ -39,6 +43,7 @@ class ServerSettings:
     allow_sources: frozenset[str] = frozenset()
     max_queue: int = 8
     max_streams: int = 4
+    ended_stream_seconds: float = 600.0
     max_tokens: int = 1024
     default_max_tokens: int = 256
     api_key: str | None = None
@@ -80,14 +85,30 @@ def stream_error(error: BaseException | None) -> str | None:
 
 @dataclass(frozen=True)
 class ChatQuestion:
-    """A chat completion's question about a video (a checked local path) or a live stream."""
+    """A chat completion's conversation about a video (a checked local path) or a live stream.
 
-    question: str
+    messages: ``{"role", "content": str}`` dicts, the question last. namespace: whose cache entries
+    the question may use (:func:`namespace_of`).
+    """
+
+    messages: list[dict]
     max_tokens: int
     video: Path | None = None
     live: StreamEntry | None = None
     streamed: bool = False
     include_usage: bool = False
+    sampling: Sampling = GREEDY
+    stop: tuple[str, ...] = ()
+    namespace: str = ""
+
+
+def namespace_of(request: Request) -> str:
+    """The cache namespace of a request: a digest of the API key it presents (``Authorization: Bearer
+    KEY``; "" without one). Requests with different keys never share cached video tokens or KV."""
+    given = request.headers.get("authorization", "")
+    if not given:
+        return ""
+    return hashlib.sha256(b"mmg-export cache namespace\0" + given.encode()).hexdigest()[:32]
 
 
 class Service:
@@ -98,7 +119,9 @@ class Service:
         self.settings, self.model_id, self._load = settings, model_id, load
         self.policy = MediaPolicy(settings.media_root, settings.allow_sources)
         self.scheduler = Scheduler(settings.max_queue)
-        self.streams: dict[str, StreamEntry] = {}
+        self._streams: dict[str, StreamEntry] = {}
+        self._ended: dict[str, float] = {}
+        """Id -> when (``time.monotonic``) the server first saw that stream ended."""
         self.pipeline: Pipeline | None = None
         self.load_error: BaseException | None = None
         self.created = int(time.time())
@@ -162,16 +185,22 @@ class Service:
         return self.streams[stream_id]
 
     # -- chat completions ---------------------------------------------------------------------
-    def parse_chat(self, body: bytes) -> ChatQuestion:
+    def parse_chat(self, body: bytes, namespace: str = "") -> ChatQuestion:
         """A chat-completion body as a :class:`ChatQuestion`, every part checked (ApiError otherwise)."""
         request: ChatRequest = validated(ChatRequest, body)
         if request.model is not None and request.model != self.model_id:
             raise ApiError(404, f"model {request.model!r}: this server serves {self.model_id!r} (GET /v1/models)",
                            "model_not_found", "model")
-        param, part, question = request.video_and_question()
+        messages, param, part = request.conversation()
         max_tokens = self.max_tokens(request.max_completion_tokens or request.max_tokens)
-        common = {"question": question, "max_tokens": max_tokens, "streamed": request.stream,
-                  "include_usage": request.stream_options is not None and request.stream_options.include_usage}
+        try:
+            sampling, stop = Sampling(**request.sampling_fields()), check_stop(request.stop)
+        except UserError as error:  # "name=value: expected ..."
+            field = str(error).partition("=")[0]
+            raise ApiError(400, str(error), "invalid_value", field) from None
+        common = {"messages": messages, "max_tokens": max_tokens, "streamed": request.stream,
+                  "include_usage": request.stream_options is not None and request.stream_options.include_usage,
+                  "sampling": sampling, "stop": stop, "namespace": namespace}
         if part.type == "stream":
             if part.stream_id is None:
                 raise ApiError(400, f"{param}.stream_id: expected the id POST /v1/streams returned", "invalid_value",
@@ -191,18 +220,38 @@ class Service:
         return asked
 
     def work(self, chat: ChatQuestion) -> Work:
-        """What the worker runs for ``chat``: the live stream's or the pipeline's ``ask``."""
+        """What the worker runs for ``chat``: the live stream's or the pipeline's ``chat``."""
         pipeline = self.ready()
+        options = (chat.max_tokens, chat.sampling, chat.stop)
         if chat.live is not None:
-            return functools.partial(chat.live.stream.ask, chat.question, chat.max_tokens)
-        return functools.partial(pipeline.ask, str(chat.video), chat.question, chat.max_tokens)
+            stream = chat.live.stream
+            return lambda on_token: stream.chat(chat.messages, *options, on_token, chat.namespace)
+        video = str(chat.video)
+        return lambda on_token: pipeline.chat(video, chat.messages, *options, on_token, chat.namespace)
+
+    def cache_report(self) -> dict | None:
+        """What the pipeline's cache holds: ``{"bytes", "budget_bytes", "entries"}`` (None before it loads)."""
+        if self.pipeline is None:
+            return None
+        cache = self.pipeline.cache
+        return {"bytes": cache.nbytes, "budget_bytes": cache.budget_bytes, "entries": len(cache)}
+
+    def mmg(self, answer: Answer, job: Job) -> dict:
+        """The ``mmg`` field: ``run --json``'s object without the answer (per-stage milliseconds, tokens
+        kept and cached, what was reused, who ran each stage, note, a stream's frame counts), plus
+        ``queue_ms`` and ``cache`` (:meth:`cache_report`)."""
+        fields = answer.to_json()
+        del fields["answer"]
+        fields["queue_ms"] = round(job.waited * 1e3, 3)
+        fields["cache"] = self.cache_report()
+        return fields
 
     def completion(self, answer: Answer, job: Job) -> dict:
         """The ``chat.completion`` object."""
         message = {"role": "assistant", "content": answer.text}
         return {**self._header("chat.completion"),
                 "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish_reason}],
-                "usage": usage(answer), "mmg": mmg(answer, job)}
+                "usage": usage(answer), "mmg": self.mmg(answer, job)}
 
     async def chunks(self, chat: ChatQuestion, job: Job, first: tuple) -> AsyncIterator[str]:
         """``chat.completion.chunk`` events: the role, the text as each token completes it, the finish
@@ -213,7 +262,7 @@ class Service:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             return sse({**header, "choices": [choice], **extra})
 
-        text = IncrementalText(self.pipeline.tokenizer)
+        text = IncrementalText(self.pipeline.tokenizer, chat.stop)  # never past a stop string
         try:
             yield chunk({"role": "assistant", "content": ""})
             event = first
@@ -229,7 +278,7 @@ class Service:
             rest = text.finish(answer.text)
             if rest:
                 yield chunk({"content": rest})
-            yield chunk({}, answer.finish_reason, mmg=mmg(answer, job))
+            yield chunk({}, answer.finish_reason, mmg=self.mmg(answer, job))
             if chat.include_usage:
                 yield sse({**header, "choices": [], "usage": usage(answer)})
             yield DONE
@@ -241,13 +290,37 @@ class Service:
                 "model": self.model_id}
 
     # -- live streams ---------------------------------------------------------------------------
+    @property
+    def streams(self) -> dict[str, StreamEntry]:
+        """The running streams and the ended ones still kept (see :class:`ServerSettings`), by id; looking
+        forgets the ended streams past that bound."""
+        self._forget_ended(time.monotonic())
+        return self._streams
+
+    def _forget_ended(self, now: float) -> None:
+        """Drop the ended streams seen ended more than ``ended_stream_seconds`` ago, and the oldest ended
+        ones beyond ``max_streams``; note when each newly ended stream was first seen ended."""
+        self._ended = {stream_id: seen for stream_id, seen in self._ended.items() if stream_id in self._streams}
+        for entry in self._streams.values():
+            if not entry.stream.running:
+                self._ended.setdefault(entry.id, now)
+        oldest_first = sorted(self._ended, key=self._ended.__getitem__)
+        surplus = oldest_first[:max(0, len(oldest_first) - self.settings.max_streams)]
+        expired = [stream_id for stream_id in oldest_first
+                   if now - self._ended[stream_id] > self.settings.ended_stream_seconds]
+        for stream_id in {*surplus, *expired}:
+            del self._streams[stream_id], self._ended[stream_id]
+
     async def open_stream(self, source: str, sample_fps: float) -> StreamEntry:
-        """Start a live stream over ``source`` (a client's string, checked here)."""
+        """Start a live stream over ``source`` (a client's string, checked here); only running streams
+        count against ``max_streams``."""
         pipeline = self.ready()
         path = self.policy.stream_source(source)
-        if len(self.streams) + self._opening >= self.settings.max_streams:
-            raise ApiError(429, f"{self.settings.max_streams} live streams are open, as many as this server allows: "
-                                "DELETE one first", "too_many_streams")
+        running = sum(entry.stream.running for entry in self.streams.values())
+        if running + self._opening >= self.settings.max_streams:
+            raise ApiError(429, f"{self.settings.max_streams} live streams are running, as many as this server "
+                                "allows: DELETE one first (a stream whose source ended frees its slot)",
+                           "too_many_streams")
         self._opening += 1
         try:
             stream = await asyncio.to_thread(LiveStream, pipeline, path, sample_fps)
@@ -257,8 +330,8 @@ class Service:
         self.streams[entry.id] = entry
         return entry
 
-    async def standing_question(self, entry: StreamEntry, question: str, every: float,
-                                max_tokens: int) -> AsyncIterator[str]:
+    async def standing_question(self, entry: StreamEntry, question: str, every: float, max_tokens: int,
+                                namespace: str = "") -> AsyncIterator[str]:
         """``stream.answer`` events: ``question`` about the window every ``every`` seconds (the first once
         a frame is encoded) until the source ends (its last window answered) or the stream is deleted.
         A tick that finds the queue full is a ``stream.skipped`` event; the next tick asks again."""
@@ -272,7 +345,9 @@ class Service:
                 break
             ended = not stream.running
             try:
-                job = self.scheduler.submit(self.work(ChatQuestion(question, max_tokens, live=entry)), loop)
+                chat = ChatQuestion([{"role": "user", "content": question}], max_tokens, live=entry,
+                                    namespace=namespace)
+                job = self.scheduler.submit(self.work(chat), loop)
             except ApiError as busy:
                 yield sse({"object": "stream.skipped", "stream_id": entry.id, "created": int(time.time()),
                            "reason": busy.message})
@@ -287,7 +362,7 @@ class Service:
                 yield sse({"object": "stream.answer", "stream_id": entry.id, "created": int(time.time()),
                            "question": question, "answer": answer.text,
                            "stream_seconds": round(stream.stats.stream_seconds, 3),
-                           "finish_reason": answer.finish_reason, "usage": usage(answer), "mmg": mmg(answer, job)})
+                           "finish_reason": answer.finish_reason, "usage": usage(answer), "mmg": self.mmg(answer, job)})
             if ended:  # the last window is answered
                 break
             tick = max(tick + every, loop.time())
@@ -296,16 +371,9 @@ class Service:
 
 
 def usage(answer: Answer) -> dict:
-    """OpenAI's ``usage``: the prompt with the video as its K + 1 embeddings, and the generated tokens."""
+    """OpenAI's ``usage``: the prompt with the video as its K + 1 embeddings, the generated tokens, and
+    the prompt tokens whose KV came from the cache (``prompt_tokens_details.cached_tokens``)."""
     completion = len(answer.token_ids)
     return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": completion,
-            "total_tokens": answer.prompt_tokens + completion}
-
-
-def mmg(answer: Answer, job: Job) -> dict:
-    """The ``mmg`` field: ``run --json``'s object without the answer (per-stage milliseconds, tokens
-    kept, who ran each stage, note, a stream's frame counts), plus ``queue_ms``."""
-    fields = answer.to_json()
-    del fields["answer"]
-    fields["queue_ms"] = round(job.waited * 1e3, 3)
-    return fields
+            "total_tokens": answer.prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": answer.cached_tokens}}
