@@ -1,4 +1,4 @@
-"""Small files the tests write: a manifest over stand-in component files, PNG pictures."""
+"""Small files the tests write: a manifest over stand-in component files, PNG and JPEG pictures."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -21,6 +21,15 @@ def write_png(path: Path, picture: np.ndarray) -> None:
         for packet in stream.encode():
             container.mux(packet)
 
+
+def write_jpeg(path: Path, picture: np.ndarray) -> Path:
+    """Write one (H, W, 3) RGB uint8 image as a baseline JPEG with PyAV."""
+    with av.open(str(path), "w", format="image2") as container:
+        stream = container.add_stream("mjpeg", rate=1)
+        stream.width, stream.height, stream.pix_fmt = picture.shape[1], picture.shape[0], "yuvj420p"
+        for packet in [*stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")), *stream.encode()]:
+            container.mux(packet)
+    return path
 
 
 def make_manifest(directory: Path, backend: str = "tensorrt", *, frames: int = 32, tokens: int = 196,

@@ -6,8 +6,9 @@ lazily so that ``mmg-export --help`` stays fast and a command's heavy dependenci
 
 Conventions, as the NVIDIA command-line tools and POSIX have them: exit status 0 on success, 1 on
 a runtime error (one line on stderr, a traceback only with ``--debug``), 2 on a usage error
-(argparse), 130 when interrupted by SIGINT or SIGTERM; the global flags go before or after the
-command; a closed stdout (``mmg-export build --list-targets | head -1``) ends quietly.
+(argparse: a bad value, checked by the option's type, or a :class:`UsageError`: options that do not
+go together; both before anything heavy is imported), 130 when interrupted by SIGINT or SIGTERM;
+the global flags go before or after the command; a closed stdout (``mmg-export build --list-targets | head -1``) ends quietly.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import signal
 import sys
 from collections.abc import Iterator
 
-from mmg_runtime.errors import UserError
+from mmg_runtime.errors import UsageError, UserError
 
 from . import __version__
 
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         if message is None:
             raise
         print(f"mmg-export {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE if isinstance(error, UsageError) else EXIT_ERROR
 
 
 def entry_point() -> None:

@@ -9,6 +9,10 @@ class UserError(Exception):
     """
 
 
+class UsageError(UserError):
+    """A command line whose options do not go together (exit status 2, like argparse's own errors)."""
+
+
 def first_line(error: BaseException, limit: int = 200) -> str:
     """The first line of ``error``'s message, at most ``limit`` characters (its type's name when empty)."""
     lines = str(error).strip().splitlines()

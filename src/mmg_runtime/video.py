@@ -272,12 +272,7 @@ def _plan_folder(folder: Path, num_frames: int, rule: str) -> VideoPlan:
 def _plan_file(path: Path, num_frames: int, rule: str, total_frames: int | None) -> VideoPlan:
     """Sample over the header's frame count; a long clip is indexed (one demux pass, no decoding) so
     that only the GOPs holding sampled frames are decoded when that saves enough."""
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        width, height = stream.codec_context.width, stream.codec_context.height
-        fps = float(stream.average_rate) if stream.average_rate else None
-        header_total = stream.frames
-    check_frame_size(str(path), width, height)
+    width, height, fps, header_total = check_video_file(path)
     total = total_frames or header_total
     pts = keyframes = None
     if not total or total > INDEX_WHEN_LONGER * num_frames:  # unknown length, or sparse sampling: index
@@ -292,6 +287,19 @@ def _plan_file(path: Path, num_frames: int, rule: str, total_frames: int | None)
     if gops is not None and sum(g[-1] - g[0] + 1 for g in gops) <= SEEK_WHEN_SAVING * (wanted[-1] + 1):
         return VideoPlan(str(path), total, indices, width, height, fps, note, work=GopDecode(gops, pts))
     return VideoPlan(str(path), total, indices, width, height, fps, note, work=SequentialDecode(wanted))
+
+
+def check_video_file(path: Path) -> tuple[int, int, float | None, int]:
+    """(width, height, average frame rate or None, the header's frame count or 0) of a video file whose
+    header FFmpeg reads, with a video stream of a frame size :func:`check_frame_size` accepts (UserError
+    naming the file otherwise). Reads the header only."""
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        fps = float(stream.average_rate) if stream.average_rate else None
+        frames = stream.frames
+    check_frame_size(str(path), width, height)
+    return width, height, fps, frames
 
 
 def _index_packets(path: Path) -> tuple[list[int], list[int]]:
@@ -377,27 +385,49 @@ def _rgb(frame: av.VideoFrame, plan: VideoPlan) -> np.ndarray:
 
 
 def _picture_size(path: Path) -> tuple[int, int]:
+    """An image's width and height from its header, or, where the header does not say (a JPEG cut
+    before its frame header reads as 0x0), from decoding it."""
     with _open(path) as container:
         stream = _video_stream(container, path)
-        return stream.codec_context.width, stream.codec_context.height
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width and height:
+            return width, height
+        frame = _first_picture(container, stream, path)
+        return frame.width, frame.height
 
 
-def _read_image(path: Path, plan: VideoPlan) -> np.ndarray:
-    """Decode one image file to (H, W, 3) uint8 RGB with PyAV; its size is checked before decoding."""
+def _first_picture(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> av.VideoFrame:
+    """The first decoded frame of an image file (UserError naming the file when it does not decode)."""
+    try:
+        frame = next(container.decode(stream), None)
+    except av.FFmpegError as exc:
+        raise UserError(f"cannot decode image {path}: {exc.strerror or exc}; expected a complete image file") from exc
+    if frame is None:
+        raise UserError(f"{path} holds no image: expected a PNG/JPEG frame")
+    return frame
+
+
+def check_sampled_images(plan: VideoPlan) -> None:
+    """For a folder's plan: every sampled image readable, of an accepted size and of the plan's size
+    (headers only, about a millisecond an image; UserError naming the first that is not)."""
+    if isinstance(plan.work, ImageFiles):
+        for _, path in plan.work.files:
+            _check_image(path, plan)
+
+
+def _check_image(path: Path, plan: VideoPlan) -> None:
     width, height = _picture_size(path)
     check_frame_size(str(path), width, height)
     if (width, height) != (plan.width, plan.height):
         raise UserError(f"images in {Path(plan.source)} differ in size: {path.name} is {width}x{height}, the first "
                         f"sampled image is {plan.width}x{plan.height}; expected frames of one size")
+
+
+def _read_image(path: Path, plan: VideoPlan) -> np.ndarray:
+    """Decode one image file to (H, W, 3) uint8 RGB with PyAV; its size is checked before decoding."""
+    _check_image(path, plan)
     with _open(path) as container:
-        stream = _video_stream(container, path)
-        try:
-            frame = next(container.decode(stream), None)
-        except av.FFmpegError as exc:
-            raise UserError(f"cannot decode image {path}: {exc}") from exc
-    if frame is None:
-        raise UserError(f"{path} holds no image: expected a PNG/JPEG frame")
-    return frame.to_ndarray(format="rgb24")
+        return _first_picture(container, _video_stream(container, path), path).to_ndarray(format="rgb24")
 
 
 def _open(path: Path) -> av.container.InputContainer:

@@ -116,6 +116,55 @@ def test_quiet_before_or_after_the_command(tmp_path: Path, argv: list[str], caps
     assert out.startswith("No findings.") and err == ""
 
 
+@pytest.mark.parametrize("argv,line", [
+    (["build", "--ratio", "1.5"], "mmg-export build: error: argument --ratio: expected a number in (0, 1], got 1.5"),
+    (["build", "--ratio", "abc"], "mmg-export build: error: argument --ratio: expected a number in (0, 1], got 'abc'"),
+    (["run", "--video", "v.mp4", "--prompt", "q", "--temperature", "3"],
+     "mmg-export run: error: argument --temperature: expected a number from 0 (greedy) to 2, got 3"),
+    (["serve", "--port", "70000"], "mmg-export serve: error: argument --port: expected an integer from 1 to 65535, "
+                                   "got 70000"),
+])
+def test_out_of_range_values_are_usage_errors_before_torch(argv: list[str], line: str) -> None:
+    """Exit status 2, as for a value of the wrong type, without importing torch (it is blocked here)."""
+    done = run_cli(*argv)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("usage: ") and done.stderr.splitlines()[-1] == line
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["build", "--ratio", "0"], "argument --ratio: expected a number in (0, 1], got 0"),
+    (["build", "--frames", "0"], "argument --frames: expected an integer from 1 to 256, got 0"),
+    (["build", "--rounds", "9"], "argument --rounds: expected an integer from 1 to 8, got 9"),
+    (["build", "--reach", "5"], "argument --reach: expected an integer from 0 to 4, got 5"),
+    (["run", "--video", "v", "--max-new-tokens", "0"], "argument --max-new-tokens: expected an integer >= 1, got 0"),
+    (["run", "--video", "v", "--top-p", "0"], "argument --top-p: expected a number above 0, at most 1, got 0"),
+    (["run", "--video", "v", "--top-k", "-1"], "argument --top-k: expected 0 (off) or a positive integer, got -1"),
+    (["run", "--video", "v", "--seed", "x"], "argument --seed: expected an integer from 0 to 2**63 - 1, or none, "
+                                             "got x"),
+    (["run", "--video", "v", "--sample-fps", "inf"], "argument --sample-fps: expected a number > 0, got inf"),
+    (["run", "--video", "v", "--ask-after", "-1"], "argument --ask-after: expected a number >= 0, got -1"),
+    (["run", "--video", "v", "--ask-after", "nan"], "argument --ask-after: expected a number >= 0, got nan"),
+    (["run", "--video", "v", "--sample-fps", "0"], "argument --sample-fps: expected a number > 0, got 0"),
+    (["run", "--video", "v", "--prompt", "  "], "argument --prompt: is empty; expected a question about the video"),
+    (["run", "--video", " "], "argument --video: is empty; expected a video file or a folder of images"),
+    (["run", "--video", "v", "--cache-memory", "2XB"],
+     "argument --cache-memory: expected a size such as 2GiB, 512MiB, 1.5GB or 0, got '2XB'"),
+    (["serve", "--max-queue", "-1"], "argument --max-queue: expected an integer >= 0, got -1"),
+])
+def test_bad_values_exit_2_naming_the_option(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"mmg-export {argv[0]}: error: {message}"
+
+
+@pytest.mark.parametrize("text,size", [("0", 0), ("4096", 4096), ("2GiB", 2 << 30), ("512MiB", 512 << 20),
+                                       ("1.5GB", 1_500_000_000), ("2 gib", 2 << 30), ("64kb", 64_000)])
+def test_cache_memory_sizes(text: str, size: int) -> None:
+    args = mmg_export.cli.build_parser().parse_args(["run", "--video", "v", "--cache-memory", text])
+    assert args.cache_memory == size
+
+
 def test_verbose_flag_counts(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = str(clean_model(tmp_path / "m.onnx"))
     args = mmg_export.cli.build_parser().parse_args(["-vv", "lint", path, "-v"])

@@ -18,7 +18,7 @@ import pytest
 from mmg_runtime import video
 from mmg_runtime.errors import UserError
 from mmg_runtime.video import FrameStream, PyAVReader, iter_frames, load_video, sample_frame_indices
-from samples import write_png
+from samples import write_jpeg, write_png
 
 
 def gradient(index: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:
@@ -397,6 +397,31 @@ def test_error_image_data_that_does_not_decode(tmp_path):
     (tmp_path / "f0.png").write_bytes(data[:start] + bytes(end - start) + data[end:])
     with pytest.raises(UserError, match=rf"^cannot decode image {re.escape(str(tmp_path / 'f0.png'))}: "):
         load_video(tmp_path, num_frames=1)
+
+
+def test_a_truncated_jpeg_in_a_folder_cannot_be_decoded(tmp_path):
+    """Cut before its frame header, a JPEG's header reads as 0x0: the message says the file does not decode."""
+    for index in range(3):
+        write_jpeg(tmp_path / f"f{index}.jpg", gradient(index))
+    cut = tmp_path / "f1.jpg"
+    cut.write_bytes(cut.read_bytes()[:300])
+    expected = f"cannot decode image {cut}: Invalid data found when processing input; expected a complete image file"
+    with pytest.raises(UserError) as error:
+        load_video(tmp_path, num_frames=3)
+    assert str(error.value) == expected
+    plan = PyAVReader().open(tmp_path, 3)  # the plan reads the first image only; the check reads every sampled one
+    with pytest.raises(UserError) as error:
+        video.check_sampled_images(plan)
+    assert str(error.value) == expected
+
+
+def test_check_video_file_reads_the_header(tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", frames=5)
+    assert video.check_video_file(clip) == (64, 48, 25.0, 5)
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    with pytest.raises(UserError, match=r"^cannot read .*notes\.mp4: not a video or image FFmpeg can decode"):
+        video.check_video_file(text)
 
 
 @pytest.mark.parametrize("where", ["folder", "file"])

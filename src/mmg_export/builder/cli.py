@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mmg_runtime.arguments import integer, number
 from mmg_runtime.errors import UserError
 from mmg_runtime.manifest import BACKENDS
 from mmg_runtime.tensorrt import FLAVOURS, LABELS, import_tensorrt, installed
@@ -20,9 +21,13 @@ if TYPE_CHECKING:
 DEFAULT_OUT = Path("artifacts")
 TINY_MODEL = "tiny"
 """Model part of the default output name for the built-in model."""
+MAX_FRAMES = 256
+"""Most frames per video a build takes."""
 MAX_STRIDE = 8
 """MMGConfig's largest stride (pick groups per round); kept here so that the CLI loads without torch."""
 MAX_REACH = MAX_STRIDE // 2
+MAX_ROUNDS = 8
+"""MMGConfig's most selection rounds (likewise)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,10 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Export the LLaVA-OneVision vision encoder and a fixed-budget MMG-Vid pruning graph to "
                     "typed ONNX, lint them for TensorRT, and build TensorRT engines or ONNX Runtime models "
                     "into one artifact directory with a manifest.")
-    parser.add_argument("--ratio", type=float, default=0.25, help="fraction of video tokens kept (default 0.25)")
+    parser.add_argument("--ratio", type=number(0.0, 1.0, low_open=True), default=0.25,
+                        help="fraction of video tokens kept, in (0, 1] (default 0.25)")
     parser.add_argument("--model", type=Path, default=None, metavar="DIR",
                         help="local LLaVA-OneVision checkpoint directory (default: the built-in tiny model)")
-    parser.add_argument("--frames", type=int, default=None, help="frames per video (default: the target's, 32)")
+    parser.add_argument("--frames", type=integer(1, MAX_FRAMES), default=None,
+                        help=f"frames per video, 1-{MAX_FRAMES} (default: the target's, 32)")
     parser.add_argument("--target", default=None,
                         help="target profile name (mmg-export build --list-targets) or a .toml path (default: this machine: "
                              "its GPU's profile, or cpu)")
@@ -62,10 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="tensorrt backend: also keep the engines' ONNX sources in onnx/ (for verification; "
                              "each weight is then stored twice)")
     parser.add_argument("--merge", action="store_true", help="merge dropped tokens into their nearest kept token")
-    parser.add_argument("--rounds", type=int, default=None,
+    parser.add_argument("--rounds", type=integer(1, MAX_ROUNDS), default=None,
                         help="token-selection rounds, 1-8 (default 2; 3 keeps slightly more of the video and "
                              "makes the pruner slower: docs/quality.md)")
-    parser.add_argument("--reach", type=int, default=None,
+    parser.add_argument("--reach", type=integer(0, MAX_REACH), default=None,
                         help=f"frames each way that one coverage update carries a pick's coverage, 0-{MAX_REACH} "
                              "(default 2); the frames pick in 2 x reach groups (1 for reach 0; 3 keeps a little more of "
                              "the video for a slower pruner, 0 and 1 keep much less: docs/quality.md)")
@@ -74,31 +81,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def pruning_config(args: argparse.Namespace) -> MMGConfig:
-    """The pruner's settings from ``--merge``, ``--rounds`` and ``--reach`` (ValueError, one line, when
-    out of range). ``--reach N`` sets chain_steps = N and stride = max(1, 2N), the rule of :class:`MMGConfig`."""
+    """The pruner's settings from ``--merge``, ``--rounds`` and ``--reach`` (their ranges are argparse's to
+    check). ``--reach N`` sets chain_steps = N and stride = max(1, 2N), the rule of :class:`MMGConfig`."""
     from ..prune import MMGConfig
 
     settings: dict = {"merge": args.merge}
     if args.rounds is not None:
         settings["rounds"] = args.rounds
     if args.reach is not None:
-        if not 0 <= args.reach <= MAX_REACH:
-            raise ValueError(f"--reach {args.reach}: expected an integer from 0 to {MAX_REACH} "
-                             f"(2 x reach pick groups, at most {MAX_STRIDE})")
         settings.update(chain_steps=args.reach, stride=max(1, 2 * args.reach))
     return MMGConfig(**settings)
-
-
-def check_arguments(args: argparse.Namespace) -> MMGConfig:
-    """Every build argument checkable before the target is known (one line each when wrong); the
-    pruner's settings."""
-    from ..prune.config import check_ratio
-    from .pipeline import check_frames
-
-    check_ratio(args.ratio)
-    if args.frames is not None:
-        check_frames(args.frames)
-    return pruning_config(args)
 
 
 def pruning_suffix(pruning: MMGConfig) -> str:
@@ -125,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             print(f"{name:{max(map(len, names))}s} {load_target(name).description}")
         return 0
-    pruning = check_arguments(args)
+    pruning = pruning_config(args)
     target = load_target(args.target or (detect_rtx_target() if args.backend == "tensorrt-rtx" else detect_target()))
     if args.hardware_compatible:
         target = hardware_compatible(target)

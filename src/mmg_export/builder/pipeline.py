@@ -31,11 +31,13 @@ from mmg_runtime.tensorrt import import_tensorrt
 from mmg_runtime.versions import LIBRARIES, library_versions
 
 from .. import __version__
+from ..lint.artifacts import tensorrt_graphs
 from ..models.encoder import VideoEncoder
 from ..models.llava import TINY_NAME, load_llava
 from ..prune import MMGConfig
 from ..prune.config import check_ratio, keep_count
 from . import export
+from .cli import MAX_FRAMES
 from .engines import EngineBuilder, engine_builder
 from .onnxruntime import provider_settings
 from .output_dir import atomic_output_dir
@@ -43,7 +45,6 @@ from .preprocess import write_preprocess_graph
 from .targets import TargetProfile, check_flavour
 from .tensorrt import EngineInfo, parse_network
 
-MAX_FRAMES = 256
 GRAPHS = ("preprocess", "encoder", "pruner")
 MAX_FRAME_SIDE = 4096
 """Largest frame height or width a TensorRT preprocess engine takes (its optimisation profile's max)."""
@@ -169,7 +170,7 @@ def build(options: BuildOptions) -> Manifest:
         with progress.stage(f"export pruner.onnx (ratio {options.ratio}, K = {keep})"):
             export.export_pruner(options.frames, encoder.tokens_per_frame, encoder.hidden_size, options.ratio,
                                  options.precision, pruner_dir / "pruner.onnx", options.pruning, encoder.newline)
-        tensorrt_bound = ("pruner",) if options.backend == "onnxruntime" else GRAPHS
+        tensorrt_bound = tensorrt_graphs(options.backend)  # as mmg-export lint ARTIFACTS checks them
         with progress.stage(f"lint {', '.join(tensorrt_bound)} for TensorRT 10.3 and 11"):
             _lint([(pruner_dir if name == "pruner" else onnx_dir) / f"{name}.onnx" for name in tensorrt_bound])
         specs = component_specs(options, encoder, keep)
