@@ -625,3 +625,192 @@ def test_real_parser_accepts_a_clean_model_and_names_a_custom_op(tmp_path):
     assert parser_verdict(clean).findings == []
     findings = parser_verdict(custom).findings
     assert findings and findings[0].rule == "trt-parser" and findings[0].node == "gelu"
+
+
+# --------------------------------------------------------------------------- artifact directories
+
+
+def test_dimensions_the_design_declares_dynamic_are_not_warned_of():
+    node = helper.make_node("Relu", ["x"], ["y"], name="relu")
+    dynamic = model([node], [value("x", FLOAT, ["batch", 8])], [value("y", FLOAT, ["batch", 8])])
+    declared = lint_versions(dynamic, ("11",), {"x": ("frames", 8), "y": ("frames", 8)})[0]
+    assert declared.findings == []
+    static_declared = lint_versions(dynamic, ("11",), {"x": (2, 8)})[0]
+    assert rules(static_declared) == [("warning", "dynamic-shape"), ("warning", "dynamic-shape")]
+
+
+FRAMES, TOKENS, HIDDEN, SIDE, KEEP = 2, 4, 8, 4, 2
+"""A hand-made artifact geometry: 2 frames of 4 tokens of width 8, 4x4 images, 25% kept (K = 2)."""
+UINT8 = TensorProto.UINT8
+
+
+def preprocess_graph() -> onnx.ModelProto:
+    """uint8 frames (frames, height, width, 3) -> Transpose -> uint8 Resize to 4x4 -> float pixel_values: ONNX
+    Runtime runs it, TensorRT's table has no uint8 Transpose (the quickstart's preprocess.onnx, in small)."""
+    nodes = [helper.make_node("Transpose", ["frames"], ["planar"], name="planar", perm=[0, 3, 1, 2]),
+             helper.make_node("Shape", ["planar"], ["leading"], name="leading", end=2),
+             helper.make_node("Concat", ["leading", "side"], ["sizes"], name="sizes", axis=0),
+             helper.make_node("Resize", ["planar", "", "", "sizes"], ["small"], name="resize", mode="linear"),
+             helper.make_node("Cast", ["small"], ["pixel_values"], name="cast", to=FLOAT)]
+    return model(nodes, [value("frames", UINT8, ["frames", "height", "width", 3])],
+                 [value("pixel_values", FLOAT, ["frames", 3, SIDE, SIDE])], [const("side", np.int64([SIDE, SIDE]))])
+
+
+def encoder_graph() -> onnx.ModelProto:
+    """pixel_values (frames, 3, 4, 4) -> video_tokens (frames, 4, 8): channel mean, rows as tokens, twice."""
+    nodes = [helper.make_node("ReduceMean", ["pixel_values", "channel"], ["mean"], name="mean", keepdims=0),
+             helper.make_node("Concat", ["mean", "mean"], ["video_tokens"], name="concat", axis=-1)]
+    return model(nodes, [value("pixel_values", FLOAT, ["frames", 3, SIDE, SIDE])],
+                 [value("video_tokens", FLOAT, ["frames", TOKENS, HIDDEN])], [const("channel", np.int64([1]))])
+
+
+def pruner_graph(int64_cumsum: bool = False) -> onnx.ModelProto:
+    """video_tokens (2, 4, 8) -> the first K + 1 rows as video_embeds, kept_indices (K,); ``int64_cumsum``
+    computes the indices with a CumSum over int64, which TensorRT's table does not support."""
+    nodes = [helper.make_node("Reshape", ["video_tokens", "rows"], ["flat"], name="flat"),
+             helper.make_node("Slice", ["flat", "start", "stop"], ["video_embeds"], name="first")]
+    initializers = [const("rows", np.int64([FRAMES * TOKENS, HIDDEN])), const("start", np.int64([0])),
+                    const("stop", np.int64([KEEP + 1]))]
+    if int64_cumsum:
+        nodes.append(helper.make_node("CumSum", ["zero_based", "axis"], ["kept_indices"], name="count"))
+        initializers += [const("zero_based", np.int64([0, 1])), const("axis", np.int64(0))]
+    else:
+        nodes.append(helper.make_node("Identity", ["indices"], ["kept_indices"], name="indices"))
+        initializers.append(const("indices", np.int64([0, 1])))
+    return model(nodes, [value("video_tokens", FLOAT, [FRAMES, TOKENS, HIDDEN])],
+                 [value("video_embeds", FLOAT, [KEEP + 1, HIDDEN]), value("kept_indices", INT64, [KEEP])],
+                 initializers)
+
+
+def graph_io(graph: onnx.ModelProto):
+    """The manifest's TensorSpecs of a graph's (inputs, outputs): a name for each dynamic dimension."""
+    from mmg_runtime.manifest import TensorSpec
+
+    dtypes = {FLOAT: "float32", UINT8: "uint8", INT64: "int64"}
+
+    def specs(values):
+        return {v.name: TensorSpec(tuple(d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim),
+                                   dtypes[v.type.tensor_type.elem_type]) for v in values}
+
+    return specs(graph.graph.input), specs(graph.graph.output)
+
+
+def artifact_dir(root: Path, backend: str, graphs: dict[str, onnx.ModelProto], kept_onnx=("encoder", "pruner"),
+                 **fields) -> Path:
+    """A hand-made artifact directory of ``backend``: ONNX Runtime's holds the graphs; TensorRT's holds
+    stand-in engines and, in onnx/, the sources of ``kept_onnx``. Returns the directory."""
+    from mmg_runtime.manifest import Component, Manifest, write_manifest
+
+    root.mkdir()
+    components = {}
+    for name, graph in graphs.items():
+        file = f"{name}.onnx" if backend == "onnxruntime" else f"{name}.engine"
+        if backend == "onnxruntime":
+            onnx.save(graph, root / file)
+        else:
+            (root / file).write_bytes(b"engine")
+            if name in kept_onnx:
+                (root / "onnx").mkdir(exist_ok=True)
+                onnx.save(graph, root / "onnx" / f"{name}.onnx")
+        components[name] = Component(file, "0" * 64, *graph_io(graph))
+    write_manifest(root, Manifest(tool_version="0.1.0", backend=backend, precision="fp32", frames=FRAMES,
+                                  tokens_per_frame=TOKENS, hidden_size=HIDDEN, ratio=0.25, keep=KEEP,
+                                  components=components, extra={"image_size": SIDE, **fields.pop("extra", {})},
+                                  **fields))
+    return root
+
+
+TABLE_SOURCES = {version: load_table(version).source["summary"] for version in supported_versions()}
+
+
+def test_lint_of_an_onnxruntime_directory_opens_each_graph_as_run_does(cli, tmp_path):
+    """preprocess' uint8 Transpose fails TensorRT's table, but the directory runs it under ONNX Runtime: it
+    passes; the pruner is also linted against both TensorRT tables, as the build does."""
+    import onnxruntime
+
+    directory = artifact_dir(tmp_path / "ort", "onnxruntime", {"preprocess": preprocess_graph(),
+                             "encoder": encoder_graph(), "pruner": pruner_graph()}, target="cpu",
+                             extra={"providers": [["CPUExecutionProvider", {}]]})
+    assert not lint_model(directory / "preprocess.onnx").ok
+    code, out, err = cli("lint", str(directory))
+    ort = f"under ONNX Runtime {onnxruntime.__version__} on CPUExecutionProvider"
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"{directory}/preprocess.onnx: 0 errors, 0 warnings {ort}",
+        f"{directory}/encoder.onnx: 0 errors, 0 warnings {ort}",
+        f"{directory}/pruner.onnx: 0 errors, 0 warnings {ort}",
+        f"{directory}/pruner.onnx: 0 errors, 0 warnings against TensorRT 10.3 operator table (source: {TABLE_SOURCES['10.3']})",
+        f"{directory}/pruner.onnx: 0 errors, 0 warnings against TensorRT 11 operator table (source: {TABLE_SOURCES['11']})",
+        f"{directory}: onnxruntime artifacts for target cpu: 3 graphs, 5 checks, 0 errors, 0 warnings"]
+
+
+def test_lint_of_an_onnxruntime_directory_names_what_onnxruntime_refuses(cli, tmp_path):
+    """A graph whose I/O is not the manifest's fails as run would fail to open it."""
+    directory = artifact_dir(tmp_path / "ort", "onnxruntime", {"encoder": encoder_graph(), "pruner": pruner_graph()},
+                             target="cpu", extra={"providers": [["CUDAExecutionProvider", {}]]})
+    onnx.save(preprocess_graph(), directory / "encoder.onnx")  # another graph under the encoder's name
+    code, out, _ = cli("lint", str(directory), "--json")
+    data = json.loads(out)
+    assert code == 1 and (data["errors"], data["warnings"]) == (1, 2)
+    encoder = data["checks"][0]
+    assert [(f["severity"], f["rule"]) for f in encoder["findings"]] == [
+        ("warning", "onnxruntime-provider"), ("error", "onnxruntime")]
+    assert encoder["findings"][0]["message"].startswith("CUDAExecutionProvider is not in this onnxruntime (it has ")
+    assert encoder["findings"][0]["message"].endswith("): checked on CPUExecutionProvider only")
+    assert encoder["findings"][1]["message"] == (
+        f"{directory}/encoder.onnx: inputs are ['frames'], the manifest says ['pixel_values']; "
+        f"rebuild with mmg-export build")
+
+
+def test_lint_of_a_tensorrt_directory_catches_a_tensorrt_fault(cli, tmp_path):
+    """The kept ONNX sources are linted against the table of the manifest's TensorRT release (10.3): the planted
+    int64 CumSum is an error; the encoder's dynamic frames axis, which the manifest declares, is no warning."""
+    directory = artifact_dir(tmp_path / "trt", "tensorrt", {"preprocess": preprocess_graph(),
+                             "encoder": encoder_graph(), "pruner": pruner_graph(int64_cumsum=True)},
+                             target="orin-agx", versions={"tensorrt": "10.3.0.30"},
+                             device={"name": "Orin", "compute_capability": "8.7"})
+    code, out, err = cli("lint", str(directory))
+    lines = out.splitlines()
+    against = f"against TensorRT 10.3 operator table (source: {TABLE_SOURCES['10.3']}); TensorRT parser: not installed here"
+    assert (code, err) == (1, "")
+    assert lines[0] == f"{directory}/onnx/encoder.onnx: 0 errors, 0 warnings {against}"
+    assert lines[2].split()[:4] == ["error", "unsupported-type", "CumSum", "count"]
+    assert lines[2].endswith("CumSum does not support INT64 input 'zero_based' in TensorRT 10.3 (supported: FP32, FP16, BF16)")
+    assert lines[3:] == [
+        "", f"{directory}/onnx/pruner.onnx: 1 error, 0 warnings {against}", "",
+        ("preprocess.engine: a TensorRT engine whose ONNX source was not kept (mmg-export build --keep-onnx keeps "
+         "it in onnx/): nothing to lint"),
+        f"{directory}: tensorrt artifacts for target orin-agx: 2 graphs, 2 checks, 1 error, 0 warnings"]
+    assert cli("lint", str(directory / "onnx" / "encoder.onnx"), "--no-parser")[1].splitlines()[1].split()[:2] == [
+        "warning", "dynamic-shape"]  # the file alone has no manifest to declare its dynamic axis
+
+
+def test_lint_of_a_tensorrt_rtx_directory_asks_its_real_parser(tmp_path, capsys):
+    """TensorRT-RTX (installed here): its real parser reads the kept sources and names the planted custom op."""
+    pytest.importorskip("tensorrt_rtx", reason="needs TensorRT-RTX: pip install 'mmg-export[tensorrt-rtx]'")
+    custom = encoder_graph()
+    custom.graph.node.append(helper.make_node("BiasGelu", ["video_tokens"], ["gelu"], name="gelu", domain="com.example"))
+    custom.opset_import.append(helper.make_opsetid("com.example", 1))
+    directory = artifact_dir(tmp_path / "rtx", "tensorrt-rtx", {"encoder": custom, "pruner": pruner_graph()},
+                             target="rtx-portable", device={"compute_capabilities": "8.6"})
+    assert mmg_export.cli.main(["lint", str(directory)]) == 1
+    out = capsys.readouterr().out
+    assert {tuple(line.split()[:2]) for line in out.splitlines() if line.startswith("error")} == {
+        ("error", "custom-domain"), ("error", "trt-parser")}
+    assert "TensorRT-RTX parser: " in out and out.count("TensorRT-RTX 1.") == 2  # each graph's last table
+    assert out.splitlines()[-1] == (f"{directory}: tensorrt-rtx artifacts for target rtx-portable: 2 graphs, 4 checks, "
+                                    f"4 errors, 0 warnings")
+
+
+def test_lint_of_a_directory_without_a_manifest_says_so_in_one_line(cli, tmp_path):
+    code, out, err = cli("lint", str(tmp_path))
+    assert (code, out) == (1, "")
+    assert err == (f"mmg-export lint: error: {tmp_path}: a directory without manifest.json; expected an ONNX file "
+                   f"or an artifact directory written by mmg-export build\n")
+
+
+def test_lint_passes_on_the_built_onnxruntime_artifacts(cli, artifacts):
+    """The quickstart's own artifacts: preprocess (uint8 Resize) and encoder (Attention) under ONNX Runtime."""
+    code, out, _ = cli("lint", str(artifacts), "--no-parser")
+    assert code == 0, out
+    assert out.splitlines()[-1] == f"{artifacts}: onnxruntime artifacts for target cpu: 3 graphs, 5 checks, 0 errors, 0 warnings"

@@ -12,7 +12,7 @@ import onnxruntime
 import pytest
 
 from mmg_export.builder.profile import parse_frame_size, parse_ratios
-from mmg_export.builder.profile_harness import Measurement
+from mmg_export.builder.profile_harness import Measurement, Timer
 from mmg_export.builder.profile_report import format_table
 from mmg_export.cli import main
 from mmg_runtime.errors import UserError
@@ -149,6 +149,23 @@ def test_plot_needs_matplotlib_before_anything_runs(tmp_path, capsys, monkeypatc
     assert capsys.readouterr().err == ("mmg-export profile: error: --plot needs matplotlib, which this install "
                                        "lacks: pip install 'mmg-export[export]'\n")
     assert not (tmp_path / "p.png").exists()
+
+
+def test_each_call_follows_the_stage_before_it_in_run(capsys):
+    """Warm-up and timed calls alike run right after, untimed, what precedes them in run; only the call is timed."""
+    import time
+
+    log = []
+
+    def encode() -> None:
+        log.append("encoder")
+        time.sleep(0.02)
+
+    row = Timer(iterations=2, warm_up=1, rows=1).measure("pruner", 32, "CPUExecutionProvider",
+                                                          lambda: log.append("pruner"), 0.25, 1568, after=encode)
+    assert log == ["encoder", "pruner"] * 3
+    assert len(row.times_ms) == 2 and max(row.times_ms) < 10
+    assert capsys.readouterr().err == "[1/1] pruner r0.25: 1 warm-up + 2 timed runs\n"
 
 
 def test_statistics_and_table():

@@ -13,7 +13,10 @@ bound by address, as the pipeline binds them:
     prefill     the LLM's prefill of the K + 1 video embeds and a short question             per ratio
 
 N is the artifacts' frame count T and the runtime's chunk (``CHUNK_FRAMES``); on the CPU the
-copies are host copies, as they are in ``run``. Each ratio other than the artifacts' gets a pruner
+copies are host copies, as they are in ``run``. Each timed call follows, untimed, the stage that precedes
+it in ``run`` (the pruner the encoder's last chunk, the prefill the pruner and the download), as there.
+``run`` times one question after a one-question warm-up (each stage has run once); ``profile`` reports
+the spread after ``--warm-up`` runs of each row (``--warm-up 1`` is ``run``'s case). Each ratio other than the artifacts' gets a pruner
 exported (and, for TensorRT and TensorRT-RTX, built as the artifacts' engines were) into a scratch
 directory for this profile.
 

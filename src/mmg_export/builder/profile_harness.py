@@ -9,6 +9,13 @@ graph replays included); the TensorRT ``run_bound`` synchronises its stream afte
 launch overhead and no host<->device copies (those are the upload and download rows). The
 prefill row is the LLM backend's own prefill time, as ``run`` reports it. Warm-up runs are
 excluded from every statistic.
+
+Order: each timed call follows, untimed, the stage that precedes it in ``run`` (upload -> preprocess
+-> encoder -> pruner -> download -> prefill), as it does there: on the CPU the sessions share the
+cores, and a stage run right after another pays for the other's worker threads still spinning and
+its evicted caches (on 2 cores the tiny model's prefill right after the pruner takes several times
+its back-to-back time; BENCHMARKS.md). Timed back to back, rows would report a machine the pipeline
+never runs on.
 """
 from __future__ import annotations
 
@@ -82,15 +89,20 @@ class Timer:
         self.iterations, self.warm_up, self.rows, self.done = iterations, warm_up, rows, 0
 
     def measure(self, component: str, frames: int, runs_on: str, call: Callable[[], float | None],
-                ratio: float | None = None, keep: int | None = None) -> Measurement:
-        """``call`` runs the work once and returns its own seconds, or None to be timed by the host clock."""
+                ratio: float | None = None, keep: int | None = None,
+                after: Callable[[], object] | None = None) -> Measurement:
+        """``call`` runs the work once and returns its own seconds, or None to be timed by the host clock;
+        ``after``, untimed, runs before every call (warm-up ones too): the stage that precedes it in ``run``."""
         self.done += 1
         row = Measurement(component, frames, ratio, keep, runs_on, [])
         print(f"[{self.done}/{self.rows}] {row.label()}: {self.warm_up} warm-up + {self.iterations} timed runs",
               file=sys.stderr, flush=True)
+        before = after or (lambda: None)
         for _ in range(self.warm_up):
+            before()
             call()
         for _ in range(self.iterations):
+            before()
             start = time.perf_counter()
             seconds = call()
             row.times_ms.append(1e3 * (time.perf_counter() - start if seconds is None else seconds))
@@ -126,13 +138,13 @@ def profile(directory: Path, manifest: Manifest, ratios: list[float], frame_size
         preprocessor = Preprocessor(preprocess, int(manifest.extra["image_size"]))
         tokens = encoder.empty((manifest.frames, manifest.tokens_per_frame, manifest.hidden_size),
                                manifest.components["encoder"].outputs["video_tokens"].dtype)
-        results = measure_encoding(manifest, preprocessor, encoder, frame_size, tokens, timer)
+        results, encode_chunk = measure_encoding(manifest, preprocessor, encoder, frame_size, tokens, timer)
         components = {"preprocess": _component(manifest, preprocess), "encoder": _component(manifest, encoder)}
         prefill = None if llm is None else _Prefill(llm, directory, manifest)
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmg-profile-")))
         for ratio, pruner in _pruners(directory, manifest, ratios, scratch):
             _closing(stack, pruner)
-            results += measure_pruning(manifest, pruner, tokens, ratio, timer, prefill)
+            results += measure_pruning(manifest, pruner, tokens, ratio, timer, prefill, encode_chunk)
             components["pruner"] = _component(manifest, pruner)
     if llm is not None:
         components["llm"] = {"backend": llm.name, "providers": [_llm_runs_on(llm)]}
@@ -141,8 +153,9 @@ def profile(directory: Path, manifest: Manifest, ratios: list[float], frame_size
 
 
 def measure_encoding(manifest: Manifest, preprocessor, encoder, frame_size: tuple[int, int], tokens,
-                     timer: Timer) -> list[Measurement]:
-    """upload, preprocess and encoder rows at each of :func:`frame_counts`, writing ``tokens (T, P, D)``."""
+                     timer: Timer) -> tuple[list[Measurement], Callable[[], None]]:
+    """upload, preprocess and encoder rows at each of :func:`frame_counts`, writing ``tokens (T, P, D)``;
+    returns them and the encoder's run on one chunk (what precedes the pruner in ``run``)."""
     from mmg_runtime.tensor import Tensor
 
     frames, size, (height, width) = manifest.frames, preprocessor.size, frame_size
@@ -152,29 +165,43 @@ def measure_encoding(manifest: Manifest, preprocessor, encoder, frame_size: tupl
     pixels = encoder.empty((frames, 3, size, size), tokens.dtype)
     copy = "host copy" if encoder.device == "cpu" else "cudaMemcpy host->device"
     counts = frame_counts(frames)
-    results = [timer.measure("upload", n, copy, _upload(host_frames[:n], device_frames)) for n in counts]
-    results += [timer.measure("preprocess", n, _runs_on(preprocessor.session),
-                              _bound(preprocessor, device_frames.rows(0, n), pixels.rows(0, n))) for n in counts]
-    results += [timer.measure("encoder", n, _runs_on(encoder), _bound(
-        encoder.run_bound, {"pixel_values": pixels.rows(0, n)}, {"video_tokens": tokens.rows(0, n)})) for n in counts]
-    return results
+    upload = {n: _upload(host_frames[:n], device_frames) for n in counts}
+    preprocess = {n: _bound(preprocessor, device_frames.rows(0, n), pixels.rows(0, n)) for n in counts}
+    encode = {n: _bound(encoder.run_bound, {"pixel_values": pixels.rows(0, n)}, {"video_tokens": tokens.rows(0, n)})
+              for n in counts}
+    results = [timer.measure("upload", n, copy, upload[n]) for n in counts]
+    results += [timer.measure("preprocess", n, _runs_on(preprocessor.session), preprocess[n], after=upload[n])
+                for n in counts]
+    results += [timer.measure("encoder", n, _runs_on(encoder), encode[n], after=preprocess[n]) for n in counts]
+    return results, encode[counts[-1]]
 
 
 def measure_pruning(manifest: Manifest, pruner, tokens, ratio: float, timer: Timer,
-                    prefill: _Prefill | None) -> list[Measurement]:
-    """pruner, download (and prefill) rows of one pruner over ``tokens (T, P, D)``."""
+                    prefill: _Prefill | None, encode_chunk: Callable[[], None]) -> list[Measurement]:
+    """pruner, download (and prefill) rows of one pruner over ``tokens (T, P, D)``, each after what precedes
+    it in ``run``: the encoder's last chunk (``encode_chunk``), the pruner, the pruner and the download."""
     keep, hidden = int(pruner.outputs["kept_indices"][0][0]), manifest.hidden_size
     outputs = {"video_embeds": pruner.empty((keep + 1, hidden), tokens.dtype),
                "kept_indices": pruner.empty((keep,), "int64"), "finite": pruner.empty(pruner.outputs["finite"][0], "bool")}
     copy = "host copy" if pruner.device == "cpu" else "cudaMemcpy device->host"
     frames = manifest.frames
-    results = [timer.measure("pruner", frames, _runs_on(pruner),
-                             _bound(pruner.run_bound, {"video_tokens": tokens}, outputs), ratio, keep),
-               timer.measure("download", frames, copy, _bound(outputs["kept_indices"].numpy), ratio, keep)]
+    prune, download = _bound(pruner.run_bound, {"video_tokens": tokens}, outputs), _bound(outputs["kept_indices"].numpy)
+    results = [timer.measure("pruner", frames, _runs_on(pruner), prune, ratio, keep, after=encode_chunk),
+               timer.measure("download", frames, copy, download, ratio, keep, after=prune)]
     if prefill is not None:
         results.append(timer.measure("prefill", frames, _llm_runs_on(prefill.llm), prefill.of(outputs["video_embeds"]),
-                                     ratio, keep))
+                                     ratio, keep, after=_in_turn(prune, download)))
     return results
+
+
+def _in_turn(*calls: Callable[[], None]) -> Callable[[], None]:
+    """One callable running ``calls`` one after another."""
+
+    def call() -> None:
+        for each in calls:
+            each()
+
+    return call
 
 
 def _closing(stack: contextlib.ExitStack, session):

@@ -16,7 +16,9 @@ TIMING = ("host clock (time.perf_counter) around each call; every call ends sync
           "(ONNX Runtime exposes no CUDA events and synchronises its providers before a run returns; the TensorRT "
           "run synchronises its stream; copies are synchronous). Compute rows bind device buffers, so they hold "
           "no host<->device copies: those are the upload and download rows. prefill is the LLM backend's own "
-          "prefill time, as run reports it. Warm-up runs excluded.")
+          "prefill time, as run reports it. Each call follows, untimed, the stage that precedes it in run (upload, "
+          "preprocess, encoder, pruner, download, prefill), as there: on the CPU a stage right after another shares "
+          "the cores with the other's spinning worker threads. Warm-up runs excluded.")
 
 
 def format_table(measurements: list[Measurement]) -> str:

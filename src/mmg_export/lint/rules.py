@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
 
@@ -97,18 +97,24 @@ class Scope:
     model_dir: str | None
     """Folder of the model file (external data must stay in it); None for an in-memory model."""
     prefix: str = ""
+    declared: Mapping[str, tuple[int | str, ...]] = field(default_factory=dict)
+    """Shapes of the main graph's inputs and outputs as the design declares them (an artifact's manifest):
+    a dimension given as a name is meant to be dynamic."""
 
 
 @dataclass
 class LintReport:
-    """Findings of one lint run."""
+    """Findings of one lint run: against a TensorRT operator table (``runtime`` "tensorrt"), or of a graph
+    opened by ONNX Runtime (``runtime`` "onnxruntime": ``trt_version`` None, ``source`` says which release
+    and providers)."""
 
     findings: list[Finding]
-    trt_version: str
+    trt_version: str | None
     model_path: str | None
     source: str
     parser: str | None = None
     """What the real TensorRT parser said (:mod:`mmg_export.lint.parser`), or None if not asked."""
+    runtime: str = "tensorrt"
 
     @property
     def errors(self) -> list[Finding]:
@@ -126,11 +132,13 @@ class LintReport:
         return not self.errors
 
     def summary(self) -> str:
-        """One line: model, counts, TensorRT version and table source."""
+        """One line: model, counts, what it was checked against (TensorRT version and table source, or
+        the ONNX Runtime that opened it)."""
         name = self.model_path or "<in-memory model>"
         parser = f"; {self.parser}" if self.parser else ""
-        return (f"{name}: {_count(len(self.errors), 'error')}, {_count(len(self.warnings), 'warning')} "
-                f"against TensorRT {self.trt_version} operator table (source: {self.source}){parser}")
+        against = (f"under {self.source}" if self.runtime == "onnxruntime" else
+                   f"against TensorRT {self.trt_version} operator table (source: {self.source})")
+        return f"{name}: {count(len(self.errors), 'error')}, {count(len(self.warnings), 'warning')} {against}{parser}"
 
     def format_table(self) -> str:
         """Fixed-width table of the findings followed by the summary line."""
@@ -145,13 +153,14 @@ class LintReport:
     def to_dict(self) -> dict:
         """JSON-ready form of the report."""
         return {
-            "model": self.model_path, "trt_version": self.trt_version, "source": self.source,
+            "model": self.model_path, "runtime": self.runtime, "trt_version": self.trt_version, "source": self.source,
             "parser": self.parser, "errors": len(self.errors), "warnings": len(self.warnings),
             "findings": [asdict(f) for f in self.findings],
         }
 
 
-def _count(n: int, noun: str) -> str:
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless one: "1 error", "2 errors"."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
@@ -257,7 +266,7 @@ def _child_scope(parent: Scope, graph: onnx.GraphProto, prefix: str) -> Scope:
     constants = {**parent.constants, **_graph_constants(graph)}
     tensors = {**parent.tensors, **_graph_tensors(graph)}
     producers = {**parent.producers, **_graph_producers(graph)}
-    return Scope(parent.table, parent.opset, constants, tensors, producers, parent.model_dir, prefix)
+    return Scope(parent.table, parent.opset, constants, tensors, producers, parent.model_dir, prefix, parent.declared)
 
 
 def _folded(scope: Scope, name: str, depth: int = 0) -> np.ndarray | None:
@@ -484,7 +493,8 @@ NODE_RULES: tuple[NodeRule, ...] = (
 
 
 def check_dynamic_io(graph: onnx.GraphProto, scope: Scope) -> Iterator[Finding]:
-    """Main-graph inputs and outputs should have static shapes (each dynamic one needs a profile)."""
+    """Main-graph inputs and outputs should have static shapes (each dynamic one needs a profile), but
+    for the dimensions the design declares dynamic (:attr:`Scope.declared`)."""
     if scope.prefix:
         return
     initializers = {tensor.name for tensor in graph.initializer}
@@ -493,10 +503,19 @@ def check_dynamic_io(graph: onnx.GraphProto, scope: Scope) -> Iterator[Finding]:
             info = _info_from_value(value)
             if value.name in initializers or info is None:
                 continue
-            if info.dims is None or not all(isinstance(d, int) for d in info.dims):
+            if not _static_or_declared(info.dims, scope.declared.get(value.name)):
                 yield Finding("warning", "dynamic-shape", value.name, "",
                               f"graph {kind} '{value.name}' has dynamic shape {_shape_text(info.dims)}; "
                               f"it needs an optimisation profile (static shapes expected)")
+
+
+def _static_or_declared(dims: tuple[int | str | None, ...] | None, declared: tuple[int | str, ...] | None) -> bool:
+    """Every dimension is static, or dynamic where ``declared`` names it (a string)."""
+    if dims is None:
+        return False
+    if declared is None or len(declared) != len(dims):
+        return all(isinstance(d, int) for d in dims)
+    return all(isinstance(d, int) or isinstance(want, str) for d, want in zip(dims, declared, strict=True))
 
 
 def check_tensor_sizes(graph: onnx.GraphProto, scope: Scope) -> Iterator[Finding]:
@@ -612,9 +631,11 @@ def lint_model(model: str | os.PathLike | onnx.ModelProto, trt_version: str = DE
     return lint_versions(model, (trt_version,))[0]
 
 
-def lint_versions(model: str | os.PathLike | onnx.ModelProto, trt_versions: Sequence[str]) -> list[LintReport]:
+def lint_versions(model: str | os.PathLike | onnx.ModelProto, trt_versions: Sequence[str],
+                  declared: Mapping[str, tuple[int | str, ...]] | None = None) -> list[LintReport]:
     """:func:`lint_model` for each of ``trt_versions``, reading the model and inferring its shapes once
-    (at 7B geometry the encoder's two shape inferences take ~10 s)."""
+    (at 7B geometry the encoder's two shape inferences take ~10 s). ``declared``: the I/O shapes the design
+    declares (tensor -> shape, a name for each dynamic dimension), whose dynamic dimensions are not warned of."""
     tables = [load_table(str(version)) for version in trt_versions]
     proto, path = _load_model(model)
     inferred, findings = _infer_shapes(proto)
@@ -623,7 +644,7 @@ def lint_versions(model: str | os.PathLike | onnx.ModelProto, trt_versions: Sequ
     model_dir = None if path is None else os.path.dirname(os.path.abspath(path))
     reports = []
     for table in tables:
-        scope = Scope(table, _default_opset(inferred), constants, tensors, producers, model_dir)
+        scope = Scope(table, _default_opset(inferred), constants, tensors, producers, model_dir, "", declared or {})
         reports.append(LintReport(findings + list(_lint_graph(graph, scope)), table.trt_version, path,
                                   table.source["summary"]))
     return reports
