@@ -158,6 +158,20 @@ def clip_features(bikes: Path):
     return clip_tokens(bikes, num_frames=32)
 
 
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory):
+    """(TransformersBackend, tokenizer) over the built-in tiny LLaVA-OneVision checkpoint, saved as a model
+    directory (no build: ~5 s, once per session). Share it read-only: pass a CacheStore of your own."""
+    from mmg_export.models.llava import tiny_llava
+    from mmg_runtime.llm.hf import TransformersBackend
+
+    directory = tmp_path_factory.mktemp("tiny-llava")
+    loaded = tiny_llava()
+    loaded.model.save_pretrained(directory)
+    loaded.tokenizer.save_pretrained(directory)
+    return TransformersBackend(directory, device="cpu"), loaded.tokenizer
+
+
 def _build(out: Path, *extra: str) -> Path:
     from mmg_export.cli import main
 

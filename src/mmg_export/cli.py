@@ -47,6 +47,9 @@ INSTALL_OF_MODULE = {
     "pydantic": "'mmg-export[serve]'",
 }
 """Top-level module -> what installs it, for a one-line hint when a command needs it."""
+DEPLOY_COMMANDS = frozenset({"run", "serve", "profile"})
+"""Commands that run built artifacts: what they need of torch is torch alone (the transformers LLM, an
+AOTInductor pruner), not the export extra."""
 
 _MARKUP = re.compile(r":[a-z]+:`([^`]*)`|``([^`]*)``")
 """reStructuredText roles (:func:`x`) and inline literals (``x``), as docstrings write them."""
@@ -98,9 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def missing_module_hint(error: ModuleNotFoundError) -> str | None:
-    """One line naming the extra that installs the missing module, or None for other modules."""
+def missing_module_hint(error: ModuleNotFoundError, command: str = "") -> str | None:
+    """One line naming what installs the missing module, or None for other modules: torch alone for the
+    commands that run artifacts (:data:`DEPLOY_COMMANDS`), the extra that installs it otherwise."""
     module = (error.name or "").split(".")[0]
+    if module == "torch" and command in DEPLOY_COMMANDS:
+        from mmg_runtime.llm import TORCH_INSTALL
+
+        return f"this command needs torch, which this install lacks: {TORCH_INSTALL}"
     install = INSTALL_OF_MODULE.get(module)
     if install is None:
         return None
@@ -182,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError, FileNotFoundError, ModuleNotFoundError) as error:
         if args.debug:
             raise
-        message = missing_module_hint(error) if isinstance(error, ModuleNotFoundError) else str(error)
+        message = missing_module_hint(error, args.command) if isinstance(error, ModuleNotFoundError) else str(error)
         if message is None:
             raise
         print(f"mmg-export {args.command}: error: {message}", file=sys.stderr)

@@ -26,28 +26,23 @@ def _interval(low: float | None, high: float | None, low_open: bool) -> str:
 
 def integer(low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer from ``low`` to ``high`` (None: no upper bound)."""
-    expected = f"an integer {_interval(low, high, False)}"
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
-        return value
-
-    return parse
+    return _bounded(int, "an integer", low, high, low_open=False)
 
 
 def number(low: float, high: float | None = None, low_open: bool = False) -> Callable[[str], float]:
     """An argparse type: a finite number from ``low`` (excluded when ``low_open``) to ``high`` (None: no
     upper bound)."""
-    expected = f"a number {_interval(low, high, low_open)}"
+    return _bounded(float, "a number", low, high, low_open)
 
-    def parse(text: str) -> float:
+
+def _bounded(convert: Callable[[str], float], kind: str, low: float, high: float | None,
+             low_open: bool) -> Callable[[str], float]:
+    """An argparse type: ``convert(text)`` within the range (see :func:`integer`, :func:`number`)."""
+    expected = f"{kind} {_interval(low, high, low_open)}"
+
+    def parse(text: str):
         try:
-            value = float(text)
+            value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         below = value <= low if low_open else value < low

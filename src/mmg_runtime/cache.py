@@ -11,6 +11,7 @@ read-only by whoever gets them: concurrent users share one entry without copies.
 """
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -87,3 +88,22 @@ class CacheStore:
         entry = self._entries.pop(full_key, None)
         if entry is not None:
             self.nbytes -= entry[1]
+
+
+CPU_CACHE_BYTES = 1 << 30
+"""Default cache budget where the pipeline runs on the CPU (host memory): 1 GiB."""
+GPU_CACHE_SHARE, GPU_CACHE_MAX = 0.25, 8 << 30
+"""Default cache budget on a GPU: a quarter of the device memory free once the pipeline has loaded, at
+most 8 GiB (at 7B geometry a question's KV prefix is ~92 MB and its video tokens ~11 MB)."""
+
+
+def default_cache_memory(device: str) -> int:
+    """The cache budget for a pipeline on ``device`` ("cpu" or "cuda"), in bytes (see :data:`GPU_CACHE_SHARE`)."""
+    if device != "cuda":
+        return CPU_CACHE_BYTES
+    from polygraphy import cuda
+
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    runtime = cuda.wrapper()
+    runtime.check(runtime.handle.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)))
+    return min(GPU_CACHE_MAX, int(free.value * GPU_CACHE_SHARE))

@@ -16,7 +16,7 @@ from pathlib import Path
 from .arguments import byte_size, integer, number, text
 from .decoders import DECODERS
 from .errors import UsageError, UserError
-from .llm import LLM_BACKENDS
+from .llm import LLM_BACKENDS, check_llm
 
 DEFAULT_ARTIFACTS = Path("artifacts") / "tiny-cpu-ort-fp32-32f-r0.25"
 DEFAULT_SAMPLE_FPS = 1.0
@@ -132,8 +132,9 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def check_before_loading(args: argparse.Namespace) -> None:
-    """What the artifacts' manifest and tokenizer, the video or stream source and the model's config can
-    tell before the pipeline loads (UserError with one line, in the options' words)."""
+    """What the artifacts' manifest and tokenizer, the video or stream source, the LLM backend's install
+    and the model's config can tell before the pipeline loads (UserError with one line, in the options'
+    words)."""
     from .manifest import load_manifest
 
     manifest = load_manifest(args.artifacts)
@@ -141,6 +142,7 @@ def check_before_loading(args: argparse.Namespace) -> None:
         check_video(args.video, manifest.frames)
     else:
         check_stream_source(args.stream)
+    check_llm(args.llm, args.model)
     if args.prompt is not None:
         check_prompt_fits(args, manifest)
 

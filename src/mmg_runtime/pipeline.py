@@ -12,7 +12,6 @@ encoded. Loading ends with a warm-up question, so the first real question costs 
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
 import queue
@@ -24,13 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import CacheStore, VideoKey
+from .cache import CacheStore, VideoKey, default_cache_memory
 from .decoders import DECODERS, make_reader
 from .errors import UserError
 from .llm import make_llm
 from .llm.base import GREEDY, Generation, LLMBackend, Sampling, TokenCallback, VideoPrompt
+from .llm.kv_prefix import KV_GROUP
 from .component_io import check_component_io
-from .manifest import Manifest, sha256_file
+from .conversation import Conversation
+from .manifest import Manifest
 from .preprocess import Preprocessor
 from .prompt import IncrementalText, chat_ids, check_stop, cut_at_stop, load_tokenizer
 from .sessions import OrtSession, Session
@@ -38,6 +39,7 @@ from .tensor import Tensor
 from .tensorrt import FLAVOURS
 from .trust import this_machine, verify_artifacts
 from .video import PyAVReader, StreamEndedEarly, VideoClip, VideoPlan, replan_short_stream
+from .video_cache import VIDEO_GROUP, ContentDigests, VideoTokens, array_digest
 
 CHUNK_FRAMES = 8
 """Frames preprocessed and encoded per call: large enough to fill a GPU, small enough to overlap decoding."""
@@ -130,103 +132,6 @@ class ContextTooLong(UserError):
 
     code = "context_length_exceeded"
     """OpenAI's error code for it (the server's 400 carries it)."""
-
-
-@dataclass(frozen=True)
-class VideoTokens:
-    """A video as the LLM sees it, kept between questions (read-only once made).
-
-    embeds: (K + 1, D) the pruner's output (kept tokens, then image_newline), a copy of its own on the
-    pruner's device. kept_indices: (K,) int64 on the host. tokens_total: T x P before pruning.
-    note: what sampling the video did (repeated frames, header fixes).
-    """
-
-    embeds: Tensor
-    kept_indices: np.ndarray
-    tokens_total: int
-    note: str = ""
-
-    @property
-    def nbytes(self) -> int:
-        return self.embeds.nbytes + self.kept_indices.nbytes
-
-
-class ContentDigests:
-    """SHA-256 of video files, memoised by (path, size, mtime_ns, inode): a file rewritten between two
-    questions (any of the four changes) is read and hashed again; an unchanged one costs a ``stat``.
-
-    A folder of images is the digest of its files' names and digests. Hashing reads the file once
-    (about 2 GB/s on one core); the memo holds at most ``limit`` files.
-    """
-
-    def __init__(self, limit: int = 4096) -> None:
-        self.limit = limit
-        self._memo: dict[tuple[str, int, int, int], str] = {}
-
-    def file(self, path: Path) -> str:
-        status = path.stat()
-        stamp = (str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino)
-        if stamp not in self._memo:
-            if len(self._memo) >= self.limit:
-                self._memo.clear()
-            self._memo[stamp] = sha256_file(path)
-        return self._memo[stamp]
-
-    def folder(self, path: Path) -> str:
-        digest = hashlib.sha256()
-        for entry in sorted(entry for entry in path.iterdir() if entry.is_file()):
-            digest.update(f"{entry.name}\0{self.file(entry)}\0".encode())
-        return digest.hexdigest()
-
-
-def array_digest(array: np.ndarray, indices: np.ndarray) -> str:
-    """SHA-256 of the frames ``indices`` of an (N, H, W, 3) uint8 array, and of its shape (the sampled
-    frames are hashed at every question: about 50 ms for 32 720p frames on one CPU core)."""
-    digest = hashlib.sha256(repr(array.shape).encode())
-    for index in np.unique(indices).tolist():
-        digest.update(memoryview(np.ascontiguousarray(array[index])).cast("B"))
-    return digest.hexdigest()
-
-
-CPU_CACHE_BYTES = 1 << 30
-"""Default cache budget where the pipeline runs on the CPU (host memory): 1 GiB."""
-GPU_CACHE_SHARE, GPU_CACHE_MAX = 0.25, 8 << 30
-"""Default cache budget on a GPU: a quarter of the device memory free once the pipeline has loaded, at
-most 8 GiB (at 7B geometry a question's KV prefix is ~92 MB and its video tokens ~11 MB)."""
-
-
-def default_cache_memory(device: str) -> int:
-    """The cache budget for a pipeline on ``device`` ("cpu" or "cuda"), in bytes (see :data:`GPU_CACHE_SHARE`)."""
-    if device != "cuda":
-        return CPU_CACHE_BYTES
-    from polygraphy import cuda
-
-    free, total = ctypes.c_size_t(), ctypes.c_size_t()
-    runtime = cuda.wrapper()
-    runtime.check(runtime.handle.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)))
-    return min(GPU_CACHE_MAX, int(free.value * GPU_CACHE_SHARE))
-
-
-Chat = Callable[..., Answer]
-"""``chat(messages, max_new_tokens, sampling, stop, on_token, namespace) -> Answer`` about one video."""
-
-
-class Conversation:
-    """A conversation about one video (or live stream): ``ask`` sends the messages so far plus the
-    question, and appends the question and the answer to :attr:`messages`. Made by
-    :meth:`Pipeline.conversation` and :meth:`~mmg_runtime.stream.LiveStream.conversation`."""
-
-    def __init__(self, chat: Chat, system: str | None = None, namespace: str = "") -> None:
-        self.chat, self.namespace = chat, namespace
-        self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
-
-    def ask(self, question: str, max_new_tokens: int = 64, sampling: Sampling = GREEDY,
-            stop: str | Sequence[str] = (), on_token: TokenCallback | None = None) -> Answer:
-        """Answer ``question`` in the light of the conversation so far (see :meth:`Pipeline.chat`)."""
-        messages = [*self.messages, {"role": "user", "content": question}]
-        answer = self.chat(messages, max_new_tokens, sampling, stop, on_token, self.namespace)
-        self.messages = [*messages, {"role": "assistant", "content": answer.text}]
-        return answer
 
 
 class ChunkEncoder:
@@ -432,20 +337,20 @@ class Pipeline:
         ``make_tokens(timings)`` (then kept); ``asked`` is when the question came (perf_counter)."""
         with self.lock:
             timings = Timings(load=self.load_seconds)
-            tokens = None if key is None else self.cache.get("video", key)
+            tokens = None if key is None else self.cache.get(VIDEO_GROUP, key)
             reused = ("video_tokens",) if tokens is not None else ()
             if tokens is None:
                 tokens = make_tokens(timings)
                 if key is not None:
-                    self.cache.put("video", key, tokens, tokens.nbytes)
+                    self.cache.put(VIDEO_GROUP, key, tokens, tokens.nbytes)
             timings.tokens_kept, timings.tokens_total = len(tokens.kept_indices), tokens.tokens_total
             return self._generate(ids, key, tokens, max_new_tokens, timings, asked, sampling, stop, on_token, reused)
 
     def forget_video(self, key: VideoKey) -> None:
         """Drop the video tokens under ``key`` and the KV prefixes made from them (group ``("kv", key)``)."""
-        self.cache.remove("video", key)
-        for prefix, _ in self.cache.items(("kv", key)):
-            self.cache.remove(("kv", key), prefix)
+        self.cache.remove(VIDEO_GROUP, key)
+        for prefix, _ in self.cache.items((KV_GROUP, key)):
+            self.cache.remove((KV_GROUP, key), prefix)
 
     # -- stages ---------------------------------------------------------------------------
     def encode_and_prune(self, video: Video, timings: Timings) -> VideoTokens:

@@ -14,9 +14,10 @@ import socket
 import sys
 from pathlib import Path
 
-from .arguments import integer
+from .arguments import integer, number
 from .cli import add_pipeline_options, check_pipeline_options, load_pipeline
 from .errors import UserError
+from .llm import check_llm
 
 API_KEY_VARIABLE = "MMG_API_KEY"
 
@@ -40,7 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "Default: none")
     server.add_argument("--max-queue", type=integer(0), default=8,
                         help="questions that may wait while one is answered (default 8); past that 429")
-    server.add_argument("--max-streams", type=integer(1), default=4, help="live streams open at once (default 4)")
+    server.add_argument("--max-streams", type=integer(1), default=4,
+                        help="live streams running at once (default 4); a stream whose source ended frees its slot")
+    server.add_argument("--ended-stream-seconds", type=number(0.0), default=600.0, metavar="SECONDS",
+                        help="how long a stream whose source ended stays readable (its card, questions about its last "
+                             "window) before it is dropped (default 600)")
     server.add_argument("--max-tokens", type=integer(1), default=1024,
                         help="largest max_tokens a request may ask (default 1024)")
     server.add_argument("--api-key", default=None,
@@ -57,14 +62,15 @@ def server_settings(args: argparse.Namespace) -> dict:
                         "may name")
     kinds = frozenset(kind.strip() for kind in args.allow_sources.split(",") if kind.strip())
     return {"media_root": args.media_root, "allow_sources": kinds, "max_queue": args.max_queue,
-            "max_streams": args.max_streams, "max_tokens": args.max_tokens,
+            "max_streams": args.max_streams, "ended_stream_seconds": args.ended_stream_seconds,
+            "max_tokens": args.max_tokens,
             "api_key": args.api_key or os.environ.get(API_KEY_VARIABLE) or None}
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Check the options and the artifacts' manifest, take the port, then listen at once (``/health``
-    answers 503) while the pipeline loads and warms up on a thread; a pipeline that fails to load stops
-    the server with exit status 1."""
+    """Check the options and the artifacts' manifest, take the port, check the LLM backend's install, then
+    listen at once (``/health`` answers 503) while the pipeline loads and warms up on a thread; a pipeline
+    that fails to load stops the server with exit status 1."""
     from .manifest import load_manifest
 
     fields = server_settings(args)
@@ -80,6 +86,7 @@ def serve(args: argparse.Namespace) -> int:
     log_level = "warning" if verbosity < 0 else "info" if verbosity == 0 else "debug"
     server = uvicorn.Server(uvicorn_config(create_app(service), args.host, args.port, log_level))
     with listening_socket(args.host, args.port) as sock:
+        check_llm(args.llm, args.model)
         if not _loopback(args.host) and settings.api_key is None:
             print(f"mmg-export serve: warning: listening on {args.host} without --api-key: anyone who reaches this "
                   "port can ask questions", file=sys.stderr)

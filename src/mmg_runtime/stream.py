@@ -39,10 +39,12 @@ import numpy as np
 from .cache import VideoKey
 from .errors import UserError
 from .llm.base import GREEDY, Sampling, TokenCallback
-from .pipeline import Answer, ChunkEncoder, Conversation, Pipeline, Timings, VideoTokens
+from .conversation import Conversation
+from .pipeline import Answer, ChunkEncoder, Pipeline, Timings
 from .prompt import check_stop
 from .tensor import Tensor
 from .video import IMAGE_SUFFIXES, FrameStream, PyAVReader, check_frame_size, next_sample_time
+from .video_cache import VideoTokens
 
 NETWORK_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 SOURCE_KINDS = ("device", "url", "gst")
@@ -166,9 +168,16 @@ class LiveStream:
         return answer
 
     def conversation(self, system: str | None = None, namespace: str = "") -> Conversation:
-        """A :class:`~mmg_runtime.pipeline.Conversation` about this stream: each question is about the
+        """A :class:`~mmg_runtime.conversation.Conversation` about this stream: each question is about the
         window at that moment, with the questions and answers before it as history."""
         return Conversation(self.chat, system, namespace)
+
+    def forget_cached(self) -> None:
+        """Drop this stream's windows (pruned tokens, KV prefixes) from the pipeline's cache: call it when
+        no question will ask about the stream again (the server does when the stream is deleted or dropped)."""
+        for key in self._cached:
+            self.pipeline.forget_video(key)
+        self._cached = set()
 
     def _window_tokens(self, timings: Timings) -> VideoTokens:
         """The window's frames in temporal order, pruned (no encoding: the ring holds every frame's tokens)."""

@@ -179,6 +179,10 @@ def test_missing_module_hints() -> None:
     assert missing_module_hint(ModuleNotFoundError("x", name="onnxruntime.capi")) == (
         "this command needs onnxruntime, which this install lacks: pip install 'mmg-export[cpu]' or 'mmg-export[gpu]'")
     assert missing_module_hint(ModuleNotFoundError("x", name="yaml")) is None
+    assert missing_module_hint(ModuleNotFoundError("x", name="torch._inductor"), "run") == (
+        "this command needs torch, which this install lacks: pip install 'torch==2.13.0+cpu' --extra-index-url "
+        "https://download.pytorch.org/whl/cpu (a CUDA machine: pip install torch==2.13.0; Jetson: README's Install)")
+    assert missing_module_hint(ModuleNotFoundError("x", name="torch"), "build").endswith("'mmg-export[export]'")
 
 
 # --- closed pipe and signals -----------------------------------------------------------------------

@@ -129,7 +129,8 @@ def test_without_torch_prefill_is_skipped_with_a_note(artifacts, tmp_path, capsy
     data = json.loads(report.read_text())
     assert "prefill" not in {m["component"] for m in data["measurements"]} and "llm" not in data["components"]
     note = ("prefill not measured: the transformers LLM needs torch, which this install lacks: "
-            "pip install 'mmg-export[export]'")
+            "pip install 'torch==2.13.0+cpu' --extra-index-url https://download.pytorch.org/whl/cpu "
+            "(a CUDA machine: pip install torch==2.13.0; Jetson: README's Install)")
     assert data["notes"] == [note]
     err = capsys.readouterr().err
     assert f"note: {note}\n" in err and "[8/8] download r0.25" in err

@@ -113,6 +113,41 @@ def test_options_that_do_not_go_together_exit_2_in_one_line(argv, message) -> No
     assert (done.returncode, done.stderr) == (2, f"mmg-export run: error: {message}\n")
 
 
+TORCH_INSTALL_LINE = ("pip install 'torch==2.13.0+cpu' --extra-index-url https://download.pytorch.org/whl/cpu "
+                      "(a CUDA machine: pip install torch==2.13.0; Jetson: README's Install)")
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_an_install_without_torch_is_told_the_command_before_loading(artifacts, bikes, command) -> None:
+    """--llm transformers needs torch alone (not the export extra): the exact command, before any loading."""
+    argv = ["--video", str(bikes), "--prompt", QUESTION] if command == "run" else ["--port", str(_free_port())]
+    done = run_cli(command, *argv, "--artifacts", str(artifacts))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"mmg-export {command}: error: --llm transformers needs torch, which this install lacks: " \
+                          f"{TORCH_INSTALL_LINE}\n"
+
+
+def test_a_missing_model_directory_is_said_before_loading(artifacts, bikes, tmp_path, capsys, constructed) -> None:
+    assert main(["run", "--video", str(bikes), "--prompt", QUESTION, "--artifacts", str(artifacts),
+                 "--model", str(tmp_path / "nope")]) == 1
+    assert capsys.readouterr().err == (f"mmg-export run: error: --model {tmp_path / 'nope'}: no such directory; "
+                                       "expected the checkpoint, engine or model directory that --llm transformers "
+                                       "loads\n")
+    assert constructed == []
+
+
+def test_serve_takes_how_long_an_ended_stream_stays_readable() -> None:
+    from mmg_export.cli import build_parser
+    from mmg_runtime.serve_cli import server_settings
+
+    args = build_parser().parse_args(["serve", "--ended-stream-seconds", "30"])
+    assert server_settings(args)["ended_stream_seconds"] == 30.0
+    assert build_parser().parse_args(["serve"]).ended_stream_seconds == 600.0
+    done = run_cli("serve", "--ended-stream-seconds", "-1")
+    assert (done.returncode, done.stderr.splitlines()[-1]) == (
+        2, "mmg-export serve: error: argument --ended-stream-seconds: expected a number >= 0, got -1")
+
+
 # ----------------------------------------------------------------------------------------------
 # Answers
 

@@ -172,3 +172,7 @@ def test_a_live_stream_keeps_a_conversation(pipeline, tmp_path):
     assert first.reused == () and first.extra["frames_encoded"] == 6
     assert follow_up.reused == ("video_tokens", "kv_prefix") and follow_up.cached_tokens >= first.prompt_tokens
     assert len(conversation.messages) == 5 and len(stream._cached) == 1
+    (key,) = stream._cached
+    assert pipeline.cache.get("video", key) is not None and pipeline.cache.items(("kv", key))
+    stream.forget_cached()  # the server's DELETE: nothing of the stream stays in the cache
+    assert pipeline.cache.get("video", key) is None and pipeline.cache.items(("kv", key)) == []

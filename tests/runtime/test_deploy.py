@@ -117,7 +117,8 @@ def test_profile_runs_what_the_pipeline_runs(artifacts: Path, tmp_path: Path) ->
                        [("prefill", 32, 0.25, keep, 2)] if have_torch else [])
     assert data["notes"] == ([] if have_torch else [
         "prefill not measured: the transformers LLM needs torch, which this install lacks: "
-        "pip install 'mmg-export[export]'"])
+        "pip install 'torch==2.13.0+cpu' --extra-index-url https://download.pytorch.org/whl/cpu "
+        "(a CUDA machine: pip install torch==2.13.0; Jetson: README's Install)"])
 
 
 @pytest.mark.parametrize("args,message", [

@@ -5,24 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from mmg_export.models.llava import tiny_llava
 from mmg_runtime.cache import CacheStore, VideoKey
 from mmg_runtime.llm.base import VideoPrompt
-from mmg_runtime.llm.hf import TransformersBackend
 from mmg_runtime.llm.kv_prefix import KV_GROUP, KvPrefix, common_length, expanded_ids
 
 VIDEO_TOKENS = 24
 LAYERS, KV_HEADS, HEAD_DIM, FLOAT32 = 2, 2, 16, 4  # the tiny model's Qwen2: 64 wide, 4 heads, 2 KV heads
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """(backend, tokenizer) over the built-in tiny checkpoint, saved as a model directory (no build)."""
-    directory = tmp_path_factory.mktemp("tiny-llava")
-    loaded = tiny_llava()
-    loaded.model.save_pretrained(directory)
-    loaded.tokenizer.save_pretrained(directory)
-    return TransformersBackend(directory, device="cpu"), loaded.tokenizer
 
 
 def key(content: str = "clip", namespace: str = "") -> tuple:
@@ -62,8 +50,8 @@ KEPT = np.array([0, 3, 4, 9, 12, 13, 17, 21, 22, 30, 31, 33, 40, 41, 47, 50, 52,
 
 
 @pytest.mark.parametrize("positions", [None, KEPT], ids=["contiguous", "keep_positions"])
-def test_a_follow_up_prefills_only_its_new_tokens_and_answers_as_a_cold_run(tiny, positions):
-    backend, tokenizer = tiny
+def test_a_follow_up_prefills_only_its_new_tokens_and_answers_as_a_cold_run(tiny_llm, positions):
+    backend, tokenizer = tiny_llm
     cache = CacheStore(1 << 30)
     recorder = LogitsRecorder(backend.model)
     try:
@@ -91,8 +79,8 @@ def test_a_follow_up_prefills_only_its_new_tokens_and_answers_as_a_cold_run(tiny
     assert cache.nbytes == kv_bytes(len(entry.ids))
 
 
-def test_the_same_question_again_prefills_its_last_token_only(tiny):
-    backend, tokenizer = tiny
+def test_the_same_question_again_prefills_its_last_token_only(tiny_llm):
+    backend, tokenizer = tiny_llm
     cache = CacheStore(1 << 30)
     prompt = chat(tokenizer, ["What happens?"], video_key=key())
     cold = backend.generate(prompt, 6, cache=cache)
@@ -100,8 +88,8 @@ def test_the_same_question_again_prefills_its_last_token_only(tiny):
     assert again.cached_tokens == len(expanded_ids(prompt)) - 1 and again.token_ids == cold.token_ids
 
 
-def test_stored_tensors_are_shared_and_never_written(tiny):
-    backend, tokenizer = tiny
+def test_stored_tensors_are_shared_and_never_written(tiny_llm):
+    backend, tokenizer = tiny_llm
     cache = CacheStore(1 << 30)
     first = chat(tokenizer, ["What happens?"], video_key=key())
     backend.generate(first, 4, cache=cache)
@@ -115,8 +103,8 @@ def test_stored_tensors_are_shared_and_never_written(tiny):
     assert len(cache.items((KV_GROUP, key()))) == 2  # a branch does not extend the first entry: both kept
 
 
-def test_nothing_is_reused_across_videos_namespaces_or_without_a_key(tiny):
-    backend, tokenizer = tiny
+def test_nothing_is_reused_across_videos_namespaces_or_without_a_key(tiny_llm):
+    backend, tokenizer = tiny_llm
     cache = CacheStore(1 << 30)
     backend.generate(chat(tokenizer, ["What happens?"], video_key=key()), 4, cache=cache)
     for prompt in (chat(tokenizer, ["What happens?"], video_key=key(namespace="another api key")),
@@ -127,8 +115,8 @@ def test_nothing_is_reused_across_videos_namespaces_or_without_a_key(tiny):
     assert len(cache) == kept  # no key: nothing kept either
 
 
-def test_eviction_keeps_the_store_within_its_budget(tiny):
-    backend, tokenizer = tiny
+def test_eviction_keeps_the_store_within_its_budget(tiny_llm):
+    backend, tokenizer = tiny_llm
     prompt = chat(tokenizer, ["What happens?"], video_key=key("clip-1"))
     one_entry = kv_bytes(len(expanded_ids(prompt)) + 3)
     cache = CacheStore(one_entry + one_entry // 2)

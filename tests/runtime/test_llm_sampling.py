@@ -4,10 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmg_export.models.llava import tiny_llava
 from mmg_runtime.errors import UserError
 from mmg_runtime.llm.base import GREEDY, Sampling, VideoPrompt
-from mmg_runtime.llm.hf import TransformersBackend
 from mmg_runtime.llm.torch_sampling import (
     OutputPenalty,
     TokenChooser,
@@ -40,10 +38,12 @@ def test_bad_sampling_values_give_one_clear_line(field, value, expected):
 
 
 def test_greedy_is_the_default():
-    assert GREEDY == Sampling() and GREEDY.greedy and not GREEDY.penalized and GREEDY.changed() == {}
+    assert GREEDY == Sampling() and GREEDY.greedy and GREEDY.penalties() == {}
     sampled = Sampling(temperature=0.8, top_p=0.95, top_k=50, seed=1, repetition_penalty=1.05,
                        frequency_penalty=-2, presence_penalty=2)
-    assert not sampled.greedy and sampled.penalized and sampled.changed()["top_k"] == 50
+    assert not sampled.greedy and sampled.penalties() == {
+        "repetition_penalty": 1.05, "frequency_penalty": -2.0, "presence_penalty": 2.0}
+    assert Sampling(presence_penalty=0.5).penalties() == {"presence_penalty": 0.5}
     assert logits_processors(GREEDY, 3) == []
 
 
@@ -93,16 +93,6 @@ def test_top_k_1_and_temperature_0_pick_the_argmax_after_penalties():
 # --- the transformers backend with the tiny model -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """(backend, tokenizer) over the built-in tiny checkpoint, saved as a model directory (no build)."""
-    directory = tmp_path_factory.mktemp("tiny-llava")
-    loaded = tiny_llava()
-    loaded.model.save_pretrained(directory)
-    loaded.tokenizer.save_pretrained(directory)
-    return TransformersBackend(directory, device="cpu"), loaded.tokenizer
-
-
 def question(tokenizer, text: str = "What happens?", video_tokens: int = 24, seed: int = 0) -> VideoPrompt:
     video = tokenizer.convert_tokens_to_ids("<video>")
     ids = (tokenizer("<|im_start|>user\n")["input_ids"] + [video]
@@ -111,8 +101,8 @@ def question(tokenizer, text: str = "What happens?", video_tokens: int = 24, see
     return VideoPrompt(ids, video, embeds)
 
 
-def test_a_seed_gives_one_answer_and_two_seeds_two(tiny):
-    backend, tokenizer = tiny
+def test_a_seed_gives_one_answer_and_two_seeds_two(tiny_llm):
+    backend, tokenizer = tiny_llm
     prompt = question(tokenizer)
     first = backend.generate(prompt, 12, sampling=Sampling(temperature=1.0, seed=1)).token_ids
     assert backend.generate(prompt, 12, sampling=Sampling(temperature=1.0, seed=1)).token_ids == first
@@ -121,18 +111,18 @@ def test_a_seed_gives_one_answer_and_two_seeds_two(tiny):
     assert first != greedy  # at temperature 1 the tiny model's flat distribution is really sampled
 
 
-def test_top_k_1_answers_as_greedy(tiny):
-    backend, tokenizer = tiny
+def test_top_k_1_answers_as_greedy(tiny_llm):
+    backend, tokenizer = tiny_llm
     prompt = question(tokenizer)
     greedy = backend.generate(prompt, 12, sampling=Sampling(temperature=0.0, seed=5)).token_ids
     assert backend.generate(prompt, 12, sampling=Sampling(temperature=1.0, top_k=1, seed=9)).token_ids == greedy
     assert backend.generate(prompt, 12).token_ids == greedy
 
 
-def test_presence_penalty_acts_on_output_only(tiny):
+def test_presence_penalty_acts_on_output_only(tiny_llm):
     """The tiny model's greedy answer repeats tokens; a presence penalty leaves the first token (no
     output yet) and then keeps every repeat out, a negative one repeats the first token for ever."""
-    backend, tokenizer = tiny
+    backend, tokenizer = tiny_llm
     prompt = question(tokenizer)
     greedy = backend.generate(prompt, 24).token_ids
     assert len(greedy) == 24 and len(set(greedy)) < 24
@@ -142,8 +132,8 @@ def test_presence_penalty_acts_on_output_only(tiny):
     assert set(encouraged) == {greedy[0]}
 
 
-def test_on_token_returning_true_stops(tiny):
-    backend, tokenizer = tiny
+def test_on_token_returning_true_stops(tiny_llm):
+    backend, tokenizer = tiny_llm
     seen: list[int] = []
 
     def stop_at_third(token: int) -> bool:

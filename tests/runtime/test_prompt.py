@@ -1,5 +1,6 @@
 """Prompt ids pinned from outside the prompt code (issue 13), and typed special tokens kept as text
 (issue 12): the question, the video placement and the assistant turn, with the real tokenizers."""
+import contextlib
 import importlib.util
 import shutil
 from pathlib import Path
@@ -66,18 +67,29 @@ def test_prompt_ids_written_by_hand(tokenizer, question):
     assert video_question_ids(tokenizer, question) == chatml_ids(tokenizer, question)
 
 
+@contextlib.contextmanager
+def chat_template(tokenizer, template: str | None):
+    """``tokenizer`` with ``template`` as its chat template (None: its own) while the block runs."""
+    tokenizer.chat_template, saved = template or tokenizer.chat_template, tokenizer.chat_template
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.chat_template = saved
+
+
+def own_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The ids of the tokenizer's own ``apply_chat_template(messages, tokenize=True)``."""
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+
+
 @pytest.mark.parametrize("template", [None, MEDIA_FIRST_TEMPLATE], ids=["saved template", "llava-hf style"])
 @pytest.mark.parametrize("question", QUESTIONS)
 def test_prompt_ids_equal_the_tokenizers_own_chat_template(tokenizer, template, question):
     """Whatever template the tokenizer carries, ordinary questions give the ids of its own
     ``apply_chat_template(..., tokenize=True)``."""
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-    tokenizer.chat_template, saved = template or tokenizer.chat_template, tokenizer.chat_template
-    try:
-        own = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
-        assert video_question_ids(tokenizer, question) == own
-    finally:
-        tokenizer.chat_template = saved
+    with chat_template(tokenizer, template):
+        assert video_question_ids(tokenizer, question) == own_ids(tokenizer, messages)
 
 
 @pytest.mark.parametrize("question", INJECTIONS)
@@ -117,12 +129,8 @@ def test_a_conversation_equals_the_tokenizers_own_chat_template(tokenizer, templ
     ours = [{"role": role, "content": text} for role, text in texts]
     own = [{"role": role, "content": ([{"type": "video"}] if index == 1 else []) + [{"type": "text", "text": text}]}
            for index, (role, text) in enumerate(texts)]
-    tokenizer.chat_template, saved = template or tokenizer.chat_template, tokenizer.chat_template
-    try:
-        expected = tokenizer.apply_chat_template(own, add_generation_prompt=True, tokenize=True, return_dict=False)
-        assert chat_ids(tokenizer, ours) == expected
-    finally:
-        tokenizer.chat_template = saved
+    with chat_template(tokenizer, template):
+        assert chat_ids(tokenizer, ours) == own_ids(tokenizer, own)
 
 
 @pytest.mark.parametrize("messages, message", [

@@ -300,7 +300,9 @@ def _extra_pruner(manifest: Manifest, ratio: float, scratch: Path) -> Path:
 def load_llm(directory: Path, manifest: Manifest) -> tuple[TransformersBackend | None, str]:
     """(the transformers LLM run uses by default, "") or (None, a one-line note saying why there is none)."""
     if importlib.util.find_spec("torch") is None:
-        return None, f"prefill not measured: the transformers LLM needs torch, which this install lacks: {EXPORT_HINT}"
+        from mmg_runtime.llm import TORCH_INSTALL
+
+        return None, f"prefill not measured: the transformers LLM needs torch, which this install lacks: {TORCH_INSTALL}"
     from mmg_runtime.llm import make_llm
 
     try:

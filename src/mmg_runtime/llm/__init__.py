@@ -21,6 +21,7 @@ LLMFactory = Callable[[Path, "Manifest", "str | Path | None"], "LLMBackend"]
 
 def _transformers(directory: Path, manifest: Manifest, model_dir: str | Path | None) -> LLMBackend:
     """LLaVA-OneVision under transformers, from ``model_dir`` (default: the model the artifacts were built from)."""
+    check_llm("transformers", model_dir)
     from ..trust import model_directory
     from .hf import TransformersBackend
 
@@ -29,7 +30,7 @@ def _transformers(directory: Path, manifest: Manifest, model_dir: str | Path | N
 
 def _trtllm_engine(directory: Path, manifest: Manifest, model_dir: str | Path | None) -> LLMBackend:
     """A TensorRT-LLM engine directory (``model_dir``), prompted through a prompt table."""
-    model_dir = _trtllm_model_dir("trtllm-engine", model_dir)
+    check_llm("trtllm-engine", model_dir)
     from .trtllm_engine import TrtLlmEngineBackend
 
     return TrtLlmEngineBackend(model_dir, tokenizer_dir=directory / "tokenizer")
@@ -37,20 +38,32 @@ def _trtllm_engine(directory: Path, manifest: Manifest, model_dir: str | Path | 
 
 def _trtllm_api(directory: Path, manifest: Manifest, model_dir: str | Path | None) -> LLMBackend:
     """A model directory (``model_dir``) under the TensorRT-LLM LLM API."""
-    model_dir = _trtllm_model_dir("trtllm-api", model_dir)
+    check_llm("trtllm-api", model_dir)
     from .trtllm_llmapi import TrtLlmApiBackend
 
     return TrtLlmApiBackend(model_dir)
 
 
-def _trtllm_model_dir(name: str, model_dir: str | Path | None) -> str | Path:
-    """``model_dir``, once it is given and TensorRT-LLM is installed (UserError, one line, otherwise)."""
-    if model_dir is None:
+TORCH_INSTALL = ("pip install 'torch==2.13.0+cpu' --extra-index-url https://download.pytorch.org/whl/cpu "
+                 "(a CUDA machine: pip install torch==2.13.0; Jetson: README's Install)")
+"""The command that installs torch alone, all that the transformers LLM needs beyond the deploy install."""
+
+
+def check_llm(name: str, model_dir: str | Path | None) -> None:
+    """What backend ``name`` needs before anything loads (UserError, one line, otherwise): transformers
+    needs torch; the TensorRT-LLM backends need TensorRT-LLM and ``model_dir``; a ``model_dir`` given
+    must exist."""
+    if name == "transformers":
+        if importlib.util.find_spec("torch") is None:
+            raise UserError(f"--llm transformers needs torch, which this install lacks: {TORCH_INSTALL}")
+    elif model_dir is None:
         raise UserError(f"--llm {name} needs --model DIR (the TensorRT-LLM engine or model directory)")
-    if importlib.util.find_spec("tensorrt_llm") is None:
+    elif importlib.util.find_spec("tensorrt_llm") is None:
         raise UserError(f"--llm {name}: TensorRT-LLM is not installed (pip install 'mmg-export[trtllm]' on x86, "
                         "the 0.12-jetson branch on JetPack 6); or use --llm transformers")
-    return model_dir
+    if model_dir is not None and not Path(model_dir).is_dir():
+        raise UserError(f"--model {model_dir}: no such directory; expected the checkpoint, engine or model directory "
+                        f"that --llm {name} loads")
 
 
 LLM_BACKENDS: dict[str, LLMFactory] = {

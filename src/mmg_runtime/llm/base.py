@@ -134,15 +134,11 @@ class Sampling:
         """True when the next token is the argmax (temperature 0)."""
         return self.temperature == 0
 
-    @property
-    def penalized(self) -> bool:
-        """True when a penalty changes the logits."""
-        return (self.repetition_penalty != 1 or self.frequency_penalty != 0
-                or self.presence_penalty != 0)
-
-    def changed(self) -> dict:
-        """The fields that differ from :data:`GREEDY`'s, by name (for logs and JSON)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
+    def penalties(self) -> dict[str, float]:
+        """The penalties that are set (at their defaults they are off), by field name: the keywords
+        TensorRT-LLM's sampling configs take."""
+        return {f.name: float(getattr(self, f.name)) for f in fields(self)
+                if f.name.endswith("_penalty") and getattr(self, f.name) != f.default}
 
 
 _SAMPLING_RANGES = (

@@ -122,13 +122,7 @@ def llmapi_sampling(sampling: Sampling) -> dict[str, Any]:
     keywords: dict[str, Any] = {"top_k": 1} if sampling.greedy else {
         "temperature": float(sampling.temperature), "top_k": int(sampling.top_k) or None,
         "top_p": float(sampling.top_p), "seed": sampling.seed if sampling.seed is not None else secrets.randbits(63)}
-    if sampling.repetition_penalty != 1:
-        keywords["repetition_penalty"] = float(sampling.repetition_penalty)
-    if sampling.frequency_penalty:
-        keywords["frequency_penalty"] = float(sampling.frequency_penalty)
-    if sampling.presence_penalty:
-        keywords["presence_penalty"] = float(sampling.presence_penalty)
-    return keywords
+    return {**keywords, **sampling.penalties()}
 
 
 def register_adapter() -> None:

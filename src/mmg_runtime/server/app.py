@@ -77,6 +77,7 @@ async def delete_stream(request: Request, stream_id: str) -> JSONResponse:
     service = _service(request)
     entry = service.streams.pop(service.stream(stream_id).id)
     await asyncio.to_thread(entry.stream.stop)
+    entry.stream.forget_cached()
     return JSONResponse({"id": entry.id, "object": "stream", "deleted": True})
 
 

@@ -309,7 +309,8 @@ class Service:
         expired = [stream_id for stream_id in oldest_first
                    if now - self._ended[stream_id] > self.settings.ended_stream_seconds]
         for stream_id in {*surplus, *expired}:
-            del self._streams[stream_id], self._ended[stream_id]
+            self._streams.pop(stream_id).stream.forget_cached()
+            del self._ended[stream_id]
 
     async def open_stream(self, source: str, sample_fps: float) -> StreamEntry:
         """Start a live stream over ``source`` (a client's string, checked here); only running streams
