@@ -86,3 +86,32 @@ def test_readme_names_where_each_backend_ran():
     assert table["TensorRT 10.3 / 11 (`--backend tensorrt`, the default on a GPU where it imports)"]["built"].startswith(
         "never")
     assert "docs/unverified.md" in README[:README.index("| backend or part |")]
+
+
+def test_readme_names_every_run_json_field():
+    from mmg_runtime.pipeline import Answer, Timings
+
+    answer = Answer("", [], None, Timings(), prompt_tokens=0, finish_reason="stop", providers={},
+                    extra={"frames_encoded": 0, "frames_dropped": 0, "window_seconds": 0.0})
+    quickstart = section(README, "## Quickstart: the built-in tiny model")
+    missing = [key for key in answer.to_json() if f"`{key}`" not in quickstart]
+    assert missing == []
+
+
+def test_readme_names_every_sampling_field():
+    from dataclasses import fields
+
+    from mmg_runtime.llm.base import Sampling
+
+    api = section(README, "## Python API")
+    serving = section(README, "## Serving: an OpenAI-compatible API")
+    for field in fields(Sampling):
+        assert f"`{field.name}`" in api and f"`{field.name}`" in serving, field.name
+    assert "answered greedily" in serving
+
+
+def test_pending_benchmarks_are_marked_and_not_quoted():
+    current = table_rows(current_benchmarks(), "| what | figure | machine | command | target | met? |")
+    pending = {what for what, row in current.items() if row["figure"].startswith("pending")}
+    assert all(what.startswith("**pending:**") and current[what]["met?"] == "pending" for what in pending)
+    assert "pending" not in section(README, "## Benchmarks")
