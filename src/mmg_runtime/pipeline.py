@@ -169,6 +169,10 @@ class ChunkEncoder:
 WARM_UP_QUESTION = "Describe the video."
 """What loading asks the synthetic clip when the first question is not known in advance."""
 WARM_UP_NAMESPACE = "\0warm-up"
+WARM_UP_SAMPLING = Sampling(temperature=1.0, top_p=0.9, top_k=50, seed=0, repetition_penalty=1.1,
+                            frequency_penalty=0.1, presence_penalty=0.1)
+"""How the warm-up's follow-up draws its tokens: every sampling kernel (penalties, top-k, top-p, the
+draw) is loaded during loading, not by the first sampled question."""
 """The warm-up's cache entries, dropped once it is done (no caller's namespace starts with NUL)."""
 
 Video = str | Path | np.ndarray | VideoClip
@@ -427,7 +431,9 @@ class Pipeline:
     def warm_up(self, question: str = WARM_UP_QUESTION) -> None:
         """A question and a follow-up on a synthetic 720p clip (and a decode through NVDEC where it is
         the decoder): allocations, kernel selection, CUDA graph capture and the LLM's first calls, with
-        and without a cached prefix, happen here; the warm-up's cache entries are dropped after.
+        and without a cached prefix, greedy and sampled (:data:`WARM_UP_SAMPLING`; the first sampled
+        question after a greedy-only warm-up paid +91 ms of prefill at 7B geometry on an H100), happen
+        here; the warm-up's cache entries are dropped after.
 
         The transformers LLM's first prefill at a new prompt length costs more than later ones
         (+8 to +14 ms at 7B geometry on an H100, BENCHMARKS.md), so where the question is known
@@ -438,7 +444,7 @@ class Pipeline:
         conversation.ask(question, max_new_tokens=2)
         key = self.video_key(clip, WARM_UP_NAMESPACE)
         if key is not None:
-            conversation.ask(question, max_new_tokens=2)
+            conversation.ask(question, max_new_tokens=2, sampling=WARM_UP_SAMPLING)
             self.forget_video(key)
         if self.reader is not self._pyav:
             from .nvdec import warm_up_file
