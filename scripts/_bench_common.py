@@ -86,9 +86,11 @@ def cuda_kernels(fn: Callable[[], object], runs: int) -> list[tuple[float, float
 
 
 def add_token_stage_options(parser) -> None:
-    """--rounds, --stride and --chain-steps: a token stage other than MMGConfig's default."""
+    """--rounds, --stride, --substeps and --chain-steps: a token stage other than MMGConfig's default."""
     parser.add_argument("--rounds", type=int, default=None, help="token-stage rounds (default: MMGConfig's)")
     parser.add_argument("--stride", type=int, default=None, help="pick groups per round (default: MMGConfig's)")
+    parser.add_argument("--substeps", type=int, default=None,
+                        help="steps per group's pick (default: MMGConfig's; 1: the token stage before issue 24)")
     parser.add_argument("--chain-steps", type=int, default=None,
                         help="coverage steps per update (default: MMGConfig's)")
 
@@ -98,7 +100,7 @@ def token_stage_config(parser, args):
     parser's one-line error (exit 2)."""
     from mmg_export.prune import MMGConfig
 
-    knobs = {knob: getattr(args, knob) for knob in ("rounds", "stride", "chain_steps")}
+    knobs = {knob: getattr(args, knob) for knob in ("rounds", "stride", "substeps", "chain_steps")}
     try:
         return MMGConfig(**{knob: value for knob, value in knobs.items() if value is not None})
     except ValueError as error:

@@ -80,7 +80,8 @@ def main() -> None:
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}")
     print(f"T={args.frames}, P={args.tokens}, D={args.dim}, fp32, ratio {args.ratio}: K = {graph.keep}; "
-          f"rounds {config.rounds}, stride {config.stride}, chain_steps {config.chain_steps}; "
+          f"rounds {config.rounds}, stride {config.stride}, substeps {config.substeps}, "
+          f"chain_steps {config.chain_steps}; "
           f"graph and reference select the same tokens: {same}; pruner.onnx (opset 18): {nodes} nodes\n")
     print(markdown_table(["form", "median ms", "p90 ms", "min ms", "CPU ms (all threads)", "runs", "target"], [
         row("PruningGraph (torch eager)", graph_times, "<= 250 ms"),

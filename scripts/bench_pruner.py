@@ -9,9 +9,9 @@ for the GPU before returning). Eager: CUDA events. Medians over --iterations aft
 video-like features (``make_video``); "same idx" compares the deployed graph's kept indices with
 eager's on the same input. --profile adds the GPU kernel time of the deployed runs (CUPTI through
 torch.profiler: ONNX Runtime's own profile times kernel launches on the host, not the GPU).
---rounds, --stride and --chain-steps time a token stage of that many rounds, pick groups and coverage
-steps instead of the default (the quality trade-off of ``docs/quality.md``'s ablation; ``build --reach
-3`` is --chain-steps 3 --stride 6). --pruner-backend aotinductor times ``pruner.pt2`` instead (what
+--rounds, --stride, --substeps and --chain-steps time a token stage of that many rounds, pick groups,
+steps per pick and coverage steps instead of the default (the quality trade-off of ``docs/quality.md``'s
+ablation; --substeps 1 is the token stage before issue 24; ``build --reach 3`` is --chain-steps 3 --stride 6). --pruner-backend aotinductor times ``pruner.pt2`` instead (what
 ``build`` ships for ONNX Runtime artifacts on their own GPU: the same module compiled by TorchInductor for this
 device, opened as ``mmg_runtime.aotinductor.AotiPackage``, bound, one CUDA graph).
 
@@ -64,7 +64,7 @@ def measure(args, config: MMGConfig, frames: int, precision: str, scratch: Path,
         eager = time_any(lambda: graph(on_device), args.iterations, args.warmup, cuda)
         _, expected = graph(on_device)
     row = {"frames": frames, "precision": precision, "rounds": config.rounds, "stride": config.stride,
-           "chain_steps": config.chain_steps, "K": keep,
+           "substeps": config.substeps, "chain_steps": config.chain_steps, "K": keep,
            "deployed_ms": deployed["median_ms"], "deployed_p90_ms": deployed["p90_ms"], "eager_ms": eager["median_ms"],
            "providers": session.providers,
            "same_idx": outputs["kept_indices"].numpy().tolist() == expected.cpu().tolist()}
@@ -107,7 +107,7 @@ def main() -> None:
         rows = [measure(args, config, frames, precision, Path(scratch), cuda) for frames in args.frames
                 for precision in args.dtypes]
     columns = {"frames": "frames", "precision": "precision", "rounds": "rounds", "stride": "stride",
-               "chain_steps": "chain steps", "K": "K",
+               "substeps": "substeps", "chain_steps": "chain steps", "K": "K",
                "deployed_ms": "deployed (bound; on a GPU one CUDA graph) ms", "deployed_p90_ms": "p90 ms",
                "eager_ms": "eager ms", "same_idx": "same idx", "providers": "runs on"}
     print(markdown_table(list(columns.values()), [[r[key] for key in columns] for r in rows]))

@@ -7,6 +7,7 @@ import torch
 
 from mmg_export.eval.metrics import (boundary_scores, coverage, facility_value, merged_coverage, redundancy,
                                     shots_kept)
+from mmg_export.eval.montage import Shot, sampled_frames
 
 
 def orthogonal(tokens: int) -> torch.Tensor:
@@ -110,3 +111,9 @@ def test_shots_kept(kept, cuts, expected):
 def test_shots_kept_rejects_cuts_outside_the_video():
     with pytest.raises(ValueError, match=r"cuts \[4\] must lie in \(0, 4\)"):
         shots_kept([0], 4, 2, [4])
+
+
+def test_montage_samples_its_timeline_as_load_video_samples_a_file():
+    # 35 frames: arange(7) * 35 // 7 = 0, 5, ..., 30; shots start at 0, 10 and 15
+    shots = (Shot(Path("a.avi"), 10, still=False), Shot(Path("b.png"), 5, still=True), Shot(Path("c.avi"), 20, False))
+    assert sampled_frames(shots, 7) == [(0, 0), (0, 5), (1, 0), (2, 0), (2, 5), (2, 10), (2, 15)]

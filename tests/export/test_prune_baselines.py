@@ -64,6 +64,22 @@ def test_budgeted_greedy_keeps_mmg_vids_budgets_and_picks_by_exact_gain():
         baselines.facility_location(frame, 0.25).indices.tolist()
 
 
+def test_frame_greedy_picks_inside_each_frame_alone_with_the_grids_budgets():
+    # K = 2 of 6, one per frame; gains within each frame only (clamped cosines, itself 1):
+    # frame 0 [0, 10, 90 deg]: 1 + 0.985 = 1.985, 0.985 + 1 + 0.174 = 2.159, 0.174 + 1 = 1.174 -> 10 deg;
+    # frame 1 [90, 10, 20 deg]: 1 + 0.174 + 0.342 = 1.516, 0.174 + 1 + 0.985 = 2.159, 0.342 + 0.985 + 1
+    # = 2.327 -> 20 deg, although frame 0's 10 deg token covers it by 0.985
+    video = torch.cat([degrees(0, 10, 90), degrees(90, 10, 20)])
+    assert baselines.frame_greedy(video, 0.3).indices.tolist() == [1, 5]
+    clips = make_video("cuts", 4, 5, 24, 6)
+    assert baselines.frame_greedy(clips, 0.3).budget_per_frame.tolist() == \
+        baselines.grid(clips, 0.3).budget_per_frame.tolist()
+    # one frame: the same picks as the greedy over the whole video
+    frame = make_video("clustered", 3, 1, 24, 6)
+    assert baselines.frame_greedy(frame, 0.25).indices.tolist() == \
+        baselines.facility_location(frame, 0.25).indices.tolist()
+
+
 def test_vidcom2_gives_the_distinct_frame_more_and_keeps_atypical_tokens():
     # frame embeddings e0 = (1, 0), e1 = e2 = (0, 1); video embedding normalize((1, 2)) = (0.447, 0.894);
     # distinctiveness 1 - e.v: 0.553, 0.106, 0.106 -> softmax(d / 0.01) = (1.0, 1.8e-20, 1.8e-20);

@@ -47,6 +47,10 @@ CONFIGS = {
     "reach-3": MMGConfig(chain_steps=3, stride=6),  # mmg-export build --reach 3
     "reach-3-three-rounds": MMGConfig(rounds=3, chain_steps=3, stride=6),
     "no-novelty-floor": MMGConfig(novelty_floor=0.0, novelty_levels=1),
+    "one-step-per-pick": MMGConfig(substeps=1),  # the token stage before issue 24
+    "many-steps": MMGConfig(substeps=8, rounds=3),  # more steps than most frames' budgets
+    "steps-without-chain": MMGConfig(substeps=2, chain_steps=0),
+    "steps-and-one-frame-groups": MMGConfig(substeps=4, stride=8),  # 12 frames: groups 4..7 hold one frame
 }
 
 
@@ -78,6 +82,13 @@ def test_merge_handles_more_frames_than_tokens():
 def test_graph_matches_reference_at_llava_geometry(kind):
     """P = 196 tokens per frame as LLaVA-OneVision has (a small D keeps the test fast)."""
     assert_same_selection(make_video(kind, 3, 32, 196, 64), 0.25, MMGConfig())
+
+
+@pytest.mark.parametrize("frames", [1, 3, 7])
+@pytest.mark.parametrize("substeps", [2, 5])
+def test_graph_matches_reference_when_groups_outnumber_frames(frames, substeps):
+    """stride 4 > T: the empty groups only update coverage; their steps are left out in both forms."""
+    assert_same_selection(make_video("random", frames, frames, 24, 8), 0.3, MMGConfig(substeps=substeps))
 
 
 def test_graph_matches_reference_on_real_clip(clip_features):

@@ -211,6 +211,7 @@ def test_random_is_seeded():
     ("max_segments", 0, "an int >= 1"), ("max_segments", True, "an int >= 1"),
     ("rounds", 0, "an int in [1, 8]"), ("rounds", 9, "an int in [1, 8]"), ("rounds", 2.0, "an int in [1, 8]"),
     ("stride", 0, "an int in [1, 8]"), ("stride", 9, "an int in [1, 8]"),
+    ("substeps", 0, "an int in [1, 8]"), ("substeps", 9, "an int in [1, 8]"), ("substeps", True, "an int in [1, 8]"),
     ("chain_steps", -1, "an int in [0, 8]"), ("chain_steps", 9, "an int in [0, 8]"),
     ("novelty_levels", 0, "an int in [1, 1024]"), ("novelty_levels", 1025, "an int in [1, 1024]"),
     ("novelty_levels", 64.0, "an int in [1, 1024]"),
@@ -225,8 +226,9 @@ def test_config_names_the_field_the_value_and_what_was_expected(field, value, ex
 
 @pytest.mark.parametrize("field,value", [
     ("tau", 1.0), ("cut_factor", 1.0), ("min_segment_frames", 1), ("max_segments", 1), ("rounds", 1), ("rounds", 8),
-    ("stride", 1), ("stride", 8), ("chain_steps", 0), ("chain_steps", 8), ("novelty_levels", 1),
-    ("novelty_levels", 1024), ("novelty_floor", 0.0), ("novelty_floor", 1.0), ("budget", "uniform"), ("merge", True),
+    ("stride", 1), ("stride", 8), ("substeps", 1), ("substeps", 8), ("chain_steps", 0), ("chain_steps", 8),
+    ("novelty_levels", 1), ("novelty_levels", 1024), ("novelty_floor", 0.0), ("novelty_floor", 1.0),
+    ("budget", "uniform"), ("merge", True),
 ])
 def test_config_accepts_its_boundaries(field, value):
     assert getattr(MMGConfig(**{field: value}), field) == value

@@ -14,7 +14,9 @@ Each takes ``(features (T, P, D), ratio, config)`` and keeps exactly K = max(1, 
 * ``facility_location``: the slow greedy facility-location selection over all tokens of the video
   (an upper reference for the coverage metric, not a deployable method: report only);
 * ``budgeted_greedy``: the same greedy held to MMG-Vid's own per-frame budgets, frame after frame
-  (report only: what exact marginal gains reach within the budgets MMG-Vid deploys).
+  (report only: what exact marginal gains reach within the budgets MMG-Vid deploys);
+* ``frame_greedy``: the greedy within each frame alone, the grid's equal budgets, nothing across
+  frames (report only: what one-token-at-a-time picks reach where frames share nothing).
 """
 from __future__ import annotations
 
@@ -171,6 +173,32 @@ def budgeted_greedy(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
     return _selection(features, sorted(kept), None)
 
 
+def frame_greedy(features: torch.Tensor | np.ndarray, ratio: float = 0.25,
+                 config: MMGConfig | None = None) -> Selection:
+    """Facility-location greedy inside every frame, on its own (slow, report only).
+
+    Every frame keeps the grid's count (equal budgets, the first frames get the remainder), one
+    token at a time: the one that most raises sum_i max(0, max_{j kept} cos(i, j)) over the tokens
+    i of its frame, given the tokens that frame kept before (ties to the lower index). All frames
+    step together; nothing is shared across frames.
+    """
+    features, frames, tokens, count = _prepare(features, ratio)
+    budget = torch.tensor(allocate(count, [1] * frames, tokens))
+    unit = _unit(features).double()
+    similarity = (unit @ unit.transpose(1, 2)).clamp(min=0.0)  # (T, P, P), symmetric
+    cover = torch.zeros(frames, tokens, dtype=torch.float64)
+    taken = torch.zeros(frames, tokens, dtype=torch.bool)
+    for step in range(int(budget.max())):
+        gain = (similarity - cover.unsqueeze(2)).clamp(min=0.0).sum(dim=1).masked_fill(taken, -1.0)
+        best = torch.argmax(gain, dim=1)  # the first of equal maxima: the lower index
+        picking = budget > step
+        taken[picking, best[picking]] = True
+        best_column = similarity[torch.arange(frames), :, best]  # (T, P) cos(i, best)
+        cover = torch.where(picking.unsqueeze(1), torch.maximum(cover, best_column), cover)
+    kept = taken.reshape(-1).nonzero().squeeze(1).tolist()
+    return _selection(features, kept, None)
+
+
 def _prepare(features: torch.Tensor | np.ndarray, ratio: float) -> tuple[torch.Tensor, int, int, int]:
     """Validated features, T, P and K."""
     features = check_features(features)
@@ -201,5 +229,6 @@ def _selection(features: torch.Tensor, kept: list[int], scores: torch.Tensor | N
 METHODS = {"mmg-vid": select_tokens, "uniform": uniform, "grid": grid, "random": random,
            "temporal-difference": temporal_difference, "vidcom2": vidcom2, "divprune": divprune}
 """Every method the quality report compares, by name."""
-REFERENCE_METHODS = {"facility-location": facility_location, "budgeted-greedy": budgeted_greedy}
+REFERENCE_METHODS = {"facility-location": facility_location, "budgeted-greedy": budgeted_greedy,
+                     "frame-greedy": frame_greedy}
 """Upper references that are too slow to deploy (reported, never a candidate)."""

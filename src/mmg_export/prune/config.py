@@ -20,6 +20,9 @@ class MMGConfig:
     max_segments: at most this many segments; the weakest boundaries are dropped.
     rounds: every frame picks its tokens in this many rounds (half of its budget in the first of
         two), each round by marginal gain given everything kept before it.
+    substeps: each group takes its pick in this many steps, its own frames' coverage and gains
+        refreshed between them (a batched pick takes near-copies together where frames share
+        nothing; smaller steps come closer to a one-token-at-a-time greedy).
     stride: frames t with the same t mod ``stride`` pick together; the others see their picks.
         With 2 * chain_steps (the default, 4), what one coverage update carries from two frames
         picking together (chain_steps each way) meets only in the frame between them.
@@ -37,6 +40,7 @@ class MMGConfig:
     min_segment_frames: int = 1
     max_segments: int = 8
     rounds: int = 2
+    substeps: int = 3
     stride: int = 4
     chain_steps: int = 2
     novelty_levels: int = 64
@@ -52,6 +56,8 @@ class MMGConfig:
         _expect(_is_int(self.max_segments) and self.max_segments >= 1, "max_segments", self.max_segments,
                 "an int >= 1")
         _expect(_is_int(self.rounds) and 1 <= self.rounds <= 8, "rounds", self.rounds, "an int in [1, 8]")
+        _expect(_is_int(self.substeps) and 1 <= self.substeps <= 8, "substeps", self.substeps,
+                "an int in [1, 8]")
         _expect(_is_int(self.stride) and 1 <= self.stride <= 8, "stride", self.stride, "an int in [1, 8]")
         _expect(_is_int(self.chain_steps) and 0 <= self.chain_steps <= 8, "chain_steps", self.chain_steps,
                 "an int in [0, 8]")

@@ -9,8 +9,8 @@ with every decision written as static-shape tensor algebra:
   values turned into unique integer keys (:mod:`.scores`), so no runtime breaks a tie;
 * budget arithmetic on integers held in float32 (every product stays below 2**24, so it is
   exact), so that no runtime needs integer division;
-* the token stage is ``rounds * stride`` batched picks (8 by default), each over the frames of
-  one group (a static strided slice), never a loop over tokens or frames;
+* the token stage is ``rounds * stride * substeps`` batched picks (24 by default), each over the
+  frames of one group (a static strided slice), never a loop over tokens or frames;
 * kept tokens compacted with float CumSums and one ScatterElements without reduction, a
   permutation of all T x P tokens (kept ones first) into a buffer as large: TensorRT's parser
   wants every scatter's indices no larger than its data.
@@ -22,7 +22,7 @@ import torch
 
 from .config import MMGConfig, check_ratio, check_shape, keep_count
 from .scores import (KEY_LIMIT, TokenStats, band, coverage, cut_threshold, frame_weight, group_frames, marginal_gain,
-                     merge_keys, peak_scores, pick_levels, picked_since, put_rows, quantise, rank_keys,
+                     merge_keys, peak_scores, pick_levels, pick_schedule, put_rows, quantise, rank_keys,
                      similarity_levels, token_stats, weight_scale)
 
 
@@ -134,32 +134,29 @@ class PruningGraph(torch.nn.Module):
     def pick_tokens(self, stats: TokenStats, starts: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
         """(T, P) bool: the tokens every frame keeps (see :func:`.reference.pick_tokens`).
 
-        Each of the ``rounds * stride`` picks is batched over the frames of its group (a static
-        strided slice): they take their ``need`` best candidates, ranked within the frame by
-        unique keys. Coverage is recomputed over all frames before every pick.
+        Each pick of :func:`.scores.pick_schedule` is batched over the frames of its group (a
+        static strided slice): they top up to their target with their best candidates, ranked
+        within the frame by unique keys.
         """
-        config = self.config
         reach = band(stats, starts)
         kept = torch.zeros(self.frames, self.tokens, dtype=torch.bool, device=budget.device)
         cover = torch.zeros(self.frames, self.tokens, device=budget.device)
-        for round_ in range(1, config.rounds + 1):
-            # floor(budget * r / rounds), off every integer boundary by half a step: exact in float32
-            target = torch.floor((budget.float() * round_ + 0.5) / config.rounds)
-            for group in range(config.stride):
-                if round_ > 1 or group > 0:  # before the first pick nothing is covered
-                    cover = coverage(reach, kept, cover, config.chain_steps,
-                                     picked_since(group, self.frames, config.stride))
-                if group >= self.frames:  # an empty group picks nothing
-                    continue
-                rows = group_frames(group, config.stride)
-                gain_q = quantise(marginal_gain(reach, cover, rows), self.gain_levels)
-                kept_rows = kept[rows]
-                peak = peak_scores(reach.squared_distance[rows], rank_keys(gain_q, kept_rows, -1.0), gain_q)
-                score = quantise(peak, self.score_levels)
-                # kept tokens rank first (key above every candidate): a frame keeps its top `target`
-                score_key = rank_keys(score, kept_rows, float(KEY_LIMIT))
-                picked = kept_rows | (self.rank_in_frame(score_key) < target[rows].unsqueeze(1))
-                kept = put_rows(kept.float(), rows, picked.float()) > 0  # as float: TensorRT scatters no bool
+        for pick in pick_schedule(self.frames, self.config):
+            if pick.chain_steps is not None:  # before the first pick nothing is covered
+                cover = coverage(reach, kept, cover, pick.chain_steps, pick.changed)
+            if pick.group >= self.frames:  # an empty group picks nothing
+                continue
+            # floor(budget * share / parts), off every integer boundary by half a step: exact in float32
+            target = torch.floor((budget.float() * pick.share + 0.5) / pick.parts)
+            rows = group_frames(pick.group, self.config.stride)
+            gain_q = quantise(marginal_gain(reach, cover, rows), self.gain_levels)
+            kept_rows = kept[rows]
+            peak = peak_scores(reach.squared_distance[rows], rank_keys(gain_q, kept_rows, -1.0), gain_q)
+            score = quantise(peak, self.score_levels)
+            # kept tokens rank first (key above every candidate): a frame keeps its top `target`
+            score_key = rank_keys(score, kept_rows, float(KEY_LIMIT))
+            picked = kept_rows | (self.rank_in_frame(score_key) < target[rows].unsqueeze(1))
+            kept = put_rows(kept.float(), rows, picked.float()) > 0  # as float: TensorRT scatters no bool
         return kept
 
     def rank_in_frame(self, keys: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@
        candidates that most raise the facility-location coverage of its frame and of its linked
        neighbour frames given every token kept so far (in its frame, along the segment's chain of
        neighbours, and at the same place in the segment's other frames), spread out as density
-       peaks.
+       peaks, a few steps per pick with its own frame's coverage refreshed between them.
 
 Decisions are plain Python over exact numbers (ints, Fractions, quantised float32 values); the
 numeric kernels come from :mod:`.scores`, shared with the fixed-shape graph (:mod:`.graph`), which
@@ -25,7 +25,7 @@ import torch
 
 from .config import MMGConfig, Selection, check_features, check_ratio, keep_count
 from .scores import (TokenStats, band, coverage, cut_threshold, frame_weight, group_frames, marginal_gain,
-                     merge_keys, peak_scores, pick_levels, picked_since, quantise, rank_keys, similarity_levels,
+                     merge_keys, peak_scores, pick_levels, pick_schedule, quantise, rank_keys, similarity_levels,
                      token_stats, weight_scale)
 
 
@@ -138,10 +138,11 @@ def pick_tokens(stats: TokenStats, starts: torch.Tensor, budget: list[int],
     """Flat indices (ascending) of the tokens every frame keeps, and each frame's gains (T, P) at
     its last pick.
 
-    ``config.rounds`` rounds; in round r frame f tops up to floor(budget[f] * r / rounds) tokens.
-    Within a round the frames pick in ``config.stride`` groups (f mod stride), and before each
-    group picks, coverage is recomputed from everything kept, then the group's marginal gains and
-    peak scores (:mod:`.scores`). A frame keeps its candidates with the highest peak-score keys.
+    The picks of :func:`.scores.pick_schedule`: ``config.rounds`` rounds of ``config.stride``
+    groups (f mod stride), each group's pick in ``config.substeps`` steps. Before every step
+    coverage is updated from what was kept since, then the group's marginal gains and peak scores
+    (:mod:`.scores`); frame f tops up to floor(budget[f] * share / parts) tokens, its candidates
+    with the highest peak-score keys.
     """
     frames, tokens = starts.shape[0], stats.gram.shape[1]
     reach = band(stats, starts)
@@ -149,19 +150,18 @@ def pick_tokens(stats: TokenStats, starts: torch.Tensor, budget: list[int],
     kept = torch.zeros(frames, tokens, dtype=torch.bool)
     cover = torch.zeros(frames, tokens)
     gains = torch.zeros(frames, tokens)
-    for round_ in range(1, config.rounds + 1):
-        for group in range(config.stride):
-            if round_ > 1 or group > 0:  # before the first pick nothing is covered
-                cover = coverage(reach, kept, cover, config.chain_steps, picked_since(group, frames, config.stride))
-            rows = group_frames(group, config.stride)
-            gain = marginal_gain(reach, cover, rows)
-            gain_q = quantise(gain, gain_levels)
-            peak = peak_scores(reach.squared_distance[rows], rank_keys(gain_q, kept[rows], -1.0), gain_q)
-            score_key = rank_keys(quantise(peak, score_levels), kept[rows], -1.0)
-            for row, f in enumerate(range(group, frames, config.stride)):
-                need = budget[f] * round_ // config.rounds - int(kept[f].sum())
-                kept[f, best_tokens(score_key[row].tolist(), need)] = True
-                gains[f] = gain[row]
+    for pick in pick_schedule(frames, config):
+        if pick.chain_steps is not None:  # before the first pick nothing is covered
+            cover = coverage(reach, kept, cover, pick.chain_steps, pick.changed)
+        rows = group_frames(pick.group, config.stride)
+        gain = marginal_gain(reach, cover, rows)
+        gain_q = quantise(gain, gain_levels)
+        peak = peak_scores(reach.squared_distance[rows], rank_keys(gain_q, kept[rows], -1.0), gain_q)
+        score_key = rank_keys(quantise(peak, score_levels), kept[rows], -1.0)
+        for row, f in enumerate(range(pick.group, frames, config.stride)):
+            need = budget[f] * pick.share // pick.parts - int(kept[f].sum())
+            kept[f, best_tokens(score_key[row].tolist(), need)] = True
+            gains[f] = gain[row]
     return kept.reshape(-1).nonzero().squeeze(1).tolist(), gains
 
 
