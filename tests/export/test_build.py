@@ -145,12 +145,17 @@ def test_reach_option_builds_that_pruner_and_records_it(tmp_path):
 
 
 def test_pruner_settings_other_than_the_defaults_name_the_build():
-    from mmg_export.builder.cli import pruning_suffix
+    from mmg_export.builder.cli import MAX_SUBSTEPS, pruning_suffix
     from mmg_export.prune import MMGConfig
+
+    MMGConfig(substeps=MAX_SUBSTEPS)  # the CLI's bound is the config's
+    with pytest.raises(ValueError, match="substeps"):
+        MMGConfig(substeps=MAX_SUBSTEPS + 1)
 
     assert pruning_suffix(MMGConfig()) == ""
     assert pruning_suffix(MMGConfig(merge=True)) == "-merge"
     assert pruning_suffix(MMGConfig(rounds=3, chain_steps=3, stride=6)) == "-rounds3-reach3"
+    assert pruning_suffix(MMGConfig(substeps=1)) == "-substeps1"
     assert pruning_suffix(MMGConfig(chain_steps=1, stride=2)) == "-reach1"
 
 

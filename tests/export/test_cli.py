@@ -135,6 +135,7 @@ def test_out_of_range_values_are_usage_errors_before_torch(argv: list[str], line
     (["build", "--ratio", "0"], "argument --ratio: expected a number in (0, 1], got 0"),
     (["build", "--frames", "0"], "argument --frames: expected an integer from 1 to 256, got 0"),
     (["build", "--rounds", "9"], "argument --rounds: expected an integer from 1 to 8, got 9"),
+    (["build", "--substeps", "0"], "argument --substeps: expected an integer from 1 to 8, got 0"),
     (["build", "--reach", "5"], "argument --reach: expected an integer from 0 to 4, got 5"),
     (["run", "--video", "v", "--max-new-tokens", "0"], "argument --max-new-tokens: expected an integer >= 1, got 0"),
     (["run", "--video", "v", "--top-p", "0"], "argument --top-p: expected a number above 0, at most 1, got 0"),

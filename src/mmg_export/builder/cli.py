@@ -28,6 +28,8 @@ MAX_STRIDE = 8
 MAX_REACH = MAX_STRIDE // 2
 MAX_ROUNDS = 8
 """MMGConfig's most selection rounds (likewise)."""
+MAX_SUBSTEPS = 8
+"""MMGConfig's most steps per group's pick (likewise)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "for every GPU from the target's up, instead of engines for the target's GPU only")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"artifact directory (default: {DEFAULT_OUT}/MODEL-TARGET-BACKEND-PRECISION-"
-                             "FRAMESf-rRATIO, then -merge, -roundsN, -reachN, -aoti where they apply)")
+                             "FRAMESf-rRATIO, then -merge, -roundsN, -substepsN, -reachN, -aoti where they apply)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact directory")
     parser.add_argument("--keep-onnx", action="store_true",
                         help="tensorrt backend: also keep the engines' ONNX sources in onnx/ (for verification; "
@@ -76,18 +78,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"frames each way that one coverage update carries a pick's coverage, 0-{MAX_REACH} "
                              "(default 2); the frames pick in 2 x reach groups (1 for reach 0; 3 keeps a little more of "
                              "the video for a slower pruner, 0 and 1 keep much less: docs/quality.md)")
+    parser.add_argument("--substeps", type=integer(1, MAX_SUBSTEPS), default=None,
+                        help=f"steps each group's pick takes, its gains refreshed between them, 1-{MAX_SUBSTEPS} "
+                             "(default 3; 1 is the faster token stage before it, which loses on long, sparsely "
+                             "sampled videos: docs/quality.md)")
     parser.add_argument("--list-targets", action="store_true", help="list the build profiles and exit")
     parser.set_defaults(handler=run)
 
 
 def pruning_config(args: argparse.Namespace) -> MMGConfig:
-    """The pruner's settings from ``--merge``, ``--rounds`` and ``--reach`` (their ranges are argparse's to
-    check). ``--reach N`` sets chain_steps = N and stride = max(1, 2N), the rule of :class:`MMGConfig`."""
+    """The pruner's settings from ``--merge``, ``--rounds``, ``--substeps`` and ``--reach`` (their ranges
+    are argparse's to check). ``--reach N`` sets chain_steps = N and stride = max(1, 2N), the rule of
+    :class:`MMGConfig`."""
     from ..prune import MMGConfig
 
     settings: dict = {"merge": args.merge}
     if args.rounds is not None:
         settings["rounds"] = args.rounds
+    if args.substeps is not None:
+        settings["substeps"] = args.substeps
     if args.reach is not None:
         settings.update(chain_steps=args.reach, stride=max(1, 2 * args.reach))
     return MMGConfig(**settings)
@@ -102,6 +111,8 @@ def pruning_suffix(pruning: MMGConfig) -> str:
     parts = ["merge"] if pruning.merge else []
     if pruning.rounds != default.rounds:
         parts.append(f"rounds{pruning.rounds}")
+    if pruning.substeps != default.substeps:
+        parts.append(f"substeps{pruning.substeps}")
     if (pruning.chain_steps, pruning.stride) != (default.chain_steps, default.stride):
         parts.append(f"reach{pruning.chain_steps}")
     return "".join(f"-{part}" for part in parts)
