@@ -93,8 +93,8 @@ class CacheStore:
 CPU_CACHE_BYTES = 1 << 30
 """Default cache budget where the pipeline runs on the CPU (host memory): 1 GiB."""
 GPU_CACHE_SHARE, GPU_CACHE_MAX = 0.25, 8 << 30
-"""Default cache budget on a GPU: a quarter of the device memory free once the pipeline has loaded, at
-most 8 GiB (at 7B geometry a question's KV prefix is ~92 MB and its video tokens ~11 MB)."""
+"""Default cache budget on a GPU: a quarter of the device memory free once the components and the LLM
+have loaded (before the warm-up), at most 8 GiB (at 7B geometry a question's KV prefix is ~92 MB and its video tokens ~11 MB)."""
 
 
 def default_cache_memory(device: str) -> int:

@@ -169,11 +169,11 @@ class ChunkEncoder:
 WARM_UP_QUESTION = "Describe the video."
 """What loading asks the synthetic clip when the first question is not known in advance."""
 WARM_UP_NAMESPACE = "\0warm-up"
+"""The warm-up's cache entries, dropped once it is done (no caller's namespace starts with NUL)."""
 WARM_UP_SAMPLING = Sampling(temperature=1.0, top_p=0.9, top_k=50, seed=0, repetition_penalty=1.1,
                             frequency_penalty=0.1, presence_penalty=0.1)
 """How the warm-up's follow-up draws its tokens: every sampling kernel (penalties, top-k, top-p, the
 draw) is loaded during loading, not by the first sampled question."""
-"""The warm-up's cache entries, dropped once it is done (no caller's namespace starts with NUL)."""
 
 Video = str | Path | np.ndarray | VideoClip
 """A video file, a folder of images, an (N, H, W, 3) uint8 array or a clip."""

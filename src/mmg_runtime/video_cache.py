@@ -50,12 +50,15 @@ class ContentDigests:
 
     def __init__(self, limit: int = 4096) -> None:
         self.limit = limit
-        self._memo: dict[tuple[str, int, int, int], str] = {}
+        self._memo: dict[tuple[str, int, int, int, int, int], str] = {}
 
     def file(self, path: Path) -> str:
-        """The hex SHA-256 of the file's bytes."""
+        """The hex SHA-256 of the file's bytes, hashed again whenever its stat stamp changes: the change
+        time (which no program can set back, unlike the modification time that ``cp -p`` or ``touch -r``
+        keep) is part of it."""
         status = path.stat()
-        stamp = (str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino)
+        stamp = (str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino,
+                 status.st_dev)
         if stamp not in self._memo:
             if len(self._memo) >= self.limit:
                 self._memo.clear()

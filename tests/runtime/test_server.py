@@ -543,6 +543,7 @@ def test_loading_keys_and_no_local_files(pipeline, media):
         assert httpx.post(f"{url}/v1/chat/completions", json=payload, headers=keyed).status_code == 503
         loaded.set()
         wait_until(lambda: httpx.get(f"{url}/health").status_code == 200)
+        assert httpx.get(f"{url}/health").json() == {"status": "ok"}  # no cache figures without the key
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             refused = httpx.get(f"{url}/v1/models", headers=headers)
             assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"

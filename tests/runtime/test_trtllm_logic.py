@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from mmg_runtime.errors import UserError
 from mmg_runtime.llm.base import GREEDY, Sampling, VideoPrompt
 from mmg_runtime.llm.prompt_table import (
     EngineLimits,
@@ -369,8 +370,7 @@ def test_llmapi_backend_generate(trtllm, tmp_path):
 
 # --- sampling, stop and KV block reuse on both paths ---------------------------------------------
 
-SAMPLED = Sampling(temperature=0.7, top_p=0.9, top_k=40, seed=11, repetition_penalty=1.1,
-                   frequency_penalty=0.5, presence_penalty=-0.5)
+SAMPLED = Sampling(temperature=0.7, top_p=0.9, top_k=40, seed=11, repetition_penalty=1.1)
 
 
 def test_engine_sampling_keywords():
@@ -379,8 +379,7 @@ def test_engine_sampling_keywords():
     assert engine_sampling(GREEDY) == {"top_k": 1}
     assert engine_sampling(Sampling(repetition_penalty=1.2)) == {"top_k": 1, "repetition_penalty": 1.2}
     assert engine_sampling(SAMPLED) == {"temperature": 0.7, "top_k": 40, "top_p": 0.9, "random_seed": 11,
-                                        "repetition_penalty": 1.1, "frequency_penalty": 0.5,
-                                        "presence_penalty": -0.5}
+                                        "repetition_penalty": 1.1}
     unseeded = [engine_sampling(Sampling(temperature=1.0))["random_seed"] for _ in range(2)]
     assert unseeded[0] != unseeded[1] and all(0 <= seed < 2**63 for seed in unseeded)  # not the runtime's 0
 
@@ -390,10 +389,22 @@ def test_llmapi_sampling_keywords():
 
     assert llmapi_sampling(GREEDY) == {"top_k": 1}
     assert llmapi_sampling(SAMPLED) == {"temperature": 0.7, "top_k": 40, "top_p": 0.9, "seed": 11,
-                                        "repetition_penalty": 1.1, "frequency_penalty": 0.5,
-                                        "presence_penalty": -0.5}
+                                        "repetition_penalty": 1.1}
     assert llmapi_sampling(Sampling(temperature=1.0, seed=3)) == {"temperature": 1.0, "top_k": None, "top_p": 1.0,
                                                                   "seed": 3}
+
+
+@pytest.mark.parametrize("penalty", ["frequency_penalty", "presence_penalty"])
+def test_output_only_penalties_are_refused_on_tensorrt_llm(penalty):
+    """TensorRT-LLM's penalty kernels count the prompt too: OpenAI's answer-only penalties are refused."""
+    from mmg_runtime.llm.trtllm_engine import engine_sampling
+    from mmg_runtime.llm.trtllm_llmapi import llmapi_sampling
+
+    for sampling_keywords, backend in ((engine_sampling, "trtllm-engine"), (llmapi_sampling, "trtllm-api")):
+        with pytest.raises(UserError) as refused:
+            sampling_keywords(Sampling(temperature=1.0, **{penalty: 0.5}))
+        assert str(refused.value) == (f"{penalty}: --llm {backend} would count the prompt's tokens too, not only "
+                                      "the answer's as OpenAI does; leave it at 0 or use --llm transformers")
 
 
 def test_token_extra_ids_tell_videos_apart():
@@ -467,5 +478,5 @@ def test_llmapi_backend_samples_and_aborts_on_stop(trtllm, tmp_path):
     generation = backend.generate(video_prompt(), max_new_tokens=3, on_token=stop_at(1, seen), sampling=SAMPLED)
     assert generation.token_ids == [7] == seen and generation.stopped and trtllm.aborted
     params = trtllm.attached[2]
-    assert (params.temperature, params.top_k, params.top_p, params.seed, params.repetition_penalty,
-            params.frequency_penalty, params.presence_penalty) == (0.7, 40, 0.9, 11, 1.1, 0.5, -0.5)
+    assert (params.temperature, params.top_k, params.top_p, params.seed, params.repetition_penalty) == (
+        0.7, 40, 0.9, 11, 1.1)

@@ -25,7 +25,9 @@ class MMGConfig:
         nothing; smaller steps come closer to a one-token-at-a-time greedy).
     stride: frames t with the same t mod ``stride`` pick together; the others see their picks.
         With 2 * chain_steps (the default, 4), what one coverage update carries from two frames
-        picking together (chain_steps each way) meets only in the frame between them.
+        picking together (chain_steps each way) meets only in the frame between them, at the
+        group's first step; each later step carries older coverage one frame further, so with more
+        than 4 substeps frames of one group come to see each other's early steps.
     chain_steps: frame-to-frame steps coverage is carried along a segment before each pick.
     novelty_levels: frame novelty is quantised to integers 0..novelty_levels (exact budget
         arithmetic in every runtime).

@@ -140,6 +140,18 @@ class Sampling:
         return {f.name: float(getattr(self, f.name)) for f in fields(self)
                 if f.name.endswith("_penalty") and getattr(self, f.name) != f.default}
 
+    def prompt_counting_penalties(self, backend: str) -> dict[str, float]:
+        """:meth:`penalties` for a runtime whose penalty kernels count the prompt's tokens too
+        (TensorRT-LLM's): the repetition penalty, which counts them in vLLM and transformers as well;
+        a frequency or presence penalty, which OpenAI counts over the answer only, is refused
+        (UserError naming ``backend``) rather than applied with another meaning."""
+        penalties = self.penalties()
+        refused = [name for name in ("frequency_penalty", "presence_penalty") if name in penalties]
+        if refused:
+            raise UserError(f"{' and '.join(refused)}: {backend} would count the prompt's tokens too, not only the "
+                            "answer's as OpenAI does; leave it at 0 or use --llm transformers")
+        return penalties
+
 
 _SAMPLING_RANGES = (
     ("temperature", lambda v: 0 <= v <= 2, "a number from 0 (greedy) to 2"),

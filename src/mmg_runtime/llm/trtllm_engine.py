@@ -136,11 +136,12 @@ def engine_sampling(sampling: Sampling) -> dict[str, Any]:
     Greedy is ``top_k=1`` (what the runners' own default SamplingConfig does). Sampling passes
     temperature, top_k (0 = every token) and top_p (1 = every token; 0 would mean greedy to
     ModelRunnerCpp) and a ``random_seed``: drawn here when none is given, since the runtime's
-    default seed is 0 for every request. The penalties pass only when set (1 / 0 = off)."""
+    default seed is 0 for every request. The repetition penalty passes when set; a frequency or
+    presence penalty is refused (:meth:`Sampling.prompt_counting_penalties`)."""
     keywords: dict[str, Any] = {"top_k": 1} if sampling.greedy else {
         "temperature": float(sampling.temperature), "top_k": int(sampling.top_k), "top_p": float(sampling.top_p),
         "random_seed": sampling.seed if sampling.seed is not None else secrets.randbits(63)}
-    return {**keywords, **sampling.penalties()}
+    return {**keywords, **sampling.prompt_counting_penalties("--llm trtllm-engine")}
 
 
 def video_extra_id(video_key: Hashable | None) -> int:

@@ -118,11 +118,12 @@ def llmapi_sampling(sampling: Sampling) -> dict[str, Any]:
     Greedy is ``top_k=1`` (SamplingParams counts top_k 1 with no top_p as greedy decoding). Sampling
     passes temperature, top_k (None for 0: the runtime's default, every token), top_p (always, so
     that the request is not taken for greedy) and a seed, drawn here when none is given (the
-    runtime's default seed is 0 for every request). The penalties pass only when set."""
+    runtime's default seed is 0 for every request). The repetition penalty passes when set; a
+    frequency or presence penalty is refused (:meth:`Sampling.prompt_counting_penalties`)."""
     keywords: dict[str, Any] = {"top_k": 1} if sampling.greedy else {
         "temperature": float(sampling.temperature), "top_k": int(sampling.top_k) or None,
         "top_p": float(sampling.top_p), "seed": sampling.seed if sampling.seed is not None else secrets.randbits(63)}
-    return {**keywords, **sampling.penalties()}
+    return {**keywords, **sampling.prompt_counting_penalties("--llm trtllm-api")}
 
 
 def register_adapter() -> None:

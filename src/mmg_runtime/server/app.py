@@ -31,6 +31,8 @@ def _service(request: Request) -> Service:
 async def health(request: Request) -> JSONResponse:
     service = _service(request)
     service.ready()
+    if service.settings.api_key is not None:  # unauthenticated: says nothing of what keyed clients asked
+        return JSONResponse({"status": "ok"})
     return JSONResponse({"status": "ok", "cache": service.cache_report()})
 
 
