@@ -211,8 +211,9 @@ def model_context(args: argparse.Namespace, manifest) -> int | None:
         config = json.loads((model / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # the backend says what is wrong with the checkpoint when it loads
-    context = config.get("text_config", {}).get("max_position_embeddings")
-    return context if isinstance(context, int) else None
+    text = config.get("text_config") if isinstance(config, dict) else None
+    context = text.get("max_position_embeddings") if isinstance(text, dict) else None
+    return context if isinstance(context, int) else None  # else the backend says what is wrong
 
 
 def sampling_of(args: argparse.Namespace):

@@ -33,7 +33,7 @@ LOGGER = trt.Logger(trt.Logger.ERROR)
 
 def cli_config(merge: bool = False, rounds: int | None = None, reach: int | None = None):
     """The pruner settings that ``mmg-export build [--merge] [--rounds N] [--reach N]`` exports."""
-    return pruning_config(argparse.Namespace(merge=merge, rounds=rounds, reach=reach))
+    return pruning_config(argparse.Namespace(merge=merge, rounds=rounds, reach=reach, substeps=None))
 
 
 def parse(path: Path) -> tuple[object, object, list[str]]:
