@@ -21,6 +21,11 @@ from typing import Callable, Iterable, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 
 
+FOLLOW_UPS = ["Who is in it?", "Where does it take place?", "What colour is the sky?", "Is it day or night?",
+              "What happens at the end?", "Is anyone talking?", "How many people are there?", "Is it indoors?",
+              "What is moving fastest?", "What happens first?", "Is it raining?"]
+"""Follow-up questions the benchmarks ask about one clip (bench_e2e.py's conversations, bench_server.py's turns)."""
+
 def summarize(times_ms: Sequence[float]) -> dict:
     """Median, p90, min and count of a list of milliseconds."""
     ordered = sorted(times_ms)

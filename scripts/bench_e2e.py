@@ -41,15 +41,12 @@ import sys
 import time
 from pathlib import Path
 
-from _bench_common import environment, markdown_table, print_environment, time_any
+from _bench_common import FOLLOW_UPS, environment, markdown_table, print_environment, time_any
 
 import numpy as np
 import torch
 
 QUESTION = "What happens in this video?"
-FOLLOW_UPS = ["Who is in it?", "Where does it take place?", "What colour is the sky?", "Is it day or night?",
-              "What happens at the end?", "Is anyone talking?", "How many people are there?", "Is it indoors?",
-              "What is moving fastest?"]
 SEVEN_B = dict(
     vision=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304, num_hidden_layers=26,
                 num_attention_heads=16, image_size=384, patch_size=14),

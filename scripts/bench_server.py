@@ -36,7 +36,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _bench_common import markdown_table, summarize
+from _bench_common import FOLLOW_UPS, markdown_table, summarize
 
 import httpx
 import openai
@@ -94,9 +94,6 @@ def ask_streamed(client, model: str, messages: list, max_tokens: int) -> dict:
     return {"text": "".join(pieces), "total": time.perf_counter() - start, "first": first}
 
 
-FOLLOW_UPS = ["Who is in it?", "Where does it take place?", "What colour is the sky?", "Is it day or night?",
-              "What happens at the end?", "Is anyone talking?", "How many people are there?", "Is it indoors?",
-              "What is moving fastest?", "What happens first?", "Is it raining?"]
 
 
 def converse(url: str, video: Path, question: str, turns: int, max_tokens: int) -> list[dict]:

@@ -148,12 +148,17 @@ def check_before_loading(args: argparse.Namespace) -> None:
 
 
 def check_video(video: str, frames: int) -> None:
-    """``--video``: a file FFmpeg opens or a folder of images, planned as the pipeline will (headers only)."""
-    from .video import PyAVReader, check_sampled_images
+    """``--video``: a file whose header FFmpeg reads, or a folder whose sampled images are readable (headers
+    only: a long file's packets are indexed once, when the pipeline plans it)."""
+    from .video import PyAVReader, check_sampled_images, check_video_file
 
-    if not Path(video).exists():
+    path = Path(video)
+    if path.is_file():
+        check_video_file(path)
+    elif path.is_dir():
+        check_sampled_images(PyAVReader().open(path, frames))
+    else:
         raise UserError(f"--video {video}: no such file or folder; expected {VIDEO_EXPECTED}")
-    check_sampled_images(PyAVReader().open(video, frames))
 
 
 def check_stream_source(source: str) -> None:

@@ -290,9 +290,9 @@ class Pipeline:
         """
         ids = self.prompt_ids(messages, max_new_tokens)
         stop = check_stop(stop)
+        asked = time.perf_counter()
+        key = self.video_key(video, namespace)  # hashing a new file or an array holds no lock
         with self.lock:
-            asked = time.perf_counter()
-            key = self.video_key(video, namespace)
             return self.answer(ids, key, functools.partial(self.encode_and_prune, video), max_new_tokens, asked,
                                sampling, stop, on_token)
 
